@@ -1,0 +1,154 @@
+"""Message shapes (v1). Strict: a wrong type is an error, never silently coerced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+MAX_PROCESSES_PER_MESSAGE = 1000
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+Percent = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=2**31 - 1)]
+UnixTime = Annotated[int, Field(ge=0, le=2**62)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# --- agent -> ingest -------------------------------------------------------
+
+
+class ProcessReading(_Message):
+    """One watched name on one tick: all matching PIDs summed."""
+
+    process_name: Annotated[str, Field(min_length=1, max_length=100)]
+    count: NonNegativeInt
+    # Per-core percent like `ps`, so a busy multi-threaded process may exceed 100;
+    # summed RSS counts shared pages once per PID, so memory may too.
+    cpu_pct: Percent
+    memory_pct: Percent
+    oldest_start_unix: UnixTime | None
+
+
+class AgentSample(_Message):
+    """Subject `agent.samples.<server_id>`; headers `Authorization: Bearer <key>`, `Nats-Msg-Id`."""
+
+    v: Literal[1]
+    server_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    agent_version: Annotated[str, Field(min_length=1, max_length=64)]
+    sampled_at: AwareDatetime
+    processes: Annotated[list[ProcessReading], Field(max_length=MAX_PROCESSES_PER_MESSAGE)]
+
+
+class WatchListRequest(_Message):
+    """Request on `agent.config.<server_id>` (header `Authorization: Bearer <key>`)."""
+
+    v: Literal[1] = 1
+    agent_version: str | None = None
+
+
+class WatchListReply(_Message):
+    v: Literal[1] = 1
+    server_id: int
+    process_names: list[str]
+    interval_seconds: float
+    error: str | None = None
+
+
+# --- ingest -> alerter -----------------------------------------------------
+
+
+class ProcessAlertConfig(_Message):
+    alert_on_down: bool
+    alert_on_restart: bool
+    alert_on_cpu: bool
+    alert_on_memory: bool
+    cpu_threshold_pct: float
+    memory_threshold_pct: float
+
+
+class RecordedSample(_Message):
+    """One committed sample, with what the alerter needs to decide without a database read."""
+
+    sample_id: int
+    watched_process_id: int
+    process_name: str
+    count: int
+    cpu_pct: float
+    memory_pct: float
+    oldest_start_unix: int | None
+    recorded_at: datetime
+    # The sample before this one in time order (None for the first sample).
+    previous_count: int | None
+    previous_oldest_start_unix: int | None
+    previous_recorded_at: datetime | None
+    # False when the sample arrived after a newer one: stored, but never alerts.
+    is_latest: bool
+    config: ProcessAlertConfig
+
+
+class SampleRecorded(_Message):
+    """Subject `samples.recorded.<server_id>`: one per committed agent message."""
+
+    v: Literal[1] = 1
+    server_id: int
+    hostname: str
+    user_id: int
+    agent_version: str
+    sampled_at: datetime
+    samples: list[RecordedSample]
+
+
+# --- api -> alerter, agents -----------------------------------------------
+
+
+class ProcessChanged(_Message):
+    """Subject `processes.changed.<server_id>`: a watched process was created, updated or deleted."""
+
+    v: Literal[1] = 1
+    event_id: int
+    change: Literal["created", "updated", "deleted"]
+    server_id: int
+    user_id: int
+    process_id: int
+    process_name: str
+    enabled: bool
+    config: ProcessAlertConfig
+    occurred_at: datetime
+
+
+# --- alerter -> integrations ----------------------------------------------
+
+AlertType = Literal["process_down", "process_restarted", "process_cpu_high", "process_memory_high"]
+AlertState = Literal["firing", "resolved"]
+
+
+class AlertServer(_Message):
+    id: int
+    hostname: str
+
+
+class AlertProcess(_Message):
+    id: int
+    process_name: str
+
+
+class AlertEvent(_Message):
+    """Subject `alerts.<server_id>.<process_id>`, stream ALERTS, `Nats-Msg-Id` = `id`."""
+
+    v: Literal[1] = 1
+    id: str
+    type: AlertType
+    state: AlertState
+    occurred_at: datetime
+    user_id: int
+    server: AlertServer
+    process: AlertProcess
+    value: float | None = None
+    threshold: float | None = None
+    sample: dict | None = None
+    reason: str | None = None

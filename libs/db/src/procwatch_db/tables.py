@@ -1,0 +1,181 @@
+"""The schema, as SQLModel tables: the one description of every stored row.
+
+Alembic migrations (`procwatch_db/migrations`) create and change the schema in
+every real database; these classes are what the code queries with. A test
+checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlmodel import Field, SQLModel
+
+
+def _now_column(**kw) -> Column:
+    return Column(DateTime(timezone=True), nullable=False, server_default=text("now()"), **kw)
+
+
+class Plan(SQLModel, table=True):
+    __tablename__ = "plans"
+
+    name: str = Field(sa_column=Column(String(32), primary_key=True))
+    max_processes_per_server: int = Field(sa_column=Column(Integer, nullable=False))
+    retention_days: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    email: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
+    plan: str = Field(sa_column=Column(String(32), ForeignKey("plans.name"), nullable=False))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    # sha256 of the bearer token, hex; the token itself is never stored.
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    name: str = Field(sa_column=Column(String(100), nullable=False, server_default=""))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class Server(SQLModel, table=True):
+    __tablename__ = "servers"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    hostname: str = Field(sa_column=Column(String(255), nullable=False))
+    last_agent_version: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    # sha256 of the agent key, hex; the key is shown once at creation.
+    agent_key_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+
+
+class WatchedProcess(SQLModel, table=True):
+    __tablename__ = "watched_processes"
+    __table_args__ = (UniqueConstraint("server_id", "process_name", name="uq_watched_processes_server_name"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    server_id: int = Field(sa_column=Column(BigInteger, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
+    process_name: str = Field(sa_column=Column(String(100), nullable=False))
+    enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
+    alert_on_down: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
+    alert_on_restart: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    alert_on_cpu: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    alert_on_memory: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    cpu_threshold_pct: float = Field(default=50, sa_column=Column(Float, nullable=False, server_default=text("50")))
+    memory_threshold_pct: float = Field(default=25, sa_column=Column(Float, nullable=False, server_default=text("25")))
+    last_count: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    last_cpu_pct: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    last_memory_pct: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    last_sample_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    # The newest sample's oldest start time: the "previous sample" the ingest
+    # hands to the alerter for the restart rule, without reading history.
+    last_oldest_start_unix: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    alerted_state: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    # Maintained by ingest in the same transaction as the rows, so GET never
+    # counts history (see docs/decisions.md).
+    samples_total: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    updated_at: datetime | None = Field(default=None, sa_column=_now_column())
+
+
+class ProcessSample(SQLModel, table=True):
+    __tablename__ = "process_samples"
+    __table_args__ = (
+        # Serves idempotent replays, "newest 100" (backward scan) and "last 24h" (range).
+        UniqueConstraint("watched_process_id", "recorded_at", name="uq_process_samples_process_time"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    watched_process_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("watched_processes.id", ondelete="CASCADE"), nullable=False)
+    )
+    count: int = Field(sa_column=Column(Integer, nullable=False))
+    cpu_pct: float = Field(sa_column=Column(Float, nullable=False))
+    memory_pct: float = Field(sa_column=Column(Float, nullable=False))
+    oldest_start_unix: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+
+
+class OutboxEvent(SQLModel, table=True):
+    """Events written in the same transaction as the change they describe.
+
+    A relay publishes rows with `published_at IS NULL` to NATS after commit and
+    then marks them; a crash between commit and publish only delays the event.
+    `Nats-Msg-Id` is `outbox-<id>`, so a re-publish after a crash is dropped by
+    JetStream's duplicate window.
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (Index("ix_outbox_events_unpublished", "id", postgresql_where=text("published_at IS NULL")),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    subject: str = Field(sa_column=Column(String(255), nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class Alert(SQLModel, table=True):
+    """Alert history: one row per episode (firing -> resolved); restarts are one-shot rows."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_process_newest", "watched_process_id", "id"),
+        # At most one open episode per process and condition.
+        Index(
+            "uq_alerts_open_episode", "watched_process_id", "type", unique=True,
+            postgresql_where=text("resolved_at IS NULL AND type <> 'process_restarted'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    watched_process_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("watched_processes.id", ondelete="CASCADE"), nullable=False)
+    )
+    server_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    type: str = Field(sa_column=Column(String(32), nullable=False))
+    state: str = Field(sa_column=Column(String(16), nullable=False))
+    value: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    threshold: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    resolve_reason: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    # Nats-Msg-Id of the firing event: a redelivered sample finds it and writes nothing.
+    event_id: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+
+
+PLANS: dict[str, tuple[int, int]] = {
+    # name: (processes per server, retention days)
+    "hobby": (3, 1),
+    "pro": (10, 7),
+    "team": (25, 30),
+    "scale": (50, 90),
+}
+
+metadata = SQLModel.metadata

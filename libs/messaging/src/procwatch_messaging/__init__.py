@@ -1,0 +1,1 @@
+"""Broker plumbing shared by the services: stream declarations (I/O lives here, not in contracts)."""

@@ -1,0 +1,1 @@
+"""Process plumbing every service shares: structured logging and the connection settings."""

@@ -1,0 +1,24 @@
+"""Where the shared servers are. Each service's Settings extends this one.
+
+The three URLs are read from the unprefixed variables operators know
+(DATABASE_URL, REDIS_URL, NATS_URL); everything service-specific carries the
+service's prefix (PROCWATCH_API_, PROCWATCH_INGEST_, PROCWATCH_ALERTER_).
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConnectionSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/procwatch",
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "nats_url"))

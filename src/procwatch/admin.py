@@ -1,0 +1,1 @@
+"""`procwatch admin`: users, plans and API tokens (placeholder, filled in below)."""

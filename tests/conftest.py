@@ -1,0 +1,31 @@
+"""Session-wide fixtures: real servers (see tests/support/servers.py) and a fresh database."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+
+import pytest
+
+from tests.support.servers import ResolvedServers, create_fresh_database, start_servers
+
+
+@pytest.fixture(scope="session")
+def servers() -> ResolvedServers:
+    with ExitStack() as stack:
+        yield start_servers(stack)
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: ResolvedServers) -> str:
+    return create_fresh_database(servers.postgres_url)
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers: ResolvedServers) -> str:
+    return servers.redis_url
+
+
+@pytest.fixture(scope="session")
+def nats_url(servers: ResolvedServers) -> str:
+    return servers.nats_url
