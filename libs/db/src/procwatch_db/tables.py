@@ -126,7 +126,7 @@ class OutboxEvent(SQLModel, table=True):
 
     A relay publishes rows with `published_at IS NULL` to NATS after commit and
     then marks them; a crash between commit and publish only delays the event.
-    `Nats-Msg-Id` is `outbox-<id>`, so a re-publish after a crash is dropped by
+    `Nats-Msg-Id` is `msg_id` or `outbox-<id>`, so a re-publish after a crash is dropped by
     JetStream's duplicate window.
     """
 
@@ -135,6 +135,9 @@ class OutboxEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     subject: str = Field(sa_column=Column(String(255), nullable=False))
+    # Nats-Msg-Id to publish with; NULL means `outbox-<id>`. Alerts set their
+    # deterministic alert id here so JetStream drops any second copy.
+    msg_id: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
     payload: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=_now_column())
     published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))

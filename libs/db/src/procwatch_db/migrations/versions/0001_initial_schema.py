@@ -18,6 +18,7 @@ def upgrade() -> None:
     op.create_table('outbox_events',
     sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('subject', sa.String(length=255), nullable=False),
+    sa.Column('msg_id', sa.String(length=200), nullable=True),
     sa.Column('payload', sa.Text(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
