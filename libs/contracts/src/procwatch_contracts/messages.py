@@ -118,6 +118,9 @@ class ProcessChanged(_Message):
     process_name: str
     enabled: bool
     config: ProcessAlertConfig
+    # What was firing when the change committed: on delete the row is gone, so
+    # this is how the alerter knows which alerts to resolve.
+    alerted_state: str | None = None
     occurred_at: datetime
 
 
