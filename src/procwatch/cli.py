@@ -29,6 +29,12 @@ def _run_service(module_name: str, env: dict[str, str] | None = None) -> int:
     return 0
 
 
+def _run_agent(argv: list[str]) -> int:
+    from procwatch_agent.app import main as agent_main
+
+    return agent_main(argv) or 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from procwatch.stack import run_stack
 
@@ -76,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     alerter = sub.add_parser("alerter", help="run the alert evaluator")
     alerter.set_defaults(func=lambda a: _run_service("procwatch_alerter.app"))
+
+    agent = sub.add_parser("agent", help="report this server's watched processes (see `procwatch agent --help`)",
+                           add_help=False)
+    agent.add_argument("agent_args", nargs=argparse.REMAINDER)
+    agent.set_defaults(func=lambda a: _run_agent(a.agent_args))
 
     migrate = sub.add_parser("migrate", help="apply database migrations (DATABASE_URL or --data-dir's stack.json)")
     migrate.add_argument("--data-dir", default=".procwatch")

@@ -1,0 +1,161 @@
+"""The transactional-outbox relay: rows of `outbox_events` -> JetStream, in id order.
+
+Writers insert a row into `outbox_events` in the same transaction as the change
+the event describes (see `outbox_row`), commit, then call `OutboxRelay.wake()`.
+The relay publishes unpublished rows in id order, awaiting each JetStream ack,
+and marks them `published_at`. A crash between commit and publish only delays
+the event: the row stays unpublished and the next pass (woken, or the poll
+every `poll_interval` seconds) sends it. A crash between publish and marking
+re-sends it with the same `Nats-Msg-Id`, which JetStream's duplicate window
+drops. Rows are claimed with `FOR UPDATE SKIP LOCKED`, so N replicas running a
+relay each publish a disjoint set.
+
+    relay = OutboxRelay(database_url, js)
+    task = asyncio.create_task(relay.run())
+    ...  # after each commit that wrote outbox rows:
+    relay.wake()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from procwatch_db.urls import libpq_url
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+log = logging.getLogger("procwatch.outbox")
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+MAX_BACKOFF_S = 30.0
+
+INSERT_OUTBOX_ROW_SQL = "insert into outbox_events (subject, msg_id, payload) values (%s, %s, %s) returning id"
+
+
+def outbox_msg_id(row_id: int, msg_id: str | None = None) -> str:
+    """The `Nats-Msg-Id` a row is published with: its own msg_id, else `outbox-<id>`."""
+    return msg_id if msg_id else f"outbox-{row_id}"
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        database_url: str,
+        js: JetStreamContext,
+        *,
+        poll_interval: float = 1.0,
+        batch_size: int = 500,
+        publish_timeout: float = 5.0,
+    ) -> None:
+        self._conninfo = libpq_url(database_url)
+        self._js = js
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._publish_timeout = publish_timeout
+        self._wakeup = asyncio.Event()
+        self._conn: psycopg.AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    def wake(self) -> None:
+        """Publish soon: call right after a commit that wrote outbox rows."""
+        self._wakeup.set()
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5)
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            await self._conn.close()
+        self._conn = None
+
+    async def publish_pending(self) -> int:
+        """One pass: publish every unpublished row in id order; returns how many were published.
+
+        Stops at the first failed publish (so order is kept), marks what went out
+        and re-raises; the rest stays for the next pass.
+        """
+        total = 0
+        async with self._lock:
+            try:
+                while True:
+                    published, claimed = await self._publish_batch()
+                    total += published
+                    if claimed < self._batch_size:
+                        return total
+            except Exception:
+                if self._conn is not None and (self._conn.closed or self._conn.broken):
+                    self._conn = None
+                raise
+
+    async def _publish_batch(self) -> tuple[int, int]:
+        conn = await self._connection()
+        published: list[int] = []
+        failure: BaseException | None = None
+        async with conn.transaction():
+            cur = await conn.execute(
+                "select id, subject, msg_id, payload from outbox_events"
+                " where published_at is null order by id limit %s for update skip locked",
+                (self._batch_size,),
+            )
+            rows = await cur.fetchall()
+            for row_id, subject, msg_id, payload in rows:
+                try:
+                    await self._js.publish(
+                        subject,
+                        payload.encode("utf-8"),
+                        timeout=self._publish_timeout,
+                        headers={MSG_ID_HEADER: outbox_msg_id(row_id, msg_id)},
+                    )
+                except Exception as exc:  # broker down / timeout: keep order, retry later
+                    failure = exc
+                    break
+                published.append(row_id)
+            if published:
+                await conn.execute(
+                    "update outbox_events set published_at = now() where id = any(%s)", (published,)
+                )
+        if published:
+            log.debug("outbox rows published", extra={"count": len(published), "last_id": published[-1]})
+        if failure is not None:
+            raise failure
+        return len(published), len(rows)
+
+    async def run(self) -> None:
+        """Publish until cancelled: on wake() or every poll_interval; back off on errors, never die."""
+        backoff = 0.0
+        try:
+            while True:
+                await self._wait_for_work()
+                backoff = await self._pass(backoff)
+        finally:
+            await self.close()
+
+    async def _wait_for_work(self) -> None:
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
+
+    async def _pass(self, backoff: float) -> float:
+        """One publish pass; returns the next backoff (0 after a success)."""
+        try:
+            await self.publish_pending()
+            return 0.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            backoff = min(MAX_BACKOFF_S, max(0.5, backoff * 2))
+            log.warning(
+                "outbox publish failed; retrying",
+                extra={"error": type(exc).__name__, "detail": str(exc)[:200], "retry_in_s": backoff},
+            )
+            await asyncio.sleep(backoff)
+            return backoff

@@ -1,0 +1,62 @@
+"""Ingest settings: `PROCWATCH_INGEST_*` environment variables (URLs come from ConnectionSettings)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from procwatch_messaging.streams import StreamLimits
+from procwatch_runtime.settings import ConnectionSettings
+
+
+class IngestSettings(ConnectionSettings):
+    model_config = SettingsConfigDict(env_prefix="PROCWATCH_INGEST_", extra="ignore")
+
+    # Batching: a batch is handed over when it holds `batch_size` messages or
+    # `batch_timeout_ms` passed since the pull started, whichever comes first.
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_timeout_ms: int = Field(default=50, ge=1, le=60_000)
+
+    # The durable pull consumer shared by every replica, and the watch-list queue group.
+    durable: str = "procwatch-ingest"
+    watchlist_queue: str = "procwatch-ingest"
+    # Seconds the server waits for an ack before redelivering (a crashed replica's batch).
+    ack_wait_s: float = Field(default=30.0, gt=0)
+
+    # Caches (see docs/ingest.md): server credentials and per-server process names.
+    server_cache_ttl_s: float = Field(default=10.0, ge=0)
+    unknown_server_cache_ttl_s: float = Field(default=2.0, ge=0)
+    process_cache_ttl_s: float = Field(default=5.0, ge=0)
+
+    # Samples further ahead of the ingest clock are rejected.
+    max_future_s: float = Field(default=300.0, ge=0)
+    # Told to agents in the watch-list reply.
+    interval_seconds: float = Field(default=10.0, gt=0)
+
+    # JetStream stream limits, applied when the service starts.
+    samples_max_age_s: float = Field(default=24 * 3600, gt=0)
+    events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+    duplicate_window_s: float = Field(default=300, ge=120)
+
+    # Redelivery delay after a transient failure: base * 2^(attempt-1), capped.
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+
+    # PostgreSQL pool.
+    pool_min_size: int = Field(default=1, ge=1)
+    pool_max_size: int = Field(default=4, ge=1)
+    pool_timeout_s: float = Field(default=5.0, gt=0)
+
+    stats_log_interval_s: float = Field(default=60.0, gt=0)
+    log_level: str = "INFO"
+
+    def stream_limits(self) -> StreamLimits:
+        return StreamLimits(
+            agent_samples_max_age_s=self.samples_max_age_s,
+            events_max_age_s=self.events_max_age_s,
+            duplicate_window_s=self.duplicate_window_s,
+        )
+
+    @property
+    def batch_timeout_s(self) -> float:
+        return self.batch_timeout_ms / 1000.0

@@ -1,0 +1,293 @@
+"""`procwatch up`: the whole system on one machine.
+
+1. Resolve PostgreSQL, Redis and NATS: the `*_URL` variables when set, else
+   embedded real servers under the data directory (see embedded.py).
+2. Apply migrations; on the first run create a demo user and print its token.
+3. Run the services (api, ingest, alerter, and with --with-agent an agent for
+   the demo server) as child processes, restarting any that dies.
+4. Write `DIR/stack.json` and print the URLs; on Ctrl-C / SIGTERM stop the
+   services first, then the servers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from procwatch.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis, EmbeddedServer, port_is_free
+
+log = logging.getLogger("procwatch.up")
+
+STACK_FILE = "stack.json"
+DEMO_FILE = "demo.json"  # ids of the demo user and server; never the token
+DEMO_EMAIL = "demo@procwatch.local"
+SERVICES = ("api", "ingest", "alerter")
+
+
+def resolve_database_url(data_dir: str | os.PathLike) -> str:
+    """DATABASE_URL, else the one a running `procwatch up` wrote to DIR/stack.json."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    stack_file = Path(data_dir) / STACK_FILE
+    if stack_file.exists():
+        return json.loads(stack_file.read_text())["database_url"]
+    raise SystemExit(
+        f"no database: set DATABASE_URL, or start `procwatch up --data-dir {data_dir}` first "
+        f"(it writes {stack_file})"
+    )
+
+
+@dataclass
+class ChildService:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+    def start(self) -> None:
+        logfile = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=logfile, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        logfile.close()
+        log.info("service started", extra={"service": self.name, "pid": self.proc.pid})
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)  # services drain in-flight work on SIGTERM
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("service did not stop in time; killing", extra={"service": self.name})
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    api_port: int
+    servers: list[EmbeddedServer] = field(default_factory=list)
+    children: list[ChildService] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    # -- servers -----------------------------------------------------------
+
+    def _previous_ports(self) -> dict[str, int]:
+        path = self.data_dir / STACK_FILE
+        try:
+            return json.loads(path.read_text()).get("ports", {})
+        except (OSError, ValueError):
+            return {}
+
+    def start_servers(self) -> None:
+        ports = self._previous_ports()
+        wanted = {
+            "database_url": ("DATABASE_URL", EmbeddedPostgres, "postgres"),
+            "redis_url": ("REDIS_URL", EmbeddedRedis, "redis"),
+            "nats_url": ("NATS_URL", EmbeddedNats, "nats"),
+        }
+        for key, (env_name, cls, sub) in wanted.items():
+            if os.environ.get(env_name):
+                self.urls[key] = os.environ[env_name]
+                log.info("using external server", extra={"server": sub})
+                continue
+            server = cls(self.data_dir / sub, port=ports.get(sub, 0))
+            self.urls[key] = server.start()
+            self.servers.append(server)
+
+    def stop_servers(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+    # -- schema and demo data --------------------------------------------------
+
+    def migrate(self) -> None:
+        from procwatch_db.migrate import upgrade
+
+        upgrade(self.urls["database_url"])
+
+    def ensure_demo_user(self) -> str | None:
+        """On the first run: a demo user, a token and a server for this machine. Returns the token."""
+        import socket
+
+        import psycopg
+
+        from procwatch_db import accounts
+        from procwatch_db.urls import libpq_url
+        from procwatch_domain.secrets import hash_secret, new_agent_key
+
+        demo_file = self.data_dir / DEMO_FILE
+        with psycopg.connect(libpq_url(self.urls["database_url"])) as conn:
+            if accounts.find_user_id(conn, DEMO_EMAIL) is not None and demo_file.exists():
+                return None
+            user_id = accounts.find_user_id(conn, DEMO_EMAIL) or accounts.create_user(conn, DEMO_EMAIL, "pro")
+            token = accounts.create_api_token(conn, user_id, "demo")
+            agent_key = new_agent_key()
+            (server_id,) = conn.execute(
+                "insert into servers (user_id, hostname, agent_key_hash) values (%s, %s, %s) returning id",
+                (user_id, socket.gethostname(), hash_secret(agent_key)),
+            ).fetchone()
+        # The agent key is a local secret of this machine's demo agent (like an
+        # agent's config file); it is never stored in the database.
+        demo_file.write_text(json.dumps({"user_id": user_id, "server_id": server_id, "agent_key": agent_key}))
+        demo_file.chmod(0o600)
+        return token
+
+    def demo(self) -> dict:
+        try:
+            return json.loads((self.data_dir / DEMO_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # -- services --------------------------------------------------------------
+
+    def service_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.urls["database_url"],
+            REDIS_URL=self.urls["redis_url"],
+            NATS_URL=self.urls["nats_url"],
+            PROCWATCH_API_HOST="127.0.0.1",
+            PROCWATCH_API_PORT=str(self.api_port),
+        )
+        return env
+
+    def start_services(self, with_agent: bool) -> None:
+        exe = [sys.executable, "-m", "procwatch.cli"]
+        env = self.service_env()
+        for name in SERVICES:
+            self.children.append(ChildService(name, exe + [name], env, self.data_dir / f"{name}.log"))
+        if with_agent:
+            demo = self.demo()
+            agent_env = dict(env, PROCWATCH_AGENT_SERVER_ID=str(demo.get("server_id", "")),
+                             PROCWATCH_AGENT_KEY=demo.get("agent_key", ""))
+            self.children.append(ChildService("agent", exe + ["agent"], agent_env, self.data_dir / "agent.log"))
+        for child in self.children:
+            child.start()
+
+    def supervise_once(self) -> None:
+        """Restart a service that died, with a growing delay (at most 30 s)."""
+        now = time.monotonic()
+        for child in self.children:
+            if not child.exited():
+                continue
+            if child.next_start == 0.0:
+                child.restarts += 1
+                delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+                child.next_start = now + delay
+                log.warning(
+                    "service exited; restarting",
+                    extra={"service": child.name, "code": child.proc.returncode, "in_s": delay,
+                           "log": str(child.log_path)},
+                )
+            elif now >= child.next_start:
+                child.next_start = 0.0
+                child.start()
+
+    def stop_services(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+    def wait_api_ready(self, timeout: float = 60.0) -> None:
+        url = f"{self.urls['api_url']}/healthz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            api = next(c for c in self.children if c.name == "api")
+            if api.exited():
+                raise RuntimeError(f"the API exited during start; see {api.log_path}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"the API did not answer {url} within {timeout}s")
+
+    def write_stack_file(self) -> Path:
+        path = self.data_dir / STACK_FILE
+        ports = {s.name: s.port for s in self.servers}
+        path.write_text(json.dumps({**self.urls, "ports": ports}, indent=2))
+        return path
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):  # noqa: ARG001
+    raise _Stop()
+
+
+def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
+    stack = Stack(Path(data_dir).resolve(), api_port)
+    stack.data_dir.mkdir(parents=True, exist_ok=True)
+    if not port_is_free(api_port):
+        print(f"port {api_port} is in use; choose another with --api-port", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        stack.start_servers()
+        stack.migrate()
+        token = stack.ensure_demo_user()
+        stack.urls["api_url"] = f"http://127.0.0.1:{api_port}"
+        stack.start_services(with_agent)
+        stack.wait_api_ready()
+        stack_file = stack.write_stack_file()
+        _print_banner(stack, stack_file, token)
+        while True:
+            stack.supervise_once()
+            time.sleep(0.5)
+    except _Stop:
+        log.info("stopping")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        stack.stop_services()
+        stack.stop_servers()
+        log.info("stopped")
+    return 0
+
+
+def _print_banner(stack: Stack, stack_file: Path, token: str | None) -> None:
+    u = stack.urls
+    demo = stack.demo()
+    lines = [
+        "",
+        "procwatch is up.",
+        f"  api_url:      {u['api_url']}",
+        f"  nats_url:     {u['nats_url']}",
+        f"  database_url: {u['database_url']}",
+        f"  redis_url:    {u['redis_url']}",
+        f"  (written to {stack_file})",
+        "",
+    ]
+    server = demo.get("server_id", "<server_id>")
+    if token:
+        lines += [
+            f"A demo user ({DEMO_EMAIL}) was created. Its token is shown only now:",
+            f"  curl -H 'Authorization: Bearer {token}' {u['api_url']}/servers/{server}/processes",
+        ]
+    else:
+        lines += [
+            f"Demo user: {DEMO_EMAIL} (its token was printed on the first run). A new token:",
+            f"  uv run procwatch admin create-token --email {DEMO_EMAIL} --data-dir {stack.data_dir}",
+        ]
+    lines += ["", "Ctrl-C stops everything."]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,167 @@
+"""OutboxRelay against real PostgreSQL and NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import nats
+import psycopg
+import pytest
+
+from procwatch_db.urls import libpq_url
+from procwatch_messaging.outbox import INSERT_OUTBOX_ROW_SQL, OutboxRelay
+from procwatch_messaging.streams import ensure_streams
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def js(nats_url):
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    yield js
+    await nc.close()
+
+
+def insert_rows(database_url: str, subject: str, payloads: list[str], msg_ids=None) -> list[int]:
+    msg_ids = msg_ids or [None] * len(payloads)
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        return [
+            conn.execute(INSERT_OUTBOX_ROW_SQL, (subject, msg_id, payload)).fetchone()[0]
+            for payload, msg_id in zip(payloads, msg_ids, strict=True)
+        ]
+
+
+def unpublished(database_url: str, ids: list[int]) -> list[int]:
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        rows = conn.execute(
+            "select id from outbox_events where id = any(%s) and published_at is null order by id", (ids,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+async def read_stream(js, subject: str, expected: int, deadline_s: float = 5.0) -> list:
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    got = []
+    deadline = time.monotonic() + deadline_s
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            try:
+                got.append(await sub.next_msg(timeout=0.2))
+            except nats.errors.TimeoutError:
+                pass
+        # Anything beyond `expected` would be a duplicate: give it a moment to show up.
+        try:
+            got.append(await sub.next_msg(timeout=0.2))
+        except nats.errors.TimeoutError:
+            pass
+    finally:
+        await sub.unsubscribe()
+    return got
+
+
+def fresh_subject() -> str:
+    return f"processes.changed.{random.randint(10**12, 10**15)}"
+
+
+async def test_publishes_in_id_order_with_msg_id_headers_and_marks_rows(database_url, js):
+    subject = fresh_subject()
+    ids = insert_rows(database_url, subject, ['{"n":1}', '{"n":2}', '{"n":3}'], [None, "custom-id-" + subject, None])
+    relay = OutboxRelay(database_url, js)
+    try:
+        assert await relay.publish_pending() >= 3
+    finally:
+        await relay.close()
+    assert unpublished(database_url, ids) == []
+    msgs = await read_stream(js, subject, 3)
+    assert [m.data for m in msgs] == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == [f"outbox-{ids[0]}", "custom-id-" + subject, f"outbox-{ids[2]}"]
+
+
+async def test_republishing_a_row_is_dropped_by_the_duplicate_window(database_url, js):
+    subject = fresh_subject()
+    ids = insert_rows(database_url, subject, ['{"once":true}'])
+    relay = OutboxRelay(database_url, js)
+    try:
+        await relay.publish_pending()
+        # A crash after publish but before marking: the row is sent again.
+        with psycopg.connect(libpq_url(database_url)) as conn:
+            conn.execute("update outbox_events set published_at = null where id = %s", (ids[0],))
+        await relay.publish_pending()
+    finally:
+        await relay.close()
+    msgs = await read_stream(js, subject, 1)
+    assert len(msgs) == 1
+
+
+async def test_rows_written_while_nats_is_unreachable_are_published_later(database_url, nats_url, js):
+    subject = fresh_subject()
+    ids = insert_rows(database_url, subject, ['{"late":1}', '{"late":2}'])
+    dead_nc = await nats.connect(nats_url)
+    dead_js = dead_nc.jetstream()
+    await dead_nc.close()  # every publish on it now fails
+    broken = OutboxRelay(database_url, dead_js)
+    try:
+        with pytest.raises(Exception):
+            await broken.publish_pending()
+    finally:
+        await broken.close()
+    assert unpublished(database_url, ids) == ids
+
+    relay = OutboxRelay(database_url, js, poll_interval=0.1)
+    task = asyncio.create_task(relay.run())
+    try:
+        deadline = time.monotonic() + 5
+        while unpublished(database_url, ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert unpublished(database_url, ids) == []
+    msgs = await read_stream(js, subject, 2)
+    assert [m.data for m in msgs] == [b'{"late":1}', b'{"late":2}']
+
+
+async def test_run_survives_a_failing_pass_and_wake_triggers_a_prompt_publish(database_url, nats_url, js):
+    dead_nc = await nats.connect(nats_url)
+    dead_js = dead_nc.jetstream()
+    await dead_nc.close()
+    subject = fresh_subject()
+    insert_rows(database_url, subject, ['{"x":1}'])
+    relay = OutboxRelay(database_url, dead_js, poll_interval=0.05)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.3)  # several failing passes happen here
+    assert not task.done(), "the relay loop must never die on a publish error"
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    good = OutboxRelay(database_url, js, poll_interval=60)  # only wake() can make it publish in time
+    task = asyncio.create_task(good.run())
+    try:
+        ids = insert_rows(database_url, subject, ['{"x":2}'])
+        good.wake()
+        deadline = time.monotonic() + 5
+        while unpublished(database_url, ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert unpublished(database_url, ids) == []
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_concurrent_relays_publish_each_row_once(database_url, js):
+    subject = fresh_subject()
+    ids = insert_rows(database_url, subject, [f'{{"i":{i}}}' for i in range(40)])
+    relays = [OutboxRelay(database_url, js, batch_size=7) for _ in range(3)]
+    try:
+        counts = await asyncio.gather(*(r.publish_pending() for r in relays))
+    finally:
+        for r in relays:
+            await r.close()
+    assert sum(counts) >= 40
+    assert unpublished(database_url, ids) == []
+    msgs = await read_stream(js, subject, 40)
+    assert sorted(m.data for m in msgs) == sorted(f'{{"i":{i}}}'.encode() for i in range(40))
