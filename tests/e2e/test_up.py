@@ -1,0 +1,91 @@
+"""`procwatch up` as a new user runs it: real embedded servers, real child services."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from procwatch.embedded import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _start_up(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "NATS_URL")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "procwatch.cli", "up", "--data-dir", str(data_dir), "--api-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+
+
+def _read_until(proc: subprocess.Popen, pattern: str, timeout: float = 120) -> str:
+    """Lines of output until one matches `pattern` (or the deadline passes)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            seen.append(line)
+            if re.search(pattern, line):
+                return "".join(seen)
+        elif proc.poll() is not None:
+            break
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"no line matched {pattern!r}; output:\n{''.join(seen)}")
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
+    data_dir, port = tmp_path / "pw", free_port()
+    proc = _start_up(data_dir, port)
+    try:
+        out = _read_until(proc, r"Ctrl-C stops everything")
+        stack = json.loads((data_dir / "stack.json").read_text())
+        assert {"api_url", "nats_url", "database_url", "redis_url"} <= set(stack)
+        assert stack["api_url"] == f"http://127.0.0.1:{port}"
+        curl = re.search(r"curl -H 'Authorization: Bearer (\S+)' (\S+)", out)
+        assert curl, out
+        token, url = curl.groups()
+        resp = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["processes"] == []
+        server_id = resp.json()["server"]["id"]
+        created = httpx.post(
+            f"{stack['api_url']}/servers/{server_id}/processes",
+            json={"process_name": "nginx"}, headers={"Authorization": f"Bearer {token}"}, timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        # every service is running under `up`
+        children = subprocess.run(["pgrep", "-f", f"procwatch.cli (api|ingest|alerter)"], capture_output=True, text=True)
+        assert len(children.stdout.split()) >= 3, children.stdout
+    finally:
+        assert _stop(proc) == 0
+
+    # Everything stopped: nothing listens on the API port any more.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+    # A second `up` on the same directory keeps the data and creates no new demo user.
+    proc = _start_up(data_dir, port)
+    try:
+        out = _read_until(proc, r"Ctrl-C stops everything")
+        assert "its token was printed on the first run" in out
+        listed = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert [p["process_name"] for p in listed.json()["processes"]] == ["nginx"]
+    finally:
+        assert _stop(proc) == 0
