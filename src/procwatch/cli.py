@@ -98,8 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_agent_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`procwatch [--log-level L] agent ARGS…`: ARGS go untouched to the agent's own
+    parser (argparse.REMAINDER in a subparser drops ARGS that start with an option)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "agent":
+            return argv[: i + 1], argv[i + 1 :]
+        if arg == "--log-level":
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            break  # another command
+        i += 1
+    return argv, None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    head, agent_args = _split_agent_args(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser().parse_args(head)
+    if agent_args is not None:
+        args.agent_args = agent_args
     configure_logging(args.log_level)
     return args.func(args) or 0
 

@@ -34,6 +34,9 @@ def free_port() -> int:
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        # Servers bind with SO_REUSEADDR, so a port whose old connections sit in
+        # TIME_WAIT is free for them; check the same way, or a restart moves ports.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

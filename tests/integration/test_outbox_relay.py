@@ -165,3 +165,16 @@ async def test_concurrent_relays_publish_each_row_once(database_url, js):
     assert unpublished(database_url, ids) == []
     msgs = await read_stream(js, subject, 40)
     assert sorted(m.data for m in msgs) == sorted(f'{{"i":{i}}}'.encode() for i in range(40))
+
+
+async def test_cancelling_right_after_a_wake_stops_the_loop(database_url, js):
+    # Regression: with asyncio.wait_for (Python 3.11) a cancel racing a wake() was lost
+    # and run() never returned, hanging every shutdown.
+    for _ in range(20):
+        relay = OutboxRelay(database_url, js, poll_interval=0.2)
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(0)
+        relay.wake()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=3)
+        assert task in done, "run() must end when cancelled"

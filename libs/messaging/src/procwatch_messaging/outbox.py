@@ -138,8 +138,11 @@ class OutboxRelay:
             await self.close()
 
     async def _wait_for_work(self) -> None:
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that arrives just as the event is set, and run() would never end.
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
+            async with asyncio.timeout(self._poll_interval):
+                await self._wakeup.wait()
         except TimeoutError:
             pass
         self._wakeup.clear()

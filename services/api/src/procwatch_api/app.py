@@ -1,0 +1,145 @@
+"""Wiring: settings -> engine, Redis, NATS + outbox relay -> FastAPI app; `main()` runs uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager, suppress
+
+import nats
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from procwatch_api import health, routes
+from procwatch_api.errors import install_error_handlers
+from procwatch_api.ratelimit import RateLimiter, redis_client
+from procwatch_api.schemas import REQUEST_MODELS, Error
+from procwatch_api.settings import ApiSettings
+from procwatch_db.urls import sqlalchemy_url
+from procwatch_messaging.outbox import OutboxRelay
+from procwatch_messaging.streams import ensure_streams
+
+log = logging.getLogger("procwatch.api")
+MAX_BACKOFF_S = 30.0
+
+
+async def _nats_and_relay(app: FastAPI, settings: ApiSettings) -> None:
+    """Connect to NATS (retrying while it is down), declare streams, then run the outbox relay."""
+    state = app.state
+    backoff = 0.5
+
+    async def on_error(exc: Exception) -> None:
+        log.debug("nats client error", extra={"error": type(exc).__name__})
+
+    while state.nats is None:
+        try:
+            state.nats = await nats.connect(
+                settings.nats_url, connect_timeout=settings.nats_connect_timeout_s,
+                max_reconnect_attempts=-1, reconnect_time_wait=1, error_cb=on_error, name="procwatch-api",
+            )
+        except Exception as exc:
+            log.warning("nats unavailable; events wait in the outbox",
+                        extra={"error": type(exc).__name__, "retry_in_s": backoff})
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
+    js = state.nats.jetstream()
+    backoff = 0.5
+    while True:
+        try:
+            await ensure_streams(js)
+            break
+        except Exception as exc:
+            log.warning("could not declare streams", extra={"error": type(exc).__name__, "retry_in_s": backoff})
+            await asyncio.sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
+    relay = OutboxRelay(settings.database_url, js, poll_interval=settings.outbox_poll_interval_s)
+    state.relay = relay
+    relay.wake()  # whatever waited in the outbox while NATS was away
+    await relay.run()
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = app.state
+        state.settings = settings
+        state.engine = create_async_engine(
+            sqlalchemy_url(settings.database_url),
+            pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow, pool_pre_ping=True,
+        )
+        state.redis = redis_client(settings.redis_url, settings.redis_timeout_s)
+        state.rate_limiter = RateLimiter(
+            state.redis, settings.rate_limit_per_minute, retry_after_s=settings.redis_retry_after_s
+        )
+        state.nats = None
+        state.relay = None
+        state.wake_relay = lambda: state.relay.wake() if state.relay is not None else None
+        task = asyncio.create_task(_nats_and_relay(app, settings), name="outbox-relay")
+        log.info("api started", extra={"rate_limit_per_minute": settings.rate_limit_per_minute})
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+            if state.nats is not None:
+                with suppress(Exception):
+                    await state.nats.close()
+            with suppress(Exception):
+                await state.redis.aclose()
+            await state.engine.dispose()
+
+    app = FastAPI(
+        title="procwatch API",
+        version="1.0.0",
+        description="Watched processes per server. Every route except /healthz and /readyz needs "
+        "`Authorization: Bearer <token>`. Errors are `{\"error\": code, \"message\": text, ...}`.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(routes.router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (*REQUEST_MODELS, Error):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            # Invalid input is answered 400 validation_failed, never FastAPI's 422.
+            for operations in schema["paths"].values():
+                for op in operations.values():
+                    op.get("responses", {}).pop("422", None)
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            for path in ("/healthz", "/readyz"):
+                for op in schema["paths"].get(path, {}).values():
+                    op["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    from procwatch_runtime.logs import configure_logging
+
+    settings = ApiSettings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port,
+        loop="uvloop", http="httptools", log_config=None, lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

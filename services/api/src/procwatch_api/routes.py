@@ -1,0 +1,100 @@
+"""HTTP routes: parse, call the service, render. Ids are taken as strings so a
+malformed id answers like a missing one (404), after authentication."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from procwatch_api import service
+from procwatch_api.deps import Repo, UserId, json_object
+from procwatch_api.responses import json_response
+from procwatch_api.schemas import (
+    AlertPage,
+    Ok,
+    ProcessCreate,
+    ProcessDetail,
+    ProcessList,
+    ProcessOne,
+    ProcessUpdate,
+    ServerCreate,
+    ServerCreatedOne,
+    ServerList,
+    ServerOne,
+    errors,
+    request_body,
+)
+
+router = APIRouter()
+
+SERVER = "/servers/{server_id}"
+PROCESSES = SERVER + "/processes"
+PROCESS = PROCESSES + "/{process_id}"
+
+
+# --- servers ----------------------------------------------------------------
+
+
+@router.get("/servers", response_model=ServerList, responses=errors(), tags=["servers"])
+async def list_servers(repo: Repo, user_id: UserId) -> Response:
+    return json_response(await service.list_servers(repo, user_id))
+
+
+@router.post("/servers", status_code=201, response_model=ServerCreatedOne, responses=errors(400, 413),
+             openapi_extra=request_body(ServerCreate), tags=["servers"])
+async def create_server(request: Request, repo: Repo, user_id: UserId) -> Response:
+    body = await json_object(request)
+    return json_response(await service.create_server(repo, user_id, body), status=201)
+
+
+@router.get(SERVER, response_model=ServerOne, responses=errors(404), tags=["servers"])
+async def get_server(server_id: str, repo: Repo, user_id: UserId) -> Response:
+    return json_response(await service.get_server(repo, user_id, server_id))
+
+
+@router.delete(SERVER, response_model=Ok, responses=errors(404), tags=["servers"])
+async def delete_server(server_id: str, repo: Repo, user_id: UserId) -> Response:
+    return json_response(await service.delete_server(repo, user_id, server_id))
+
+
+# --- processes --------------------------------------------------------------
+
+
+@router.get(PROCESSES, response_model=ProcessList, responses=errors(404), tags=["processes"])
+async def list_processes(server_id: str, repo: Repo, user_id: UserId) -> Response:
+    return json_response(await service.list_processes(repo, user_id, server_id))
+
+
+@router.post(PROCESSES, status_code=201, response_model=ProcessOne, responses=errors(400, 402, 404, 409, 413),
+             openapi_extra=request_body(ProcessCreate), tags=["processes"])
+async def create_process(server_id: str, request: Request, repo: Repo, user_id: UserId) -> Response:
+    body = await json_object(request)
+    return json_response(await service.create_process(repo, user_id, server_id, body), status=201)
+
+
+@router.get(PROCESS, response_model=ProcessDetail, responses=errors(404), tags=["processes"])
+async def get_process(server_id: str, process_id: str, repo: Repo, user_id: UserId) -> Response:
+    return json_response(await service.get_process(repo, user_id, server_id, process_id))
+
+
+@router.put(PROCESS, response_model=ProcessOne, responses=errors(400, 404, 409, 413),
+            openapi_extra=request_body(ProcessUpdate), tags=["processes"])
+async def update_process(server_id: str, process_id: str, request: Request, repo: Repo, user_id: UserId) -> Response:
+    body = await json_object(request)
+    return json_response(await service.update_process(repo, user_id, server_id, process_id, body))
+
+
+@router.delete(PROCESS, response_model=Ok, responses=errors(404), tags=["processes"])
+async def delete_process(server_id: str, process_id: str, repo: Repo, user_id: UserId) -> Response:
+    return json_response(await service.delete_process(repo, user_id, server_id, process_id))
+
+
+@router.get(PROCESS + "/alerts", response_model=AlertPage, responses=errors(400, 404), tags=["alerts"])
+async def list_alerts(
+    server_id: str, process_id: str, repo: Repo, user_id: UserId,
+    limit: str | None = Query(None, description="1-200, default 50"),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page (opaque)"),
+) -> Response:
+    return json_response(
+        await service.list_alerts(repo, user_id, server_id, process_id, limit=limit, cursor=cursor)
+    )

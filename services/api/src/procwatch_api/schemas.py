@@ -1,0 +1,211 @@
+"""Pydantic models that document the API in /openapi.json.
+
+Request bodies are parsed by hand (orjson, then procwatch_domain.validation) so
+every input error has the project's error shape; these models only describe
+the shapes, they never validate a request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Flag = Literal[0, 1]
+
+
+class Error(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. `validation_failed`")
+    message: str
+
+
+class Issue(BaseModel):
+    field: str
+    message: str
+
+
+class ValidationFailedError(Error):
+    error: Literal["validation_failed"] = "validation_failed"
+    issues: list[Issue]
+
+
+class PlanLimitError(Error):
+    error: Literal["plan_limit_reached"] = "plan_limit_reached"
+    scope: Literal["per_server"] = "per_server"
+    plan: str
+    limit: int
+    current_count: int
+
+
+class RateLimitError(Error):
+    error: Literal["rate_limited"] = "rate_limited"
+    limit: int
+    retry_after: int
+
+
+class ProcessCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="ProcessCreate")
+
+    process_name: str = Field(
+        min_length=1, max_length=100,
+        description="No whitespace, control characters or shell metacharacters ; & $ ` \\ \" ' < > ( ) { } |",
+    )
+    enabled: bool | Flag = Field(True, description="JSON boolean or 0/1")
+    alert_on_down: bool | Flag = True
+    alert_on_restart: bool | Flag = False
+    alert_on_cpu: bool | Flag = False
+    alert_on_memory: bool | Flag = False
+    cpu_threshold_pct: float = Field(50, ge=0.01, le=100)
+    memory_threshold_pct: float = Field(25, ge=0.01, le=100)
+
+
+class ProcessUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", title="ProcessUpdate",
+        json_schema_extra={"description": "At least one field. Read-only fields of the representation are ignored."},
+    )
+
+    process_name: str | None = Field(None, min_length=1, max_length=100)
+    enabled: bool | Flag | None = None
+    alert_on_down: bool | Flag | None = None
+    alert_on_restart: bool | Flag | None = None
+    alert_on_cpu: bool | Flag | None = None
+    alert_on_memory: bool | Flag | None = None
+    cpu_threshold_pct: float | None = Field(None, ge=0.01, le=100)
+    memory_threshold_pct: float | None = Field(None, ge=0.01, le=100)
+
+
+class ServerCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="ServerCreate")
+
+    hostname: str = Field(min_length=1, max_length=255, description="No whitespace or control characters")
+
+
+class Process(BaseModel):
+    id: int
+    server_id: int
+    user_id: int
+    process_name: str
+    enabled: Flag
+    alert_on_down: Flag
+    alert_on_restart: Flag
+    alert_on_cpu: Flag
+    alert_on_memory: Flag
+    cpu_threshold_pct: float
+    memory_threshold_pct: float
+    last_count: int | None
+    last_cpu_pct: float | None
+    last_memory_pct: float | None
+    last_sample_at: str | None = Field(description="ISO 8601 UTC, e.g. 2026-05-24T18:41:00Z")
+    alerted_state: str | None = Field(description='null or firing conditions, e.g. "cpu,memory"')
+    status: Literal["paused", "pending", "down", "alerting", "up"]
+    created_at: str
+    updated_at: str
+
+
+class ServerSummary(BaseModel):
+    id: int
+    hostname: str
+    last_agent_version: str | None
+
+
+class Server(ServerSummary):
+    created_at: str
+
+
+class ServerCreated(Server):
+    agent_key: str = Field(description="shown only in this response; only its hash is stored")
+
+
+class Sample(BaseModel):
+    id: int
+    watched_process_id: int
+    count: int
+    cpu_pct: float
+    memory_pct: float
+    oldest_start_unix: int | None
+    recorded_at: str
+
+
+class Alert(BaseModel):
+    id: int
+    type: Literal["process_down", "process_restarted", "process_cpu_high", "process_memory_high"]
+    state: Literal["firing", "resolved"]
+    value: float | None
+    threshold: float | None
+    started_at: str
+    resolved_at: str | None
+    resolve_reason: str | None
+
+
+class ProcessList(BaseModel):
+    processes: list[Process]
+    plan_limit: int
+    current_count: int
+    plan: str
+    server: ServerSummary
+
+
+class ProcessOne(BaseModel):
+    process: Process
+
+
+class ProcessDetail(BaseModel):
+    process: Process
+    samples: list[Sample] = Field(description="the last 100, newest first")
+    samples_total: int
+    recent_restarts: int = Field(description="restarts among the samples of the last 24 hours")
+
+
+class AlertPage(BaseModel):
+    alerts: list[Alert]
+    next_cursor: str | None
+
+
+class ServerList(BaseModel):
+    servers: list[Server]
+
+
+class ServerOne(BaseModel):
+    server: Server
+
+
+class ServerCreatedOne(BaseModel):
+    server: ServerCreated
+
+
+class Ok(BaseModel):
+    ok: Literal[True] = True
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (ProcessCreate, ProcessUpdate, ServerCreate)
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body is parsed by hand."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: 401 and 429 always, plus the given statuses."""
+    described = {
+        400: (ValidationFailedError, "validation_failed: the body or a parameter is invalid"),
+        401: (Error, "unauthorized: missing, invalid or revoked bearer token"),
+        402: (PlanLimitError, "plan_limit_reached: the server has as many processes as the plan allows"),
+        404: (Error, "server_not_found / not_found (also for resources of other users and malformed ids)"),
+        409: (Error, "duplicate_process: the name is taken on this server"),
+        413: (Error, "body_too_large"),
+        429: (RateLimitError, "rate_limited: see the Retry-After header"),
+    }
+    return {status: {"model": described[status][0], "description": described[status][1]}
+            for status in sorted({401, 429, *statuses})}

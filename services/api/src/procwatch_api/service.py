@@ -1,0 +1,405 @@
+"""The API's use cases: no framework imports. Routes parse and call; this decides; the repository does SQL.
+
+Conventions of every representation (see docs/api.md): booleans as 0/1, numbers
+with an integral value as integers (`80`, not `80.0`), timestamps ISO 8601 UTC
+with `Z` and fractional seconds only when nonzero.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from procwatch_api.errors import (
+    DuplicateProcess,
+    NotFound,
+    PlanLimitReached,
+    ServerNotFound,
+    Unauthorized,
+    ValidationFailed,
+)
+from procwatch_api.repository import DuplicateName, Repository
+from procwatch_contracts import subjects
+from procwatch_contracts.messages import ProcessAlertConfig, ProcessChanged
+from procwatch_domain.restarts import count_restarts
+from procwatch_domain.secrets import hash_secret, new_agent_key
+from procwatch_domain.status import process_status
+from procwatch_domain.validation import ProcessValidationError, validate_process_fields
+
+SAMPLES_SHOWN = 100
+RESTART_WINDOW = timedelta(hours=24)
+ALERTS_DEFAULT_LIMIT = 50
+ALERTS_MAX_LIMIT = 200
+HOSTNAME_MAX = 255
+MAX_ID = 2**63 - 1
+_ID_RE = re.compile(r"[0-9]{1,19}", re.ASCII)
+_BOOL_FIELDS = ("enabled", "alert_on_down", "alert_on_restart", "alert_on_cpu", "alert_on_memory")
+
+# --- representation ---------------------------------------------------------
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def num(value: float | int | None) -> float | int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def present_process(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "server_id": row["server_id"],
+        "user_id": row["user_id"],
+        "process_name": row["process_name"],
+        **{field: int(bool(row[field])) for field in _BOOL_FIELDS},
+        "cpu_threshold_pct": num(row["cpu_threshold_pct"]),
+        "memory_threshold_pct": num(row["memory_threshold_pct"]),
+        "last_count": row["last_count"],
+        "last_cpu_pct": num(row["last_cpu_pct"]),
+        "last_memory_pct": num(row["last_memory_pct"]),
+        "last_sample_at": iso(row["last_sample_at"]),
+        "alerted_state": row["alerted_state"],
+        "status": process_status(
+            enabled=row["enabled"], last_sample_at=row["last_sample_at"],
+            last_count=row["last_count"], alerted_state=row["alerted_state"],
+        ),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def present_sample(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "watched_process_id": row["watched_process_id"],
+        "count": row["count"],
+        "cpu_pct": num(row["cpu_pct"]),
+        "memory_pct": num(row["memory_pct"]),
+        "oldest_start_unix": row["oldest_start_unix"],
+        "recorded_at": iso(row["recorded_at"]),
+    }
+
+
+def present_server(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "hostname": row["hostname"],
+        "last_agent_version": row["last_agent_version"],
+        "created_at": iso(row["created_at"]),
+    }
+
+
+def present_alert(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "state": row["state"],
+        "value": num(row["value"]),
+        "threshold": num(row["threshold"]),
+        "started_at": iso(row["started_at"]),
+        "resolved_at": iso(row["resolved_at"]),
+        "resolve_reason": row["resolve_reason"],
+    }
+
+
+# --- input ------------------------------------------------------------------
+
+
+def parse_id(raw: str) -> int | None:
+    """A path id: 1..2**63-1 in ASCII digits, else None (the caller answers 404)."""
+    if not _ID_RE.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ID else None
+
+
+def decode_json_object(raw: bytes, content_type: str | None) -> dict[str, Any]:
+    """The request body as a JSON object, or ValidationFailed (NaN/Infinity are not JSON)."""
+    if content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise ValidationFailed([{"field": "body", "message": "Content-Type must be application/json"}])
+    if not raw.strip():
+        raise ValidationFailed([{"field": "body", "message": "a JSON object body is required"}])
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed([{"field": "body", "message": f"malformed JSON: {str(exc)[:200]}"}]) from None
+    if not isinstance(body, dict):
+        raise ValidationFailed([{"field": "body", "message": "the body must be a JSON object"}])
+    return body
+
+
+def hostname_problem(hostname: Any) -> str | None:
+    if not isinstance(hostname, str):
+        return "must be a string"
+    if not 1 <= len(hostname) <= HOSTNAME_MAX:
+        return f"must be 1-{HOSTNAME_MAX} characters"
+    for ch in hostname:
+        if ch.isspace() or unicodedata.category(ch) in ("Zs", "Zl", "Zp"):
+            return "must not contain whitespace"
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            return "must not contain control or invisible characters"
+    return None
+
+
+def validate_server_fields(body: dict[str, Any]) -> str:
+    issues = [
+        {"field": str(k)[:100], "message": "unknown field"}
+        for k in body if k not in ("hostname", "id", "last_agent_version", "created_at")
+    ]
+    if "hostname" not in body:
+        issues.append({"field": "hostname", "message": "is required"})
+    else:
+        problem = hostname_problem(body["hostname"])
+        if problem:
+            issues.append({"field": "hostname", "message": problem})
+    if issues:
+        raise ValidationFailed(issues)
+    return body["hostname"]
+
+
+def _process_fields(body: dict[str, Any], *, for_update: bool) -> dict[str, Any]:
+    try:
+        return validate_process_fields(body, for_update=for_update)
+    except ProcessValidationError as exc:
+        raise ValidationFailed([{"field": i.field, "message": i.message} for i in exc.issues]) from None
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        raw = ""
+    if not raw.startswith("a:") or parse_id(raw[2:]) is None:
+        raise ValidationFailed([{"field": "cursor", "message": "invalid cursor"}])
+    return int(raw[2:])
+
+
+def encode_cursor(alert_id: int) -> str:
+    return base64.urlsafe_b64encode(f"a:{alert_id}".encode()).decode().rstrip("=")
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return ALERTS_DEFAULT_LIMIT
+    value = parse_id(raw)
+    if value is None or value > ALERTS_MAX_LIMIT:
+        raise ValidationFailed([{"field": "limit", "message": f"must be an integer from 1 to {ALERTS_MAX_LIMIT}"}])
+    return value
+
+
+# --- auth -------------------------------------------------------------------
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 512:
+        return None
+    return token
+
+
+async def authenticate(repo: Repository, token_hash: str) -> int:
+    user_id = await repo.user_id_for_token_hash(token_hash)
+    if user_id is None:
+        raise Unauthorized("the bearer token is invalid or revoked")
+    return user_id
+
+
+# --- servers ----------------------------------------------------------------
+
+
+async def _server_id(repo: Repository, user_id: int, raw_server_id: str) -> int:
+    server_id = parse_id(raw_server_id)
+    if server_id is None or not await repo.server_exists(user_id, server_id):
+        raise ServerNotFound()
+    return server_id
+
+
+async def list_servers(repo: Repository, user_id: int) -> dict[str, Any]:
+    return {"servers": [present_server(r) for r in await repo.list_servers(user_id)]}
+
+
+async def create_server(repo: Repository, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    hostname = validate_server_fields(body)
+    agent_key = new_agent_key()
+    row = await repo.insert_server(user_id, hostname, hash_secret(agent_key))
+    return {"server": {**present_server(row), "agent_key": agent_key}}
+
+
+async def get_server(repo: Repository, user_id: int, raw_server_id: str) -> dict[str, Any]:
+    server_id = parse_id(raw_server_id)
+    row = await repo.get_server(user_id, server_id) if server_id is not None else None
+    if row is None:
+        raise ServerNotFound()
+    return {"server": present_server(row)}
+
+
+async def delete_server(repo: Repository, user_id: int, raw_server_id: str) -> dict[str, Any]:
+    server_id = parse_id(raw_server_id)
+    server = await repo.server_with_plan(user_id, server_id, lock=True) if server_id is not None else None
+    if server is None:
+        raise ServerNotFound()
+    # Its processes go first, each with a `deleted` event, so the alerter resolves their alerts.
+    for row in await repo.delete_processes_of_server(server.id):
+        await _record_change(repo, "deleted", row)
+    await repo.delete_server(user_id, server.id)
+    return {"ok": True}
+
+
+# --- processes --------------------------------------------------------------
+
+
+async def list_processes(repo: Repository, user_id: int, raw_server_id: str) -> dict[str, Any]:
+    server_id = parse_id(raw_server_id)
+    server = await repo.server_with_plan(user_id, server_id) if server_id is not None else None
+    if server is None:
+        raise ServerNotFound()
+    rows = await repo.list_processes(server.id)
+    return {
+        "processes": [present_process(r) for r in rows],
+        "plan_limit": server.limit,
+        "current_count": len(rows),
+        "plan": server.plan,
+        "server": {"id": server.id, "hostname": server.hostname, "last_agent_version": server.last_agent_version},
+    }
+
+
+async def create_process(repo: Repository, user_id: int, raw_server_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    server_id = parse_id(raw_server_id)
+    if server_id is None:
+        raise ServerNotFound()
+    # Lock the server row: concurrent creates on one server count one after another.
+    server = await repo.server_with_plan(user_id, server_id, lock=True)
+    if server is None:
+        raise ServerNotFound()
+    fields = _process_fields(body, for_update=False)
+    current = await repo.count_processes(server.id)
+    if current >= server.limit:
+        raise PlanLimitReached(plan=server.plan, limit=server.limit, current_count=current)
+    try:
+        row = await repo.insert_process(server.id, user_id, fields)
+    except DuplicateName:
+        raise DuplicateProcess(fields["process_name"]) from None
+    await _record_change(repo, "created", row)
+    return {"process": present_process(row)}
+
+
+async def _owned_process(repo: Repository, user_id: int, raw_server_id: str, raw_process_id: str) -> dict[str, Any]:
+    server_id = parse_id(raw_server_id)
+    if server_id is None:
+        raise ServerNotFound()
+    process_id = parse_id(raw_process_id)
+    found_server, row = await repo.process_of_owned_server(user_id, server_id, process_id or 0)
+    if not found_server:
+        raise ServerNotFound()
+    if row is None:
+        raise NotFound("watched process not found")
+    return row
+
+
+async def get_process(
+    repo: Repository, user_id: int, raw_server_id: str, raw_process_id: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    row = await _owned_process(repo, user_id, raw_server_id, raw_process_id)
+    samples = await repo.newest_samples(row["id"], SAMPLES_SHOWN)
+    since = (now or datetime.now(UTC)) - RESTART_WINDOW
+    starts = await repo.oldest_starts_since(row["id"], since)
+    return {
+        "process": present_process(row),
+        "samples": [present_sample(s) for s in samples],
+        "samples_total": row["samples_total"],
+        "recent_restarts": count_restarts(starts),
+    }
+
+
+async def update_process(
+    repo: Repository, user_id: int, raw_server_id: str, raw_process_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    server_id = parse_id(raw_server_id)
+    if server_id is None or not await repo.server_exists(user_id, server_id):
+        raise ServerNotFound()
+    process_id = parse_id(raw_process_id)
+    fields = _process_fields(body, for_update=True)
+    try:
+        row = await repo.update_process(server_id, process_id, fields) if process_id is not None else None
+    except DuplicateName:
+        raise DuplicateProcess(fields["process_name"]) from None
+    if row is None:
+        raise NotFound("watched process not found")
+    await _record_change(repo, "updated", row)
+    return {"process": present_process(row)}
+
+
+async def delete_process(repo: Repository, user_id: int, raw_server_id: str, raw_process_id: str) -> dict[str, Any]:
+    server_id = await _server_id(repo, user_id, raw_server_id)
+    process_id = parse_id(raw_process_id)
+    row = await repo.delete_process(server_id, process_id) if process_id is not None else None
+    if row is None:
+        raise NotFound("watched process not found")
+    await _record_change(repo, "deleted", row)
+    return {"ok": True}
+
+
+async def list_alerts(
+    repo: Repository, user_id: int, raw_server_id: str, raw_process_id: str, *, limit: str | None, cursor: str | None
+) -> dict[str, Any]:
+    row = await _owned_process(repo, user_id, raw_server_id, raw_process_id)
+    page_size = parse_limit(limit)
+    before = decode_cursor(cursor)
+    rows = await repo.alerts_page(row["id"], before, page_size + 1)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return {
+        "alerts": [present_alert(r) for r in rows],
+        "next_cursor": encode_cursor(rows[-1]["id"]) if more else None,
+    }
+
+
+# --- lifecycle events -------------------------------------------------------
+
+
+async def _record_change(repo: Repository, change: str, row: dict[str, Any]) -> None:
+    """The ProcessChanged event, written to the outbox in the same transaction as the change."""
+    event = ProcessChanged(
+        event_id=row["event_id"],
+        change=change,  # type: ignore[arg-type]
+        server_id=row["server_id"],
+        user_id=row["user_id"],
+        process_id=row["id"],
+        process_name=row["process_name"],
+        enabled=bool(row["enabled"]),
+        config=ProcessAlertConfig(
+            alert_on_down=bool(row["alert_on_down"]),
+            alert_on_restart=bool(row["alert_on_restart"]),
+            alert_on_cpu=bool(row["alert_on_cpu"]),
+            alert_on_memory=bool(row["alert_on_memory"]),
+            cpu_threshold_pct=float(row["cpu_threshold_pct"]),
+            memory_threshold_pct=float(row["memory_threshold_pct"]),
+        ),
+        alerted_state=row["alerted_state"],
+        occurred_at=datetime.now(UTC),
+    )
+    await repo.insert_outbox_event(row["event_id"], subjects.processes_changed(row["server_id"]), event.model_dump_json())
