@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Render deploy/nats/auth.conf: the services user plus one NATS user per monitored server.
 
-Standalone (standard library only, no procwatch import), so it runs wherever the
+Standalone (standard library plus `bcrypt` for `hash`, no procwatch import), so it runs wherever the
 broker's config is built.
 
     # agents.json: [{"server_id": 12, "password_hash": "$2a$11$..."}, ...]
     python3 deploy/nats/render_agents.py agents.json > deploy/nats/auth.conf
     # or CSV lines "server_id,password_hash" ("-" reads stdin)
     python3 deploy/nats/render_agents.py agents.csv --out deploy/nats/auth.conf
-    # a bcrypt hash for a new agent password (Python <= 3.12; or `htpasswd -nbBC 11 "" PASSWORD`)
+    # a bcrypt hash for a new agent password (needs the `bcrypt` package; or `htpasswd -nbBC 11 "" PASSWORD`)
     python3 deploy/nats/render_agents.py hash < password.txt
 
 Each agent user `agent-<id>` may only
@@ -106,17 +106,13 @@ def render(agents: list[tuple[int, str]], services_password_hash: str | None = N
 
 
 def bcrypt_hash(password: str, cost: int = 11) -> str:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import crypt  # standard library up to Python 3.12; libxcrypt provides $2b$
-        except ImportError as exc:  # pragma: no cover
-            raise SystemExit('no crypt module here: use `htpasswd -nbBC 11 "" PASSWORD | cut -d: -f2`') from exc
-        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2**cost))
-    if not hashed or not BCRYPT.match(hashed):
-        raise SystemExit("this system's crypt() has no bcrypt: use htpasswd -B")
+    try:
+        import bcrypt  # PyPI `bcrypt`, in procwatch's dev dependencies; works on every Python
+    except ImportError as exc:  # pragma: no cover
+        raise SystemExit('no bcrypt module here: `pip install bcrypt`, or use `htpasswd -nbBC 11 "" PASSWORD | cut -d: -f2`') from exc
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
+    if not BCRYPT.match(hashed):
+        raise SystemExit("bcrypt produced an unexpected hash format")
     return hashed
 
 
