@@ -26,6 +26,7 @@ DEADLETTER_STREAM = "DEADLETTER"
 DEADLETTER_SUBJECTS = "deadletter.>"
 DEADLETTER_AGENT_SAMPLES = "deadletter.agent.samples"
 DEADLETTER_SAMPLE_EVENTS = "deadletter.samples.recorded"
+DEADLETTER_PROCESS_EVENTS = "deadletter.processes.changed"
 
 REASON_HEADER = "Procwatch-Reason"
 

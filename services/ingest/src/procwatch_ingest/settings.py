@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -16,12 +18,17 @@ class IngestSettings(ConnectionSettings):
     # `batch_timeout_ms` passed since the pull started, whichever comes first.
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_timeout_ms: int = Field(default=50, ge=1, le=60_000)
+    # Batches handled at once: one parses and writes while the previous commits and
+    # publishes (commit + publish stay in order, one batch at a time).
+    max_in_flight: int = Field(default=2, ge=1, le=8)
 
     # The durable pull consumer shared by every replica, and the watch-list queue group.
     durable: str = "procwatch-ingest"
     watchlist_queue: str = "procwatch-ingest"
     # Seconds the server waits for an ack before redelivering (a crashed replica's batch).
     ack_wait_s: float = Field(default=30.0, gt=0)
+    # Where a NEW durable starts: "all" (the stream's backlog) or "new" (tests, fresh replicas of a demo).
+    deliver_policy: str = Field(default="all", pattern="^(all|new)$")
 
     # Caches (see docs/ingest.md): server credentials and per-server process names.
     server_cache_ttl_s: float = Field(default=10.0, ge=0)
@@ -48,7 +55,8 @@ class IngestSettings(ConnectionSettings):
     pool_timeout_s: float = Field(default=5.0, gt=0)
 
     stats_log_interval_s: float = Field(default=60.0, gt=0)
-    log_level: str = "INFO"
+    # PROCWATCH_INGEST_LOG_LEVEL, else LOG_LEVEL (what `procwatch --log-level` also reads).
+    log_level: str = Field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
 
     def stream_limits(self) -> StreamLimits:
         return StreamLimits(

@@ -1,0 +1,277 @@
+"""Ingest throughput: committed samples/s of the real service vs. the raw PostgreSQL ceiling.
+
+    uv run python bench/ingest.py --servers 200 --processes 20 --seconds 30
+
+Starts embedded PostgreSQL and NATS (procwatch.embedded) in a temporary directory
+unless DATABASE_URL / NATS_URL are set, migrates, creates M servers x K watched
+processes, then:
+
+1. runs the real ingest service as a subprocess (`procwatch ingest`, its own
+   core) and publishes a sustained load through the real broker from this
+   process: one AgentSample per server per tick (K readings each), with
+   `Authorization` and `Nats-Msg-Id` headers, keeping a bounded backlog ahead of
+   the service. Committed samples/s = rows counted in process_samples over the
+   measurement window (after a warm-up).
+2. in the same database, the raw ceiling: COPY (binary) of the same number of
+   rows in transactions of the same size, each followed by the batched update of
+   the last_* fields and samples_total of the processes touched, with no service
+   in between.
+
+Prints both figures and their ratio. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import orjson
+import psycopg
+
+from procwatch.embedded import EmbeddedNats, EmbeddedPostgres
+from procwatch_contracts import subjects
+from procwatch_db.migrate import upgrade
+from procwatch_db.urls import libpq_url
+from procwatch_domain.secrets import hash_secret, new_agent_key
+
+
+def create_database(server_url: str) -> str:
+    from urllib.parse import urlsplit
+
+    name = f"procwatch_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = urlsplit(libpq_url(server_url))._replace(path=f"/{name}").geturl()
+    upgrade(url)
+    return url
+
+
+def create_fleet(url: str, m: int, k: int) -> list[tuple[int, str, list[str]]]:
+    """M servers with K enabled processes each: [(server id, agent key, names)]."""
+    fleet = []
+    with psycopg.connect(libpq_url(url)) as conn:
+        (user_id,) = conn.execute(
+            "insert into users (email, plan) values (%s, 'scale') returning id", (f"bench-{uuid.uuid4().hex}@x",)
+        ).fetchone()
+        for i in range(m):
+            key = new_agent_key()
+            (sid,) = conn.execute(
+                "insert into servers (user_id, hostname, agent_key_hash) values (%s, %s, %s) returning id",
+                (user_id, f"bench-{i:05d}", hash_secret(key)),
+            ).fetchone()
+            names = [f"proc-{j:03d}" for j in range(k)]
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "insert into watched_processes (server_id, user_id, process_name) values (%s, %s, %s)",
+                    [(sid, user_id, n) for n in names],
+                )
+            fleet.append((sid, key, names))
+    return fleet
+
+
+async def publish_load(nats_url: str, url: str, fleet, seconds: float, warmup: float, max_backlog: int,
+                       start_at: datetime) -> dict:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    bodies_head = {sid: orjson.dumps({"v": 1, "server_id": sid, "agent_version": "bench-1"})[:-1] for sid, _, _ in fleet}
+    headers = {sid: {"Authorization": f"Bearer {key}"} for sid, key, _ in fleet}
+    readings = {sid: orjson.dumps([{"process_name": n, "count": 2, "cpu_pct": 3.5, "memory_pct": 1.25,
+                                    "oldest_start_unix": 1716566400} for n in names]) for sid, _, names in fleet}
+    published = 0
+    tick = 0
+    samples_per_msg = len(fleet[0][2])
+    t0 = time.monotonic()
+    window: dict = {}
+    conn = await psycopg.AsyncConnection.connect(libpq_url(url), autocommit=True)
+
+    async def rows() -> int:
+        # samples_total is maintained in the same transaction as the rows (and is what the
+        # API reports); summing it avoids a count(*) scan stealing PostgreSQL's CPU.
+        return (await (await conn.execute("select coalesce(sum(samples_total), 0)::bigint from watched_processes")).fetchone())[0]
+
+    base_rows = await rows()
+    last_check = 0.0
+    committed = base_rows
+    while True:
+        now = time.monotonic() - t0
+        if now >= warmup and "start" not in window:
+            window["start"] = (time.monotonic(), await rows())
+        if now >= warmup + seconds:
+            window["end"] = (time.monotonic(), await rows())
+            break
+        # Keep a bounded backlog ahead of the service: sustained, not a one-off dump.
+        if time.monotonic() - last_check > 0.05:
+            committed = await rows()
+            last_check = time.monotonic()
+        if (published * samples_per_msg) - (committed - base_rows) > max_backlog * samples_per_msg:
+            await asyncio.sleep(0.005)
+            continue
+        at = (start_at + timedelta(seconds=tick)).isoformat().replace("+00:00", "Z").encode()
+        futures = []
+        for sid, _, _ in fleet:
+            body = bodies_head[sid] + b',"sampled_at":"' + at + b'","processes":' + readings[sid] + b"}"
+            h = dict(headers[sid])
+            h["Nats-Msg-Id"] = f"{sid}-{tick}"
+            futures.append(await js.publish_async(subjects.agent_samples(sid), body, headers=h))
+        await asyncio.gather(*futures)
+        published += len(fleet)
+        tick += 1
+    await nc.drain()
+    await conn.close()
+    (ts, rs), (te, re_) = window["start"], window["end"]
+    return {"rate": (re_ - rs) / (te - ts), "published_msgs": published, "ticks": tick,
+            "rows_in_window": re_ - rs, "window_s": te - ts}
+
+
+def raw_ceiling(url: str, fleet, total_rows: int, rows_per_txn: int, start_at: datetime) -> dict:
+    """COPY the same number of rows + the batched last-field update, no service in between."""
+    pids: list[int]
+    with psycopg.connect(libpq_url(url)) as conn:
+        pids = [r[0] for r in conn.execute("select id from watched_processes order by id").fetchall()]
+    per_tick = len(pids)
+    rows_written = 0
+    tick = 0
+    t0 = time.perf_counter()
+    with psycopg.connect(libpq_url(url)) as conn:
+        while rows_written < total_rows:
+            n = 0
+            touched: dict[int, datetime] = {}
+            with conn.transaction():
+                with conn.cursor() as cur:
+                    with cur.copy("copy process_samples (watched_process_id, count, cpu_pct, memory_pct,"
+                                  " oldest_start_unix, recorded_at) from stdin (format binary)") as copy:
+                        copy.set_types(["int8", "int4", "float8", "float8", "int8", "timestamptz"])
+                        while n < rows_per_txn and rows_written + n < total_rows:
+                            at = start_at + timedelta(seconds=tick)
+                            for pid in pids:
+                                copy.write_row((pid, 2, 3.5, 1.25, 1716566400, at))
+                                touched[pid] = at
+                            n += per_tick
+                            tick += 1
+                    ids = sorted(touched)
+                    cur.execute(
+                        "update watched_processes w set last_count = 2, last_cpu_pct = 3.5, last_memory_pct = 1.25,"
+                        " last_oldest_start_unix = 1716566400, last_sample_at = u.t,"
+                        " samples_total = w.samples_total + u.n, updated_at = now()"
+                        " from unnest(%s::bigint[], %s::timestamptz[], %s::bigint[]) as u(id, t, n) where w.id = u.id",
+                        (ids, [touched[i] for i in ids], [n // per_tick] * len(ids)),
+                    )
+            rows_written += n
+    elapsed = time.perf_counter() - t0
+    return {"rate": rows_written / elapsed, "rows": rows_written, "seconds": elapsed}
+
+
+def machine() -> str:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"nproc={os.cpu_count()}, CPU={cpu}, RAM={mem_gb:.1f} GiB, Python {platform.python_version()}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--servers", type=int, default=200)
+    ap.add_argument("--processes", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--batch-timeout-ms", type=int, default=50)
+    ap.add_argument("--max-backlog", type=int, default=3000, help="messages published ahead of commits")
+    ap.add_argument("--py-spy", metavar="OUT", help="profile the ingest subprocess with py-spy (collapsed stacks)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="procwatch-bench-"))
+    started = []
+    ingest = None
+    try:
+        if os.environ.get("DATABASE_URL"):
+            server_url = os.environ["DATABASE_URL"]
+        else:
+            pg = EmbeddedPostgres(tmp / "pg")
+            server_url = pg.start()
+            started.append(pg)
+        if os.environ.get("NATS_URL"):
+            nats_url = os.environ["NATS_URL"]
+        else:
+            nt = EmbeddedNats(tmp / "nats")
+            nats_url = nt.start()
+            started.append(nt)
+        url = create_database(server_url)
+        fleet = create_fleet(url, args.servers, args.processes)
+        print(f"fleet: {args.servers} servers x {args.processes} processes", flush=True)
+
+        durable = f"bench-{uuid.uuid4().hex[:8]}"
+        env = dict(os.environ, DATABASE_URL=url, NATS_URL=nats_url, PROCWATCH_INGEST_DURABLE=durable,
+                   PROCWATCH_INGEST_DELIVER_POLICY="new", PROCWATCH_INGEST_BATCH_SIZE=str(args.batch_size),
+                   PROCWATCH_INGEST_BATCH_TIMEOUT_MS=str(args.batch_timeout_ms), LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"))
+        cmd = [sys.executable, "-m", "procwatch.cli", "ingest"]
+        if args.py_spy:
+            spy = shutil.which("py-spy") or "py-spy"
+            cmd = [spy, "record", "--format", "raw", "-r", "200", "-o", args.py_spy, "--", *cmd]
+        ingest = subprocess.Popen(cmd, env=env)
+        # Wait until the durable exists (the service is consuming).
+        asyncio.run(_wait_for_consumer(nats_url, durable))
+
+        start_at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+        load = asyncio.run(publish_load(nats_url, url, fleet, args.seconds, args.warmup, args.max_backlog, start_at))
+        ingest.send_signal(subprocess.signal.SIGINT if args.py_spy else subprocess.signal.SIGTERM)
+        ingest.wait(60)
+        ingest = None
+        with psycopg.connect(libpq_url(url)) as conn:
+            (rows_now,) = conn.execute("select count(*) from process_samples").fetchone()
+            (total_now,) = conn.execute("select sum(samples_total) from watched_processes").fetchone()
+        assert rows_now == total_now, (rows_now, total_now)  # the counter matches the rows exactly
+        print(f"service: {load['rate']:,.0f} samples/s committed "
+              f"({load['rows_in_window']:,} rows in {load['window_s']:.1f} s; {load['published_msgs']:,} messages)",
+              flush=True)
+
+        rows_per_txn = args.batch_size * args.processes
+        ceiling = raw_ceiling(url, fleet, load["rows_in_window"], rows_per_txn,
+                              start_at + timedelta(seconds=load["ticks"] + 10))
+        print(f"raw ceiling: {ceiling['rate']:,.0f} samples/s (COPY binary + batched last-field update, "
+              f"{ceiling['rows']:,} rows in {ceiling['seconds']:.1f} s, {rows_per_txn:,} rows per transaction)")
+        print(f"ratio: {load['rate'] / ceiling['rate']:.0%} of the raw ceiling")
+        print(f"machine: {machine()}")
+        return 0
+    finally:
+        if ingest is not None:
+            ingest.kill()
+        for s in reversed(started):
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _wait_for_consumer(nats_url: str, durable: str, timeout: float = 60) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await nc.jetstream().consumer_info(subjects.AGENT_SAMPLES_STREAM, durable)
+                return
+            except Exception:
+                await asyncio.sleep(0.1)
+        raise TimeoutError("ingest did not create its consumer")
+    finally:
+        await nc.drain()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Broker entrypoints: pull a batch, own its transaction, then publish, ack, dead-letter.
+
+Order per batch (docs/ingest.md): screen -> one transaction (authenticate, map,
+insert, move last_*) -> commit -> publish SampleRecorded events and await their
+JetStream acks -> ack the agent messages -> dead-letter and ack rejected ones.
+A database failure naks the whole batch with a growing delay; nothing is acked
+before its rows are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+
+import psycopg
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from procwatch_contracts import subjects
+from procwatch_contracts.messages import WatchListReply
+from procwatch_ingest import inbound
+from procwatch_ingest.inbound import Rejected
+from procwatch_ingest.repository import IngestRepository
+from procwatch_ingest.service import Incoming, IngestService
+
+log = logging.getLogger("procwatch.ingest")
+
+TRANSIENT_DB_ERRORS = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
+                       psycopg.errors.DeadlockDetected, psycopg.errors.ForeignKeyViolation, PoolTimeout, OSError)
+
+
+def retry_delay(num_delivered: int, base_s: float, max_s: float) -> float:
+    """Redelivery delay after a transient failure: base * 2^(attempt-1), capped."""
+    return min(max_s, base_s * (2 ** max(0, min(num_delivered, 30) - 1)))
+
+
+class SampleBatchHandler:
+    def __init__(
+        self,
+        service: IngestService,
+        pool: AsyncConnectionPool,
+        jetstream: Callable[[], JetStreamContext],
+        *,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 10.0,
+        publish_timeout_s: float = 10.0,
+    ):
+        self.service = service
+        self.stats = service.stats
+        self.pool = pool
+        self._js = jetstream
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.publish_timeout_s = publish_timeout_s
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Batches may overlap (parse/COPY of one while another commits), but commit + publish
+        # happen one batch at a time, so events leave in commit order.
+        self._commit_publish = asyncio.Lock()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def handle(self, batch: list[Msg]) -> None:
+        if not batch:
+            return
+        if self.draining:
+            # Shutting down: hand the batch straight back to another replica.
+            await self._nak(batch, delay=0)
+            return
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._handle(batch)
+        except Exception:
+            log.exception("batch failed unexpectedly; redelivering", extra={"batch_size": len(batch)})
+            await self._nak(batch)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _handle(self, batch: list[Msg]) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.messages += len(batch)
+        t0 = time.perf_counter()
+        checked = self.service.screen([Incoming(m.subject, m.headers, m.data) for m in batch])
+        t1 = time.perf_counter()
+        stats.phase_s["screen"] += t1 - t0
+        ordered = False
+        try:
+            try:
+                async with self.pool.connection() as conn:
+                    async with conn.transaction():
+                        repo = IngestRepository(conn)
+                        plan = await self.service.prepare(repo, checked)
+                        result = await self.service.store(repo, plan)
+                        t2 = time.perf_counter()
+                        await self._commit_publish.acquire()  # leaving the block commits
+                        ordered = True
+                        t3 = time.perf_counter()
+                stats.phase_s["db_work"] += t2 - t1
+                stats.phase_s["wait_turn"] += t3 - t2
+                stats.phase_s["commit"] += time.perf_counter() - t3
+            except TRANSIENT_DB_ERRORS as err:
+                stats.batches_retried += 1
+                log.warning("database unavailable; batch will be redelivered",
+                            extra={"batch_size": len(batch), "error": type(err).__name__})
+                await self._nak(batch)
+                return
+
+            js = self._js()
+            t4 = time.perf_counter()
+            try:
+                await self._publish_all(js, [(e.subject, e.payload, {"Nats-Msg-Id": e.msg_id})
+                                             for e in result.events])
+                stats.phase_s["publish"] += time.perf_counter() - t4
+            except Exception as err:
+                # Committed but not announced: the redelivery finds the rows and re-publishes
+                # the same events with the same ids (JetStream drops any copy it already has).
+                stats.batches_retried += 1
+                log.warning("publishing sample events failed; batch will be redelivered",
+                            extra={"batch_size": len(batch), "error": type(err).__name__})
+                await self._nak(batch)
+                return
+        finally:
+            if ordered:
+                self._commit_publish.release()
+        stats.events_published += len(result.events)
+        stats.samples_inserted += result.inserted
+        stats.samples_duplicate += result.duplicates
+        stats.samples_dropped += result.dropped
+        stats.messages_stored += len(plan.stored)
+
+        rejected = plan.rejected
+        t5 = time.perf_counter()
+        for i, msg in enumerate(batch):
+            if i not in rejected:
+                await msg.ack()
+        stats.phase_s["ack"] += time.perf_counter() - t5
+        if rejected:
+            await self._dead_letter(js, [(batch[i], reason) for i, reason in sorted(rejected.items())])
+
+    async def _publish_all(self, js: JetStreamContext, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        if not items:
+            return
+        futures = [await js.publish_async(subject, payload, headers=headers) for subject, payload, headers in items]
+        await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
+
+    async def _dead_letter(self, js: JetStreamContext, items: list[tuple[Msg, Rejected]]) -> None:
+        out = []
+        for msg, reason in items:
+            server_id = subjects.server_id_from_subject(msg.subject)
+            self.stats.deadlettered[reason.code] += 1
+            log.warning("agent message dead-lettered",
+                        extra={"server_id": server_id, "reason": reason.code, "detail": reason.text,
+                               "subject": msg.subject})
+            headers = {
+                subjects.REASON_HEADER: reason.header,
+                inbound.ORIGINAL_SUBJECT_HEADER: msg.subject,
+                # The stored message's sequence: a redelivered poison message dead-letters once.
+                "Nats-Msg-Id": f"dl-{msg.metadata.stream}-{msg.metadata.sequence.stream}",
+            }
+            original_id = (msg.headers or {}).get(inbound.MSG_ID_HEADER)
+            if original_id:
+                headers[inbound.ORIGINAL_MSG_ID_HEADER] = original_id[:200]
+            # The Authorization header is deliberately not copied: the key never leaves ingest.
+            out.append((subjects.DEADLETTER_AGENT_SAMPLES, msg.data, headers))
+        try:
+            await self._publish_all(js, out)
+        except Exception as err:
+            log.warning("dead-letter publish failed; will retry", extra={"error": type(err).__name__})
+            await self._nak([m for m, _ in items])
+            return
+        for msg, _ in items:
+            await msg.ack()
+
+    async def _nak(self, batch: list[Msg], delay: float | None = None) -> None:
+        for msg in batch:
+            try:
+                d = delay if delay is not None else retry_delay(
+                    msg.metadata.num_delivered or 1, self.retry_base_s, self.retry_max_s)
+                await msg.nak(delay=d)
+            except Exception:  # connection gone: the server redelivers after ack_wait anyway
+                log.debug("nak failed", exc_info=True)
+
+
+class WatchListHandler:
+    def __init__(self, service: IngestService, pool: AsyncConnectionPool, interval_seconds: float):
+        self.service = service
+        self.pool = pool
+        self.interval_seconds = interval_seconds
+
+    async def handle(self, subject: str, headers: dict[str, str] | None) -> WatchListReply:
+        server_id = subjects.server_id_from_subject(subject) or 0
+        key = inbound.bearer_key(headers)
+        if key is None or server_id == 0:
+            return self._error(server_id, "unauthorized")
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    repo = IngestRepository(conn)
+                    server = await self.service.authenticate(repo, server_id, key)
+                    if isinstance(server, Rejected):
+                        log.warning("watch-list request refused", extra={"server_id": server_id,
+                                                                         "reason": server.code})
+                        return self._error(server_id, "unauthorized")
+                    names = await self.service.watch_list(repo, server_id)
+        except TRANSIENT_DB_ERRORS as err:
+            log.warning("watch-list request failed", extra={"server_id": server_id, "error": type(err).__name__})
+            return self._error(server_id, "unavailable")
+        return WatchListReply(server_id=server_id, process_names=names, interval_seconds=self.interval_seconds)
+
+    def _error(self, server_id: int, code: str) -> WatchListReply:
+        return WatchListReply(server_id=server_id, process_names=[], interval_seconds=self.interval_seconds,
+                              error=code)
+
+
+class PullLoop:
+    """The durable pull consumer's loop: fetch up to `batch_size`, top up for `batch_timeout_s`, handle.
+
+    One batch is in flight at a time per replica (ordering per server stays
+    simple; replicas share the durable and split the load). `stop()` stops
+    pulling and waits for the batch in flight to commit, publish and ack.
+    """
+
+    def __init__(self, subscribe: Callable[[], Awaitable], handler: SampleBatchHandler, *, batch_size: int,
+                 batch_timeout_s: float, idle_poll_s: float = 0.5, max_in_flight: int = 2):
+        self._subscribe = subscribe
+        self.handler = handler
+        self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.idle_poll_s = idle_poll_s
+        self._running = False
+        self._task: asyncio.Task | None = None
+        self._sub = None
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._batches: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._sub = await self._subscribe()
+        self._running = True
+        self._task = asyncio.create_task(self._run(), name="ingest-pull-loop")
+
+    async def _fetch(self, n: int, timeout: float) -> list[Msg]:
+        try:
+            return await self._sub.fetch(n, timeout=timeout)
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            return []
+
+    async def _run(self) -> None:
+        while self._running:
+            await self._slots.acquire()
+            handed_over = False
+            try:
+                batch = await self._fetch(self.batch_size, self.idle_poll_s)
+                if not batch:
+                    continue
+                deadline = time.monotonic() + self.batch_timeout_s
+                while len(batch) < self.batch_size and self._running:
+                    remaining = deadline - time.monotonic()
+                    if remaining < 0.002:
+                        break
+                    more = await self._fetch(self.batch_size - len(batch), remaining)
+                    if not more:
+                        break
+                    batch += more
+                # Its own task: a cancelled loop never interrupts a batch's commit + publish + ack.
+                task = asyncio.create_task(self._one(batch))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+                handed_over = True
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Broker reconnecting, consumer gone...: unacked messages are redelivered.
+                log.warning("pull failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+            finally:
+                if not handed_over:
+                    self._slots.release()
+
+    async def _one(self, batch: list[Msg]) -> None:
+        try:
+            await self.handler.handle(batch)
+        finally:
+            self._slots.release()
+
+    async def stop(self) -> None:
+        """Stop pulling; the loop finishes its fetch (≤ idle_poll_s: no pull request is left
+        behind on the server to swallow messages) and the batch in flight, then ends."""
+        self._running = False
+        self.handler.draining = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5 + self.idle_poll_s)
+                if self._batches:
+                    await asyncio.wait_for(asyncio.gather(*self._batches, return_exceptions=True), 30)
+            except TimeoutError:
+                log.warning("in-flight batch did not finish before shutdown; it will be redelivered")
+                self._task.cancel()
+            except Exception:
+                pass
+        if self._sub is not None:
+            # Anything that still reached this subscription goes straight back.
+            leftovers = []
+            queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
+            while queue is not None and not queue.empty():
+                leftovers.append(queue.get_nowait())
+            await self.handler._nak([m for m in leftovers if m.reply], delay=0)
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
