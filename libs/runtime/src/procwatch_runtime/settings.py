@@ -14,11 +14,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class ConnectionSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
+    # PostgreSQL, the system of record (`postgresql://user:pass@host:port/db`).
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/procwatch",
         validation_alias=AliasChoices("DATABASE_URL", "database_url"),
     )
+    # Redis: rate-limit windows and caches only; flushing it loses no data.
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "redis_url")
     )
+    # NATS with JetStream (`nats://user:pass@host:4222`).
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "nats_url"))
