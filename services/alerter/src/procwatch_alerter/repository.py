@@ -1,0 +1,154 @@
+"""All of the alerter's SQL. Runs inside the caller's transaction; never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+
+from procwatch_messaging.outbox import INSERT_OUTBOX_ROW_SQL
+
+
+@dataclass
+class ProcessRow:
+    """A watched process as the alerter sees it, locked for the transaction."""
+
+    id: int
+    server_id: int
+    user_id: int
+    process_name: str
+    enabled: bool
+    alert_on_down: bool
+    alert_on_restart: bool
+    alert_on_cpu: bool
+    alert_on_memory: bool
+    cpu_threshold_pct: float
+    memory_threshold_pct: float
+    alerted_state: str | None
+    alert_evaluated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    process_id: int
+    alerted_state: str | None
+    # None: leave alert_evaluated_at as it is (lifecycle changes).
+    evaluated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """A new alert history row (an episode's start, or a one-shot restart)."""
+
+    watched_process_id: int
+    server_id: int
+    user_id: int
+    type: str
+    value: float | None
+    threshold: float | None
+    started_at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class AlertResolution:
+    watched_process_id: int
+    type: str
+    resolved_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    subject: str
+    msg_id: str
+    payload: str
+
+
+_PROCESS_COLUMNS = (
+    "id, server_id, user_id, process_name, enabled, alert_on_down, alert_on_restart, alert_on_cpu,"
+    " alert_on_memory, cpu_threshold_pct, memory_threshold_pct, alerted_state, alert_evaluated_at"
+)
+
+
+class AlerterRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def lock_processes(self, process_ids: Sequence[int]) -> dict[int, ProcessRow]:
+        """Lock the rows (in id order, so concurrent lockers never deadlock); missing ids are deleted."""
+        if not process_ids:
+            return {}
+        async with self._conn.cursor(row_factory=class_row(ProcessRow)) as cur:
+            await cur.execute(
+                f"select {_PROCESS_COLUMNS} from watched_processes"  # columns are ours
+                " where id = any(%s) order by id for update",
+                (sorted(set(process_ids)),),
+            )
+            return {row.id: row for row in await cur.fetchall()}
+
+    async def read_processes(self, process_ids: Sequence[int]) -> dict[int, ProcessRow]:
+        """The rows without locking them: the common "nothing changes" path writes nothing."""
+        if not process_ids:
+            return {}
+        async with self._conn.cursor(row_factory=class_row(ProcessRow)) as cur:
+            await cur.execute(
+                f"select {_PROCESS_COLUMNS} from watched_processes where id = any(%s)",  # columns are ours
+                (sorted(set(process_ids)),),
+            )
+            return {row.id: row for row in await cur.fetchall()}
+
+    async def save_states(self, updates: Sequence[StateUpdate]) -> None:
+        if not updates:
+            return
+        await self._conn.execute(
+            "update watched_processes wp"
+            " set alerted_state = v.alerted_state,"
+            "     alert_evaluated_at = coalesce(v.evaluated_at, wp.alert_evaluated_at)"
+            " from unnest(%s::bigint[], %s::text[], %s::timestamptz[]) as v(id, alerted_state, evaluated_at)"
+            " where wp.id = v.id",
+            (
+                [u.process_id for u in updates],
+                [u.alerted_state for u in updates],
+                [u.evaluated_at for u in updates],
+            ),
+        )
+
+    async def insert_alerts(self, rows: Sequence[AlertRow]) -> None:
+        """Idempotent: a row whose event_id exists (or a second open episode) is skipped."""
+        if not rows:
+            return
+        async with self._conn.cursor() as cur:
+            await cur.executemany(
+                "insert into alerts (watched_process_id, server_id, user_id, type, state, value, threshold,"
+                " started_at, event_id) values (%s, %s, %s, %s, 'firing', %s, %s, %s, %s) on conflict do nothing",
+                [
+                    (r.watched_process_id, r.server_id, r.user_id, r.type, r.value, r.threshold, r.started_at, r.event_id)
+                    for r in rows
+                ],
+            )
+
+    async def resolve_alerts(self, resolutions: Sequence[AlertResolution]) -> None:
+        if not resolutions:
+            return
+        async with self._conn.cursor() as cur:
+            await cur.executemany(
+                "update alerts set state = 'resolved', resolved_at = %s, resolve_reason = %s"
+                " where watched_process_id = %s and type = %s and resolved_at is null"
+                " and type <> 'process_restarted'",
+                [(r.resolved_at, r.reason, r.watched_process_id, r.type) for r in resolutions],
+            )
+
+    async def add_outbox(self, rows: Sequence[OutboxRow]) -> None:
+        if not rows:
+            return
+        async with self._conn.cursor() as cur:
+            await cur.executemany(INSERT_OUTBOX_ROW_SQL, [(r.subject, r.msg_id, r.payload) for r in rows])
+
+    async def server_hostname(self, server_id: int) -> str | None:
+        cur = await self._conn.execute("select hostname from servers where id = %s", (server_id,))
+        row = await cur.fetchone()
+        return row[0] if row else None

@@ -1,0 +1,263 @@
+"""Alert evaluation: sample events and lifecycle events -> alert state, history and events.
+
+No framework imports and no commits: the caller owns the transaction, and every
+write here (alerted_state, alert history, outbox rows) lands in it together.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from procwatch_contracts import subjects
+from procwatch_contracts.messages import (
+    AlertEvent,
+    AlertProcess,
+    AlertServer,
+    ProcessChanged,
+    RecordedSample,
+    SampleRecorded,
+)
+from procwatch_domain.alerts import (
+    SampleView,
+    Transition,
+    alert_id,
+    apply_transitions,
+    evaluate_transition,
+    resolve_for_change,
+)
+from procwatch_domain.status import format_alerted_state, parse_alerted_state
+
+from procwatch_alerter.repository import (
+    AlerterRepository,
+    AlertResolution,
+    AlertRow,
+    OutboxRow,
+    ProcessRow,
+    StateUpdate,
+)
+
+log = logging.getLogger("procwatch.alerter")
+
+
+@dataclass
+class Outcome:
+    """What one event did: the alert events written to the outbox, and samples skipped."""
+
+    alerts: list[AlertEvent] = field(default_factory=list)
+    evaluated: int = 0
+    skipped_stale: int = 0
+    skipped_missing: int = 0
+    skipped_paused: int = 0
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def sample_payload(sample: RecordedSample) -> dict:
+    return {
+        "sample_id": sample.sample_id,
+        "count": sample.count,
+        "cpu_pct": sample.cpu_pct,
+        "memory_pct": sample.memory_pct,
+        "oldest_start_unix": sample.oldest_start_unix,
+        "previous_oldest_start_unix": sample.previous_oldest_start_unix,
+        "recorded_at": _iso(sample.recorded_at),
+    }
+
+
+class _Writes:
+    """Collects one transaction's writes so each kind goes to the database in one round."""
+
+    def __init__(self) -> None:
+        self.states: list[StateUpdate] = []
+        self.new_alerts: list[AlertRow] = []
+        self.resolutions: list[AlertResolution] = []
+        self.outbox: list[OutboxRow] = []
+        self.events: list[AlertEvent] = []
+
+    def record(
+        self,
+        transitions: Sequence[Transition],
+        *,
+        at: datetime,
+        process_id: int,
+        process_name: str,
+        server_id: int,
+        hostname: str,
+        user_id: int,
+        sample: dict | None,
+        write_history: bool = True,
+    ) -> None:
+        for t in transitions:
+            event_id = alert_id(process_id, t.alert_type, t.state, at)
+            if write_history:
+                if t.state == "firing":
+                    self.new_alerts.append(
+                        AlertRow(process_id, server_id, user_id, t.alert_type, t.value, t.threshold, at, event_id)
+                    )
+                else:
+                    self.resolutions.append(AlertResolution(process_id, t.alert_type, at, t.reason or "resolved"))
+            event = AlertEvent(
+                id=event_id,
+                type=t.alert_type,  # type: ignore[arg-type]
+                state=t.state,
+                occurred_at=at,
+                user_id=user_id,
+                server=AlertServer(id=server_id, hostname=hostname),
+                process=AlertProcess(id=process_id, process_name=process_name),
+                value=t.value,
+                threshold=t.threshold,
+                sample=sample,
+                reason=t.reason,
+            )
+            self.events.append(event)
+            self.outbox.append(OutboxRow(subjects.alerts(server_id, process_id), event_id, event.model_dump_json()))
+
+    async def flush(self, repo: AlerterRepository) -> None:
+        # Resolve before inserting, so a resolve and a new episode of one type in
+        # one batch never collide on the "one open episode" index.
+        await repo.resolve_alerts(self.resolutions)
+        await repo.insert_alerts(self.new_alerts)
+        await repo.save_states(self.states)
+        await repo.add_outbox(self.outbox)
+
+
+class AlerterService:
+    def __init__(self, repo: AlerterRepository) -> None:
+        self._repo = repo
+
+    async def on_samples_recorded(self, event: SampleRecorded) -> Outcome:
+        """Evaluate every `is_latest` sample of one committed agent message.
+
+        Most samples change nothing. They are evaluated on an unlocked read and
+        cost no write; only the processes with a transition are then locked,
+        re-evaluated on the locked row (which is current) and written, with
+        `alert_evaluated_at` moved to the sample time. A sample that caused no
+        transition is idempotent: evaluating it again yields nothing again.
+        """
+        outcome = Outcome()
+        latest = sorted((s for s in event.samples if s.is_latest), key=lambda s: s.recorded_at)
+        if not latest:
+            return outcome
+        rows = await self._repo.read_processes([s.watched_process_id for s in latest])
+        changing = self._evaluate(event, latest, rows, _Writes(), outcome)
+        if not changing:
+            return outcome
+        locked = await self._repo.lock_processes(sorted(changing))
+        writes = _Writes()
+        self._evaluate(event, [s for s in latest if s.watched_process_id in changing], locked, writes, Outcome())
+        await writes.flush(self._repo)
+        outcome.alerts = writes.events
+        return outcome
+
+    def _evaluate(
+        self,
+        event: SampleRecorded,
+        samples: Sequence[RecordedSample],
+        rows: dict[int, ProcessRow],
+        writes: _Writes,
+        outcome: Outcome,
+    ) -> set[int]:
+        """Apply the rules to `samples` (time order) against `rows` (updated in memory);
+        returns the ids of the processes with at least one transition."""
+        changing: set[int] = set()
+        for sample in samples:
+            row = rows.get(sample.watched_process_id)
+            if row is None or row.server_id != event.server_id:
+                outcome.skipped_missing += 1  # deleted since ingest committed
+                continue
+            if not row.enabled:
+                outcome.skipped_paused += 1
+                continue
+            if row.alert_evaluated_at is not None and sample.recorded_at <= row.alert_evaluated_at:
+                outcome.skipped_stale += 1  # redelivered, or an older sample arriving late
+                continue
+            outcome.evaluated += 1
+            firing = parse_alerted_state(row.alerted_state)
+            previous = (
+                SampleView(count=sample.previous_count or 0, oldest_start_unix=sample.previous_oldest_start_unix)
+                if sample.previous_recorded_at is not None
+                else None
+            )
+            current = SampleView(
+                count=sample.count,
+                cpu_pct=sample.cpu_pct,
+                memory_pct=sample.memory_pct,
+                oldest_start_unix=sample.oldest_start_unix,
+            )
+            # The row's settings, not the event's: the row is current (a flag
+            # turned off after ingest committed is already honoured).
+            transitions = evaluate_transition(firing, row, previous, current)  # the row is an AlertConfig
+            if not transitions:
+                continue
+            changing.add(row.id)
+            writes.record(
+                transitions,
+                at=sample.recorded_at,
+                process_id=row.id,
+                process_name=row.process_name,
+                server_id=row.server_id,
+                hostname=event.hostname,
+                user_id=row.user_id,
+                sample=sample_payload(sample),
+            )
+            row.alerted_state = format_alerted_state(apply_transitions(firing, transitions))
+            row.alert_evaluated_at = sample.recorded_at
+            writes.states.append(StateUpdate(row.id, row.alerted_state, sample.recorded_at))
+        return changing
+
+    async def on_process_changed(self, event: ProcessChanged) -> Outcome:
+        """Pause, delete or a flag turned off resolves the open alerts, with a reason."""
+        outcome = Outcome()
+        if event.change == "created":
+            return outcome
+        writes = _Writes()
+        if event.change == "deleted":
+            # The row and its history are gone (cascade); the event carries what was firing.
+            firing = parse_alerted_state(event.alerted_state)
+            transitions = resolve_for_change(firing, deleted=True, enabled=event.enabled, config=event.config)
+            if transitions:
+                hostname = await self._repo.server_hostname(event.server_id) or ""
+                writes.record(
+                    transitions,
+                    at=event.occurred_at,
+                    process_id=event.process_id,
+                    process_name=event.process_name,
+                    server_id=event.server_id,
+                    hostname=hostname,
+                    user_id=event.user_id,
+                    sample=None,
+                    write_history=False,
+                )
+        else:
+            rows = await self._repo.lock_processes([event.process_id])
+            row = rows.get(event.process_id)
+            if row is None:
+                outcome.skipped_missing += 1  # deleted since: its own event resolves
+                return outcome
+            # Decide on the row as it is now (locked), not on the event: a later
+            # change may already have re-enabled what this event disabled.
+            firing = parse_alerted_state(row.alerted_state)
+            transitions = resolve_for_change(firing, deleted=False, enabled=row.enabled, config=row)
+            if transitions:
+                hostname = await self._repo.server_hostname(row.server_id) or ""
+                writes.record(
+                    transitions,
+                    at=event.occurred_at,
+                    process_id=row.id,
+                    process_name=row.process_name,
+                    server_id=row.server_id,
+                    hostname=hostname,
+                    user_id=row.user_id,
+                    sample=None,
+                )
+                new_state = format_alerted_state(apply_transitions(firing, transitions))
+                writes.states.append(StateUpdate(row.id, new_state, None))
+        outcome.evaluated = 1
+        await writes.flush(self._repo)
+        outcome.alerts = writes.events
+        return outcome

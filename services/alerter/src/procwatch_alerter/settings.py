@@ -1,0 +1,41 @@
+"""Alerter settings: the shared connection URLs plus `PROCWATCH_ALERTER_*`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import SettingsConfigDict
+
+from procwatch_contracts import subjects
+from procwatch_runtime.settings import ConnectionSettings
+
+
+class AlerterSettings(ConnectionSettings):
+    model_config = SettingsConfigDict(env_prefix="PROCWATCH_ALERTER_", extra="ignore")
+
+    # Durable consumer name (the lifecycle consumer is `<durable>-lifecycle`).
+    # One durable per subject partition: a second replica on the same durable
+    # would interleave a server's events (see sample_subject).
+    durable: str = "alerter"
+    # Subject filters. Per-process order needs one consumer per server's subject at
+    # a time: to scale out, give each replica a disjoint partition of servers
+    # (e.g. NATS subject-mapping partitions), never two replicas on one filter.
+    sample_subject: str = subjects.SAMPLE_EVENTS_SUBJECTS
+    process_subject: str = subjects.PROCESS_EVENTS_SUBJECTS
+    # Where a newly created durable starts. "all" (default): nothing published
+    # before the alerter's first start is missed; "new": skip the stream's backlog.
+    # An existing durable always resumes from its ack floor.
+    deliver_policy: Literal["new", "all"] = "all"
+    ack_wait_s: float = 30.0
+    # Pull timeout of the consumers (seconds): how long one fetch waits when idle.
+    fetch_timeout_s: float = 5.0
+    db_pool_min: int = 1
+    db_pool_max: int = 4
+    # Outbox relay: poll interval when not woken (publishes right after each commit).
+    relay_poll_interval_s: float = 1.0
+    # Transient failures (database, broker) are retried in place, keeping order;
+    # the backoff doubles up to this cap.
+    max_backoff_s: float = 10.0
+    # Unexpected (non-transient) errors: attempts before the event is dead-lettered.
+    max_attempts_on_error: int = 3
+    log_level: str = "INFO"

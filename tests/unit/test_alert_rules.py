@@ -1,0 +1,209 @@
+"""The alert rules (procwatch_domain.alerts) as pure functions: every transition, then properties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from procwatch_domain.alerts import (
+    SampleView,
+    Transition,
+    alert_id,
+    apply_transitions,
+    evaluate_transition,
+    resolve_all,
+    resolve_for_change,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass(frozen=True)
+class Cfg:
+    alert_on_down: bool = True
+    alert_on_restart: bool = False
+    alert_on_cpu: bool = False
+    alert_on_memory: bool = False
+    cpu_threshold_pct: float = 50.0
+    memory_threshold_pct: float = 25.0
+
+
+ALL_ON = Cfg(alert_on_down=True, alert_on_restart=True, alert_on_cpu=True, alert_on_memory=True)
+NONE = frozenset()
+UP = SampleView(count=2, cpu_pct=10.0, memory_pct=5.0, oldest_start_unix=1000)
+
+
+def s(count=2, cpu=10.0, mem=5.0, start=1000):
+    return SampleView(count=count, cpu_pct=cpu, memory_pct=mem, oldest_start_unix=start if count else None)
+
+
+T = Transition
+
+
+@pytest.mark.parametrize(
+    ("firing", "config", "previous", "sample", "expected"),
+    [
+        # --- down
+        pytest.param(NONE, Cfg(), UP, s(count=0), [T("down", "firing", 0.0)], id="down fires on count 0"),
+        pytest.param(NONE, Cfg(), None, s(count=0), [T("down", "firing", 0.0)], id="down fires on first sample"),
+        pytest.param(frozenset({"down"}), Cfg(), s(count=0), s(count=0), [], id="down stays firing, no repeat"),
+        pytest.param(frozenset({"down"}), Cfg(), s(count=0), s(count=1), [T("down", "resolved", 1.0, reason="recovered")],
+                     id="down resolves on count>0"),
+        pytest.param(NONE, Cfg(alert_on_down=False), UP, s(count=0), [], id="down flag off never fires"),
+        pytest.param(frozenset({"down"}), Cfg(alert_on_down=False), s(count=0), s(count=0),
+                     [T("down", "resolved", 0.0, reason="flag_disabled")], id="down flag off resolves open"),
+        pytest.param(NONE, Cfg(), UP, UP, [], id="healthy sample: nothing"),
+        # --- cpu
+        pytest.param(NONE, Cfg(alert_on_cpu=True), UP, s(cpu=50.01), [T("cpu", "firing", 50.01, 50.0)],
+                     id="cpu strictly above fires"),
+        pytest.param(NONE, Cfg(alert_on_cpu=True), UP, s(cpu=50.0), [], id="cpu at threshold does not fire"),
+        pytest.param(frozenset({"cpu"}), Cfg(alert_on_cpu=True), UP, s(cpu=90.0), [], id="cpu still hot: no repeat"),
+        pytest.param(frozenset({"cpu"}), Cfg(alert_on_cpu=True), UP, s(cpu=50.0),
+                     [T("cpu", "resolved", 50.0, 50.0, "recovered")], id="cpu at threshold resolves"),
+        pytest.param(NONE, Cfg(alert_on_cpu=False), UP, s(cpu=99.0), [], id="cpu flag off never fires"),
+        pytest.param(frozenset({"cpu"}), Cfg(alert_on_cpu=False), UP, s(cpu=99.0),
+                     [T("cpu", "resolved", 99.0, 50.0, "flag_disabled")], id="cpu flag off resolves open"),
+        # --- memory
+        pytest.param(NONE, Cfg(alert_on_memory=True), UP, s(mem=25.5), [T("memory", "firing", 25.5, 25.0)],
+                     id="memory strictly above fires"),
+        pytest.param(NONE, Cfg(alert_on_memory=True), UP, s(mem=25.0), [], id="memory at threshold does not fire"),
+        pytest.param(frozenset({"memory"}), Cfg(alert_on_memory=True), UP, s(mem=3.0),
+                     [T("memory", "resolved", 3.0, 25.0, "recovered")], id="memory below resolves"),
+        pytest.param(frozenset({"memory"}), Cfg(alert_on_memory=False), UP, s(mem=30.0),
+                     [T("memory", "resolved", 30.0, 25.0, "flag_disabled")], id="memory flag off resolves open"),
+        # --- restart
+        pytest.param(NONE, Cfg(alert_on_restart=True), s(start=1000), s(start=1001), [T("restart", "firing")],
+                     id="restart fires when oldest start increases"),
+        pytest.param(NONE, Cfg(alert_on_restart=False), s(start=1000), s(start=1001), [], id="restart flag off"),
+        pytest.param(NONE, Cfg(alert_on_restart=True), s(start=1000), s(start=1000), [], id="same start: no restart"),
+        pytest.param(NONE, Cfg(alert_on_restart=True), s(start=1000), s(start=999), [], id="older start: no restart"),
+        pytest.param(NONE, Cfg(alert_on_restart=True), None, s(start=1000), [], id="first sample: no restart"),
+        pytest.param(NONE, Cfg(alert_on_down=False, alert_on_restart=True), s(count=0), s(start=5000), [],
+                     id="coming back from down is not a restart"),
+        # --- several at once, in order down, restart, cpu, memory
+        pytest.param(frozenset({"down"}), ALL_ON, s(count=0), s(count=1, cpu=80.0, mem=30.0, start=7),
+                     [T("down", "resolved", 1.0, reason="recovered"), T("cpu", "firing", 80.0, 50.0),
+                      T("memory", "firing", 30.0, 25.0)], id="back up and hot"),
+        pytest.param(frozenset({"cpu", "memory"}), ALL_ON, UP, s(count=0, cpu=0.0, mem=0.0),
+                     [T("down", "firing", 0.0), T("cpu", "resolved", 0.0, 50.0, "recovered"),
+                      T("memory", "resolved", 0.0, 25.0, "recovered")], id="hot then down"),
+        pytest.param(frozenset({"cpu"}), ALL_ON, s(start=10), s(cpu=70.0, start=20), [T("restart", "firing")],
+                     id="restart while cpu firing"),
+    ],
+)
+def test_transition_table(firing, config, previous, sample, expected):
+    assert evaluate_transition(firing, config, previous, sample) == expected
+
+
+def test_resolve_all_in_alerted_state_order():
+    assert resolve_all({"memory", "down", "cpu"}, "paused") == [
+        T("down", "resolved", reason="paused"), T("cpu", "resolved", reason="paused"),
+        T("memory", "resolved", reason="paused"),
+    ]
+    assert resolve_all(set(), "deleted") == []
+
+
+@pytest.mark.parametrize(
+    ("firing", "deleted", "enabled", "config", "expected"),
+    [
+        ({"cpu", "down"}, True, True, ALL_ON, [T("down", "resolved", reason="deleted"), T("cpu", "resolved", reason="deleted")]),
+        ({"memory"}, False, False, ALL_ON, [T("memory", "resolved", reason="paused")]),
+        ({"cpu", "memory"}, False, True, replace(ALL_ON, alert_on_cpu=False), [T("cpu", "resolved", reason="flag_disabled")]),
+        ({"cpu", "memory"}, False, True, ALL_ON, []),
+        (set(), True, False, ALL_ON, []),
+    ],
+)
+def test_resolve_for_change(firing, deleted, enabled, config, expected):
+    assert resolve_for_change(firing, deleted=deleted, enabled=enabled, config=config) == expected
+
+
+def test_apply_transitions_ignores_one_shot_restart():
+    after = apply_transitions(frozenset({"down"}), [T("down", "resolved"), T("restart", "firing"), T("cpu", "firing")])
+    assert after == frozenset({"cpu"})
+
+
+def test_alert_id_is_deterministic_and_distinguishes_every_part():
+    at = datetime(2026, 5, 24, 18, 41, tzinfo=UTC)
+    same_instant = at.astimezone(timezone(timedelta(hours=2)))
+    assert alert_id(18, "process_down", "firing", at) == alert_id(18, "process_down", "firing", same_instant)
+    ids = {
+        alert_id(18, "process_down", "firing", at),
+        alert_id(19, "process_down", "firing", at),
+        alert_id(18, "process_cpu_high", "firing", at),
+        alert_id(18, "process_down", "resolved", at),
+        alert_id(18, "process_down", "firing", at + timedelta(microseconds=1)),
+    }
+    assert len(ids) == 5
+    with pytest.raises(ValueError):
+        alert_id(1, "process_down", "firing", datetime(2026, 1, 1))
+
+
+# --- properties over random sample sequences -------------------------------------------
+
+samples = st.builds(
+    lambda count, cpu, mem, start: SampleView(count, cpu if count else 0.0, mem if count else 0.0, start if count else None),
+    count=st.integers(0, 3),
+    cpu=st.sampled_from([0.0, 10.0, 49.99, 50.0, 50.01, 90.0, 250.0]),
+    mem=st.sampled_from([0.0, 24.99, 25.0, 25.01, 80.0]),
+    start=st.integers(1000, 1006),
+)
+configs = st.builds(
+    Cfg, alert_on_down=st.booleans(), alert_on_restart=st.booleans(), alert_on_cpu=st.booleans(),
+    alert_on_memory=st.booleans(), cpu_threshold_pct=st.just(50.0), memory_threshold_pct=st.just(25.0),
+)
+# Each step: a sample evaluated with the config in force (flags change between samples).
+steps = st.lists(st.tuples(samples, configs | st.just(ALL_ON)), min_size=1, max_size=40)
+
+
+def _run(sequence):
+    firing: frozenset[str] = frozenset()
+    previous = None
+    log: list[list[Transition]] = []
+    for sample, config in sequence:
+        transitions = evaluate_transition(firing, config, previous, sample)
+        firing = apply_transitions(firing, transitions)
+        log.append(transitions)
+        previous = sample
+    return log, firing
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_never_two_firing_without_a_resolved_between(sequence):
+    log, _ = _run(sequence)
+    for condition in ("down", "cpu", "memory"):
+        states = [t.state for ts in log for t in ts if t.condition == condition]
+        assert all(a != b for a, b in zip(states, states[1:])), states
+        assert not states or states[0] == "firing"
+    for ts in log:  # at most one transition per condition per sample
+        conditions = [t.condition for t in ts]
+        assert len(conditions) == len(set(conditions))
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_restart_fires_exactly_when_oldest_start_increases_and_flag_on(sequence):
+    log, _ = _run(sequence)
+    for i, ((sample, config), ts) in enumerate(zip(sequence, log)):
+        fired = any(t.condition == "restart" for t in ts)
+        prev = sequence[i - 1][0].oldest_start_unix if i else None
+        increased = prev is not None and sample.oldest_start_unix is not None and sample.oldest_start_unix > prev
+        assert fired == (increased and config.alert_on_restart)
+        assert all(t.state == "firing" for t in ts if t.condition == "restart")
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_firing_state_always_matches_the_last_sample_and_flags(sequence):
+    firing: frozenset[str] = frozenset()
+    previous = None
+    for sample, config in sequence:
+        firing = apply_transitions(firing, evaluate_transition(firing, config, previous, sample))
+        previous = sample
+        assert ("down" in firing) == (config.alert_on_down and sample.count == 0)
+        assert ("cpu" in firing) == (config.alert_on_cpu and sample.cpu_pct > config.cpu_threshold_pct)
+        assert ("memory" in firing) == (config.alert_on_memory and sample.memory_pct > config.memory_threshold_pct)
