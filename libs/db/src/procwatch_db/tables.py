@@ -94,6 +94,9 @@ class WatchedProcess(SQLModel, table=True):
     # hands to the alerter for the restart rule, without reading history.
     last_oldest_start_unix: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     alerted_state: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    # Sample time of the newest sample the alerter evaluated (migration 0002): a
+    # redelivered or late, older sample event is skipped, so it never alerts twice.
+    alert_evaluated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
     # Maintained by ingest in the same transaction as the rows, so GET never
     # counts history (see docs/decisions.md).
     samples_total: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
@@ -102,13 +105,19 @@ class WatchedProcess(SQLModel, table=True):
 
 
 class ProcessSample(SQLModel, table=True):
+    """Partitioned by day on recorded_at (migration 0003, `procwatch_db.partitions`,
+    docs/retention.md): partitions `process_samples_pYYYYMMDD` plus `process_samples_default`.
+    The primary key includes the partition key, as PostgreSQL requires."""
+
     __tablename__ = "process_samples"
     __table_args__ = (
         # Serves idempotent replays, "newest 100" (backward scan) and "last 24h" (range).
         UniqueConstraint("watched_process_id", "recorded_at", name="uq_process_samples_process_time"),
+        {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    # Ids come from process_samples_id_seq (ingest pre-allocates them); unique by construction.
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     watched_process_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("watched_processes.id", ondelete="CASCADE"), nullable=False)
     )
@@ -116,8 +125,7 @@ class ProcessSample(SQLModel, table=True):
     cpu_pct: float = Field(sa_column=Column(Float, nullable=False))
     memory_pct: float = Field(sa_column=Column(Float, nullable=False))
     oldest_start_unix: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
-
+    recorded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True, nullable=False))
 
 
 
