@@ -1,6 +1,8 @@
 """Alert latency under load: agent sample published -> alert event received from ALERTS.
 
-    uv run python bench/alert_latency.py [--alerts 240] [--load-rate 5000] [--probe-interval 0.1]
+    uv run python -m bench.alert_latency [--alerts 240] [--load-rate 5000] [--probe-interval 0.1]
+
+(`uv run python -m bench alert` runs it as part of the benchmark suite: bench/alert.py.)
 
 Starts embedded PostgreSQL and NATS (procwatch.embedded) in a temporary
 directory, migrates, creates accounts, then runs the real services as
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.common import percentile
 from procwatch.embedded import EmbeddedNats, EmbeddedPostgres
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AgentSample, ProcessReading
@@ -130,9 +133,11 @@ def load_generator(nats_url: str, servers: list[dict], rate: float, stop, stats_
 
 
 async def probe(
-    nats_url: str, server: dict, alerts: int, interval: float, timeout: float
+    nats_url: str, server: dict, alerts: int, interval: float, timeout: float, max_seconds: float | None = None
 ) -> tuple[list[float], list[float], int]:
-    """Returns (publish -> alert, SampleRecorded -> alert, lost): the second is the alerter's share."""
+    """Returns (publish -> alert, SampleRecorded -> alert, lost): the second is the alerter's share.
+
+    Stops early after `max_seconds` (a saturated pipeline would otherwise take alerts x timeout)."""
     import nats
 
     nc = await nats.connect(nats_url)
@@ -152,7 +157,10 @@ async def probe(
     alerter_share: list[float] = []
     lost = 0
     hot = True
+    stop_at = time.monotonic() + max_seconds if max_seconds else None
     for _ in range(alerts):
+        if stop_at is not None and time.monotonic() > stop_at:
+            break
         cpu = CPU_THRESHOLD + 10 if hot else CPU_THRESHOLD - 10
         subject, payload, headers = agent_message(server, datetime.now(UTC), lambda n: cpu)
         sent_at = time.perf_counter()
@@ -176,12 +184,6 @@ async def probe(
         await asyncio.sleep(interval)
     await nc.close()
     return latencies, alerter_share, lost
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def main() -> int:

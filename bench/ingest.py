@@ -1,10 +1,9 @@
 """Ingest throughput: committed samples/s of the real service vs. the raw PostgreSQL ceiling.
 
-    uv run python bench/ingest.py --servers 200 --processes 20 --seconds 30
+    uv run python -m bench ingest [--runs 3] [--quick]
 
-Starts embedded PostgreSQL and NATS (procwatch.embedded) in a temporary directory
-unless DATABASE_URL / NATS_URL are set, migrates, creates M servers x K watched
-processes, then:
+With the servers of bench.common (embedded unless *_URL are set), a fresh migrated
+database per run with M servers x K watched processes, then:
 
 1. runs the real ingest service as a subprocess (`procwatch ingest`, its own
    core) and publishes a sustained load through the real broker from this
@@ -17,44 +16,28 @@ processes, then:
    the last_* fields and samples_total of the processes touched, with no service
    in between.
 
-Prints both figures and their ratio. A benchmark, not a test.
+Returns both figures and their ratio. A benchmark, not a test.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import platform
 import shutil
-import subprocess
-import sys
-import tempfile
+import signal
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import nats
 import orjson
 import psycopg
 
-from procwatch.embedded import EmbeddedNats, EmbeddedPostgres
+from bench.common import Servers, create_database, drop_database, loadavg_1m, service, wait_for_consumer
 from procwatch_contracts import subjects
-from procwatch_db.migrate import upgrade
 from procwatch_db.urls import libpq_url
 from procwatch_domain.secrets import hash_secret, new_agent_key
-
-
-def create_database(server_url: str) -> str:
-    from urllib.parse import urlsplit
-
-    name = f"procwatch_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    url = urlsplit(libpq_url(server_url))._replace(path=f"/{name}").geturl()
-    upgrade(url)
-    return url
 
 
 def create_fleet(url: str, m: int, k: int) -> list[tuple[int, str, list[str]]]:
@@ -172,106 +155,56 @@ def raw_ceiling(url: str, fleet, total_rows: int, rows_per_txn: int, start_at: d
     return {"rate": rows_written / elapsed, "rows": rows_written, "seconds": elapsed}
 
 
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"nproc={os.cpu_count()}, CPU={cpu}, RAM={mem_gb:.1f} GiB, Python {platform.python_version()}"
+@dataclass
+class IngestOptions:
+    servers: int = 100
+    processes: int = 20
+    seconds: float = 20.0
+    warmup: float = 5.0
+    batch_size: int = 500
+    batch_timeout_ms: int = 50
+    max_backlog: int = 3000  # messages published ahead of commits
+    py_spy: str | None = None  # profile the ingest subprocess with py-spy (raw collapsed stacks)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--servers", type=int, default=200)
-    ap.add_argument("--processes", type=int, default=20)
-    ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--warmup", type=float, default=5)
-    ap.add_argument("--batch-size", type=int, default=500)
-    ap.add_argument("--batch-timeout-ms", type=int, default=50)
-    ap.add_argument("--max-backlog", type=int, default=3000, help="messages published ahead of commits")
-    ap.add_argument("--py-spy", metavar="OUT", help="profile the ingest subprocess with py-spy (collapsed stacks)")
-    args = ap.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="procwatch-bench-"))
-    started = []
-    ingest = None
-    try:
-        if os.environ.get("DATABASE_URL"):
-            server_url = os.environ["DATABASE_URL"]
-        else:
-            pg = EmbeddedPostgres(tmp / "pg")
-            server_url = pg.start()
-            started.append(pg)
-        if os.environ.get("NATS_URL"):
-            nats_url = os.environ["NATS_URL"]
-        else:
-            nt = EmbeddedNats(tmp / "nats")
-            nats_url = nt.start()
-            started.append(nt)
-        url = create_database(server_url)
-        fleet = create_fleet(url, args.servers, args.processes)
-        print(f"fleet: {args.servers} servers x {args.processes} processes", flush=True)
-
-        durable = f"bench-{uuid.uuid4().hex[:8]}"
-        env = dict(os.environ, DATABASE_URL=url, NATS_URL=nats_url, PROCWATCH_INGEST_DURABLE=durable,
-                   PROCWATCH_INGEST_DELIVER_POLICY="new", PROCWATCH_INGEST_BATCH_SIZE=str(args.batch_size),
-                   PROCWATCH_INGEST_BATCH_TIMEOUT_MS=str(args.batch_timeout_ms), LOG_LEVEL=os.environ.get("LOG_LEVEL", "WARNING"))
-        cmd = [sys.executable, "-m", "procwatch.cli", "ingest"]
-        if args.py_spy:
-            spy = shutil.which("py-spy") or "py-spy"
-            cmd = [spy, "record", "--format", "raw", "-r", "200", "-o", args.py_spy, "--", *cmd]
-        ingest = subprocess.Popen(cmd, env=env)
-        # Wait until the durable exists (the service is consuming).
-        asyncio.run(_wait_for_consumer(nats_url, durable))
-
-        start_at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
-        load = asyncio.run(publish_load(nats_url, url, fleet, args.seconds, args.warmup, args.max_backlog, start_at))
-        ingest.send_signal(subprocess.signal.SIGINT if args.py_spy else subprocess.signal.SIGTERM)
-        ingest.wait(60)
-        ingest = None
-        with psycopg.connect(libpq_url(url)) as conn:
-            (rows_now,) = conn.execute("select count(*) from process_samples").fetchone()
-            (total_now,) = conn.execute("select sum(samples_total) from watched_processes").fetchone()
-        assert rows_now == total_now, (rows_now, total_now)  # the counter matches the rows exactly
-        print(f"service: {load['rate']:,.0f} samples/s committed "
-              f"({load['rows_in_window']:,} rows in {load['window_s']:.1f} s; {load['published_msgs']:,} messages)",
-              flush=True)
-
-        rows_per_txn = args.batch_size * args.processes
-        ceiling = raw_ceiling(url, fleet, load["rows_in_window"], rows_per_txn,
-                              start_at + timedelta(seconds=load["ticks"] + 10))
-        print(f"raw ceiling: {ceiling['rate']:,.0f} samples/s (COPY binary + batched last-field update, "
-              f"{ceiling['rows']:,} rows in {ceiling['seconds']:.1f} s, {rows_per_txn:,} rows per transaction)")
-        print(f"ratio: {load['rate'] / ceiling['rate']:.0%} of the raw ceiling")
-        print(f"machine: {machine()}")
-        return 0
-    finally:
-        if ingest is not None:
-            ingest.kill()
-        for s in reversed(started):
-            s.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+def run_once(servers: Servers, opts: IngestOptions) -> dict:
+    """One measurement: the service's committed samples/s, then the raw ceiling on the same database."""
+    with servers.nats() as nats_url:
+        url = create_database(servers.database_url, "procwatch_bench_ingest")
+        try:
+            fleet = create_fleet(url, opts.servers, opts.processes)
+            durable = f"bench-{uuid.uuid4().hex[:8]}"
+            env = {"DATABASE_URL": url, "NATS_URL": nats_url, "PROCWATCH_INGEST_DURABLE": durable,
+                   "PROCWATCH_INGEST_DELIVER_POLICY": "new", "PROCWATCH_INGEST_BATCH_SIZE": str(opts.batch_size),
+                   "PROCWATCH_INGEST_BATCH_TIMEOUT_MS": str(opts.batch_timeout_ms),
+                   "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")}
+            args = ["ingest"]
+            stop = signal.SIGTERM
+            if opts.py_spy:
+                stop = signal.SIGINT
+            log = servers.tmp / f"ingest-{durable}.log"
+            with service(args, env, log, stop_signal=stop, wrap=_py_spy(opts.py_spy)):
+                asyncio.run(wait_for_consumer(nats_url, subjects.AGENT_SAMPLES_STREAM, durable))
+                start_at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=12)
+                load_avg = loadavg_1m()
+                load = asyncio.run(publish_load(nats_url, url, fleet, opts.seconds, opts.warmup, opts.max_backlog,
+                                                start_at))
+            with psycopg.connect(libpq_url(url)) as conn:
+                (rows_now,) = conn.execute("select count(*) from process_samples").fetchone()
+                (total_now,) = conn.execute("select sum(samples_total) from watched_processes").fetchone()
+            if rows_now != total_now:  # the counter must match the rows exactly
+                raise RuntimeError(f"samples_total {total_now} != rows {rows_now}")
+            rows_per_txn = opts.batch_size * opts.processes
+            ceiling = raw_ceiling(url, fleet, load["rows_in_window"], rows_per_txn,
+                                  start_at + timedelta(seconds=load["ticks"] + 10))
+        finally:
+            drop_database(url)
+    return {"service_rate": load["rate"], "ceiling_rate": ceiling["rate"], "ratio": load["rate"] / ceiling["rate"],
+            "rows_in_window": load["rows_in_window"], "window_s": load["window_s"], "load_1m": load_avg}
 
 
-async def _wait_for_consumer(nats_url: str, durable: str, timeout: float = 60) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                await nc.jetstream().consumer_info(subjects.AGENT_SAMPLES_STREAM, durable)
-                return
-            except Exception:
-                await asyncio.sleep(0.1)
-        raise TimeoutError("ingest did not create its consumer")
-    finally:
-        await nc.drain()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _py_spy(out: str | None):
+    if not out:
+        return None
+    spy = shutil.which("py-spy") or "py-spy"
+    return [spy, "record", "--format", "raw", "-r", "200", "-o", out, "--"]

@@ -23,6 +23,7 @@ from procwatch_messaging.streams import ensure_streams
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_alerter.handlers import Handlers
+from procwatch_alerter.health import health_server
 from procwatch_alerter.settings import AlerterSettings
 
 log = logging.getLogger("procwatch.alerter")
@@ -47,6 +48,7 @@ class AlerterApp:
         )
         self.relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task | None = None
+        self.health = health_server(self)  # None unless health_port is set
         self.handlers = Handlers(settings, self.pool, self._js, None)
         self._register_subscribers()
 
@@ -105,6 +107,8 @@ class AlerterApp:
         self.handlers._relay = self.relay
         self._relay_task = asyncio.create_task(self.relay.run(), name="alerter-outbox-relay")
         await self.broker.start()
+        if self.health is not None:
+            await self.health.start()
         log.info(
             "alerter started",
             extra={"durable": self.settings.durable, "samples": self.settings.sample_subject,
@@ -112,6 +116,8 @@ class AlerterApp:
         )
 
     async def stop(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
         self.handlers.stopping.set()
         # Stop consuming first (in-flight handlers finish), keep the connection for the relay.
         for sub in self.broker.subscribers:

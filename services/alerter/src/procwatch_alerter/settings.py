@@ -39,3 +39,7 @@ class AlerterSettings(ConnectionSettings):
     # Unexpected (non-transient) errors: attempts before the event is dead-lettered.
     max_attempts_on_error: int = 3
     log_level: str = "INFO"
+    # Health endpoint (GET /healthz, /readyz; see procwatch_runtime.health): off unless a port is set.
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
+    health_timeout_s: float = 2.0

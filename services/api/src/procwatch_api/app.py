@@ -135,10 +135,13 @@ def main() -> None:
 
     settings = ApiSettings()
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port,
-        loop="uvloop", http="httptools", log_config=None, lifespan="on",
-    )
+    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", log_config=None,
+                  lifespan="on", access_log=False)
+    if settings.workers > 1:
+        # Each worker process builds its app (and reads its settings) itself.
+        uvicorn.run("procwatch_api.app:create_app", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
 
 
 if __name__ == "__main__":

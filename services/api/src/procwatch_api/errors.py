@@ -108,6 +108,24 @@ class InternalError(ApiError):
         super().__init__("internal error")
 
 
+class ServiceUnavailable(ApiError):
+    """A dependency (PostgreSQL) cannot be reached: answered at once, never hung, never a 500."""
+
+    code, status = "service_unavailable", 503
+
+    def __init__(self) -> None:
+        super().__init__("the database is unavailable; retry shortly", headers={"Retry-After": "1"})
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Connection-level database failures (refused, reset, pool timeout), not SQL errors."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    return isinstance(exc, (sa_exc.TimeoutError, ConnectionError))
+
+
 def install_error_handlers(app: Any) -> None:
     """Register the handlers on a FastAPI app (framework imports stay in here)."""
     from fastapi.exceptions import RequestValidationError
@@ -189,6 +207,14 @@ class UnexpectedErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
+            if _is_unavailable(exc) and not started:
+                log.warning("database unavailable", extra={"method": scope.get("method"), "path": scope.get("path"),
+                                                           "error": type(exc).__name__})
+                from procwatch_api.responses import json_response
+
+                err = ServiceUnavailable()
+                await json_response(err.body(), status=err.status, headers=err.headers)(scope, receive, send)
+                return
             log.error(
                 "unhandled error", exc_info=exc,
                 extra={"method": scope.get("method"), "path": scope.get("path"), "error": type(exc).__name__},

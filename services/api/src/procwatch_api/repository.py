@@ -179,12 +179,23 @@ class Repository:
             pid=process_id, n=limit,
         )
 
-    async def oldest_starts_since(self, process_id: int, since: datetime) -> list[int | None]:
-        # Range scan of uq_process_samples_process_time; only the one column needed.
+    async def oldest_start_changes_since(self, process_id: int, since: datetime) -> list[int | None]:
+        """oldest_start_unix of the process's samples since `since`, in time order, with every sample
+        whose value equals the previous one's left out (in SQL).
+
+        Range scan of uq_process_samples_process_time over the window only (at most 24 h of one
+        process). Dropping a value equal to its predecessor never changes what the restart rule
+        (procwatch_domain.restarts) counts, since a pair of equal values is never a restart; it
+        turns the 8,640 rows of a day at 10 s ticks into a few dozen, so the cost no longer grows
+        with the sample rate in Python. tests/unit/test_bench_restart_runs.py checks the equivalence.
+        """
         result = await self.conn.execute(
             text(
-                "select oldest_start_unix from process_samples"
-                " where watched_process_id = :pid and recorded_at >= :since order by recorded_at"
+                "select o from (select oldest_start_unix as o, recorded_at,"
+                " lag(oldest_start_unix) over (order by recorded_at) as prev,"
+                " row_number() over (order by recorded_at) as rn"
+                " from process_samples where watched_process_id = :pid and recorded_at >= :since) w"
+                " where rn = 1 or o is distinct from prev order by recorded_at"
             ),
             {"pid": process_id, "since": since},
         )

@@ -206,6 +206,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: (Error, "duplicate_process: the name is taken on this server"),
         413: (Error, "body_too_large"),
         429: (RateLimitError, "rate_limited: see the Retry-After header"),
+        503: (Error, "service_unavailable: the database cannot be reached; retry (see Retry-After)"),
     }
     return {status: {"model": described[status][0], "description": described[status][1]}
-            for status in sorted({401, 429, *statuses})}
+            for status in sorted({401, 429, 503, *statuses})}

@@ -326,7 +326,7 @@ async def get_process(
     row = await _owned_process(repo, user_id, raw_server_id, raw_process_id)
     samples = await repo.newest_samples(row["id"], SAMPLES_SHOWN)
     since = (now or datetime.now(UTC)) - RESTART_WINDOW
-    starts = await repo.oldest_starts_since(row["id"], since)
+    starts = await repo.oldest_start_changes_since(row["id"], since)
     return {
         "process": present_process(row),
         "samples": [present_sample(s) for s in samples],

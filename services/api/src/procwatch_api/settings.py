@@ -12,6 +12,8 @@ class ApiSettings(ConnectionSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # uvicorn worker processes (each with its own pool of db_pool_size connections).
+    workers: int = 1
     log_level: str = "INFO"
 
     # Requests per token per minute (fixed one-minute window in Redis).

@@ -28,7 +28,9 @@ from procwatch_messaging.streams import ensure_streams
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_ingest.handlers import PullLoop, SampleBatchHandler, WatchListHandler
+from procwatch_ingest.health import health_server
 from procwatch_ingest.repository import configure_connection
+from procwatch_ingest.retention import RetentionConfig, RetentionTask
 from procwatch_ingest.service import IngestService
 from procwatch_ingest.settings import IngestSettings
 from procwatch_ingest.stats import IngestStats
@@ -85,12 +87,17 @@ class IngestApp:
                 description="Messages the ingest service consumes, answers and publishes (contracts v1).",
             ),
             on_startup=[self._open],
-            after_startup=[self.pull_loop.start],
+            after_startup=[self.pull_loop.start, self._start_health],
             on_shutdown=[self._drain],
             after_shutdown=[self._close],
             logger=log,
         )
         self._stats_task: asyncio.Task | None = None
+        self.health = health_server(self)  # None unless health_port is set
+        self.retention = RetentionTask(settings.database_url, RetentionConfig(
+            interval_s=settings.retention_interval_s, partitions_ahead_days=settings.partitions_ahead_days,
+            batch_rows=settings.retention_batch_rows, lock_timeout_ms=settings.retention_lock_timeout_ms,
+        )) if settings.retention_enabled else None
 
     def _register(self) -> None:
         s = self.settings
@@ -174,14 +181,24 @@ class IngestApp:
         await ensure_streams(client.jetstream(), self.settings.stream_limits())
         await self.pool.open(wait=False)
         self._stats_task = asyncio.create_task(self._log_stats())
+        if self.retention is not None:
+            self.retention.start()
         log.info("ingest starting", extra={"durable": self.settings.durable, "batch_size": self.settings.batch_size,
                                            "batch_timeout_ms": self.settings.batch_timeout_ms})
 
     async def _drain(self) -> None:
         """Stop taking batches, let the one in flight commit, publish and ack."""
         await self.pull_loop.stop()
+        if self.retention is not None:
+            await self.retention.stop()
+
+    async def _start_health(self) -> None:
+        if self.health is not None:
+            await self.health.start()
 
     async def _close(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
         if self._stats_task:
             self._stats_task.cancel()
         await self.pool.close()

@@ -55,6 +55,23 @@ class IngestSettings(ConnectionSettings):
     pool_timeout_s: float = Field(default=5.0, gt=0)
 
     stats_log_interval_s: float = Field(default=60.0, gt=0)
+    # Health endpoint (GET /healthz, /readyz; see procwatch_runtime.health): off unless a port is set.
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+    health_timeout_s: float = Field(default=2.0, gt=0)
+
+    # Retention (docs/retention.md): one replica at a time (advisory lock) keeps the daily
+    # partitions of process_samples and removes samples older than the owner's plan retention.
+    retention_enabled: bool = True
+    # Seconds between retention passes (the first one runs min(interval, 60 s) after start).
+    retention_interval_s: float = Field(default=300.0, gt=0)
+    # Daily partitions created ahead of today (today - 1 .. today + N).
+    partitions_ahead_days: int = Field(default=7, ge=1, le=60)
+    # Most rows deleted per retention transaction.
+    retention_batch_rows: int = Field(default=5000, ge=1, le=100_000)
+    # lock_timeout of each retention/partition transaction; a busy step is retried next pass.
+    retention_lock_timeout_ms: int = Field(default=1000, ge=10)
+
     # PROCWATCH_INGEST_LOG_LEVEL, else LOG_LEVEL (what `procwatch --log-level` also reads).
     log_level: str = Field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
 
