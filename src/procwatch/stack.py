@@ -29,6 +29,9 @@ log = logging.getLogger("procwatch.up")
 STACK_FILE = "stack.json"
 DEMO_FILE = "demo.json"  # ids of the demo user and server; never the token
 DEMO_EMAIL = "demo@procwatch.local"
+# Watched on the demo server from the first run: the servers `up` itself runs,
+# so `up --with-agent` shows live processes at once.
+DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
 SERVICES = ("api", "ingest", "alerter")
 
 
@@ -144,6 +147,10 @@ class Stack:
                 "insert into servers (user_id, hostname, agent_key_hash) values (%s, %s, %s) returning id",
                 (user_id, socket.gethostname(), hash_secret(agent_key)),
             ).fetchone()
+            conn.cursor().executemany(
+                "insert into watched_processes (server_id, user_id, process_name) values (%s, %s, %s)",
+                [(server_id, user_id, name) for name in DEMO_PROCESSES],
+            )
         # The agent key is a local secret of this machine's demo agent (like an
         # agent's config file); it is never stored in the database.
         demo_file.write_text(json.dumps({"user_id": user_id, "server_id": server_id, "agent_key": agent_key}))

@@ -63,7 +63,9 @@ def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
         token, url = curl.groups()
         resp = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert resp.status_code == 200, resp.text
-        assert resp.json()["processes"] == []
+        demo = {"postgres", "nats-server", "redis-server"}
+        assert {p["process_name"] for p in resp.json()["processes"]} == demo
+        assert {p["status"] for p in resp.json()["processes"]} == {"pending"}  # no agent runs here
         server_id = resp.json()["server"]["id"]
         created = httpx.post(
             f"{stack['api_url']}/servers/{server_id}/processes",
@@ -86,6 +88,34 @@ def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
         out = _read_until(proc, r"Ctrl-C stops everything")
         assert "its token was printed on the first run" in out
         listed = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        assert [p["process_name"] for p in listed.json()["processes"]] == ["nginx"]
+        assert {p["process_name"] for p in listed.json()["processes"]} == demo | {"nginx"}
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_up_with_agent_shows_this_machines_processes_live(tmp_path):
+    data_dir, port = tmp_path / "pw", free_port()
+    env_overrides = {"PROCWATCH_INGEST_INTERVAL_SECONDS": "1"}  # a short tick keeps the test quick
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "NATS_URL")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "procwatch.cli", "up", "--data-dir", str(data_dir), "--api-port", str(port),
+         "--with-agent"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, **env_overrides},
+    )
+    try:
+        out = _read_until(proc, r"Ctrl-C stops everything")
+        token, url = re.search(r"curl -H 'Authorization: Bearer (\S+)' (\S+)", out).groups()
+        deadline = time.monotonic() + 30
+        while True:
+            body = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+            postgres = next(p for p in body["processes"] if p["process_name"] == "postgres")
+            if postgres["status"] == "up":
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+        # The embedded PostgreSQL runs several backend processes, all named postgres.
+        assert postgres["last_count"] >= 2
+        assert body["server"]["last_agent_version"]
+        assert {p["process_name"] for p in body["processes"]} == {"postgres", "nats-server", "redis-server"}
     finally:
         assert _stop(proc) == 0
