@@ -19,6 +19,18 @@ SERVER_COLUMNS = "id, hostname, last_agent_version, created_at"
 # Allocated in the statement that changes the process, so the event id is known before the outbox insert.
 NEXT_EVENT_ID = "nextval(pg_get_serial_sequence('outbox_events', 'id')) as event_id"
 DUPLICATE_NAME_CONSTRAINT = "uq_watched_processes_server_name"
+# The get route's two sample queries (bench/api_load.py EXPLAINs these very strings).
+NEWEST_SAMPLES_SQL = (
+    "select id, watched_process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at"
+    " from process_samples where watched_process_id = :pid order by recorded_at desc limit :n"
+)
+OLDEST_START_CHANGES_SQL = (
+    "select o from (select oldest_start_unix as o, recorded_at,"
+    " lag(oldest_start_unix) over (order by recorded_at) as prev,"
+    " row_number() over (order by recorded_at) as rn"
+    " from process_samples where watched_process_id = :pid and recorded_at >= :since) w"
+    " where rn = 1 or o is distinct from prev order by recorded_at"
+)
 
 
 class DuplicateName(Exception):
@@ -173,11 +185,7 @@ class Repository:
 
     async def newest_samples(self, process_id: int, limit: int) -> list[dict[str, Any]]:
         # Backward scan of uq_process_samples_process_time.
-        return await self._all(
-            "select id, watched_process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at"
-            " from process_samples where watched_process_id = :pid order by recorded_at desc limit :n",
-            pid=process_id, n=limit,
-        )
+        return await self._all(NEWEST_SAMPLES_SQL, pid=process_id, n=limit)
 
     async def oldest_start_changes_since(self, process_id: int, since: datetime) -> list[int | None]:
         """oldest_start_unix of the process's samples since `since`, in time order, with every sample
@@ -189,16 +197,7 @@ class Repository:
         turns the 8,640 rows of a day at 10 s ticks into a few dozen, so the cost no longer grows
         with the sample rate in Python. tests/unit/test_bench_restart_runs.py checks the equivalence.
         """
-        result = await self.conn.execute(
-            text(
-                "select o from (select oldest_start_unix as o, recorded_at,"
-                " lag(oldest_start_unix) over (order by recorded_at) as prev,"
-                " row_number() over (order by recorded_at) as rn"
-                " from process_samples where watched_process_id = :pid and recorded_at >= :since) w"
-                " where rn = 1 or o is distinct from prev order by recorded_at"
-            ),
-            {"pid": process_id, "since": since},
-        )
+        result = await self.conn.execute(text(OLDEST_START_CHANGES_SQL), {"pid": process_id, "since": since})
         return list(result.scalars().all())
 
     async def alerts_page(self, process_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:

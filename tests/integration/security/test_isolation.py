@@ -1,0 +1,144 @@
+"""Every route of the app's route table, walked as another user and with no token.
+
+Routes are enumerated from `app.routes`, so a new route is walked without editing this test (a
+route with a path parameter the walker does not know fails it). Another user's resources answer
+exactly like missing ones (same status, same body) and are left untouched; without a token every
+route answers the same 401.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+import pytest
+from fastapi.routing import APIRoute
+from procwatch_db.urls import libpq_url
+
+from tests.support.factories import make_process, make_server, make_user
+
+pytestmark = pytest.mark.integration
+
+PUBLIC = {"/healthz", "/readyz"}
+# A body that would be valid for the route (ownership must be decided whatever the body).
+BODIES = {
+    ("POST", "/servers"): {"hostname": "intruder-01"},
+    ("POST", "/servers/{server_id}/processes"): {"process_name": "intruder"},
+    ("PUT", "/servers/{server_id}/processes/{process_id}"): {"enabled": False, "process_name": "renamed"},
+}
+MISSING_ID = "999999999"
+
+
+def _walk(routes, prefix: str = ""):
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield prefix + route.path, route.methods
+        elif hasattr(route, "original_router"):  # FastAPI >= 0.16x keeps included routers nested
+            context = getattr(route, "include_context", None)
+            yield from _walk(route.original_router.routes, prefix + (getattr(context, "prefix", "") or ""))
+
+
+def api_routes(app) -> list[tuple[str, str]]:
+    """(METHOD, path) of every API route in the app's route table, health checks aside."""
+    out = []
+    for path, methods in _walk(app.routes):
+        if path not in PUBLIC:
+            out += [(m, path) for m in sorted(methods - {"HEAD", "OPTIONS"})]
+    return out
+
+
+def fill(path: str, ids: dict[str, str]) -> str:
+    params = re.findall(r"{(\w+)}", path)
+    unknown = set(params) - set(ids)
+    assert not unknown, f"route {path} has path parameters this walker does not know: {unknown}"
+    return path.format(**ids)
+
+
+def owner_state(database_url, server_id):
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        return conn.execute(
+            "select s.id, s.hostname, p.id, p.process_name, p.enabled, p.samples_total,"
+            " (select count(*) from alerts a where a.watched_process_id = p.id)"
+            " from servers s join watched_processes p on p.server_id = s.id where s.id = %s order by p.id",
+            (server_id,)).fetchall()
+
+
+@pytest.fixture
+def owned(database_url):
+    owner = make_user(database_url, "pro")
+    server = make_server(database_url, owner, "secret-host.internal")
+    pid = make_process(database_url, server, "secret-proc", samples_total=3)
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        conn.execute("insert into alerts (watched_process_id, server_id, user_id, type, state, started_at, event_id)"
+                     " values (%s, %s, %s, 'process_down', 'firing', now(), %s)",
+                     (pid, server.id, owner.id, f"iso-{pid}"))
+    return owner, server, pid
+
+
+def test_the_walk_covers_every_route(client):
+    routes = api_routes(client.app)
+    documented = {(m.upper(), p) for p, item in client.app.openapi()["paths"].items() for m in item
+                  if p not in PUBLIC}
+    assert set(routes) == documented and len(routes) >= 10
+    assert ("DELETE", "/servers/{server_id}") in routes
+    assert ("GET", "/servers/{server_id}/processes/{process_id}/alerts") in routes
+
+
+async def test_another_users_token_sees_nothing_and_changes_nothing(client, database_url, owned):
+    owner, server, pid = owned
+    intruder = make_user(database_url, "pro")
+    intruder_server = make_server(database_url, intruder)
+    intruder_pid = make_process(database_url, intruder_server, "mine")
+    before = owner_state(database_url, server.id)
+    walked = 0
+    for method, path in api_routes(client.app):
+        body = BODIES.get((method, path))
+        if "{server_id}" not in path:
+            r = await client.request(method, path, json=body, headers=intruder.headers)
+            assert r.status_code < 400, (method, path, r.text)
+            assert str(server.id) not in [str(s.get("id")) for s in r.json().get("servers", [])]
+            assert server.hostname not in r.text and owner.email not in r.text
+            walked += 1
+            continue
+        targets = {
+            # the owner's server and process
+            "foreign": {"server_id": str(server.id), "process_id": str(pid)},
+            # the intruder's own server with the owner's process id
+            "foreign_process": {"server_id": str(intruder_server.id), "process_id": str(pid)},
+        }
+        missing = {
+            "foreign": {"server_id": MISSING_ID, "process_id": MISSING_ID},
+            "foreign_process": {"server_id": str(intruder_server.id), "process_id": MISSING_ID},
+        }
+        for name, ids in targets.items():
+            if name == "foreign_process" and "{process_id}" not in path:
+                continue
+            got = await client.request(method, fill(path, ids), json=body, headers=intruder.headers)
+            ref = await client.request(method, fill(path, missing[name]), json=body, headers=intruder.headers)
+            assert got.status_code == ref.status_code == 404, (method, path, name, got.status_code, got.text)
+            assert got.json() == ref.json(), (method, path, name)
+            assert got.json()["error"] in {"server_not_found", "not_found"}
+            assert server.hostname not in got.text and "secret-proc" not in got.text
+            walked += 1
+    assert walked >= len(api_routes(client.app))
+    assert owner_state(database_url, server.id) == before, "another user's request changed the owner's rows"
+    # The intruder's own process is still intact too (the foreign_process walk addressed the owner's id).
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        assert conn.execute("select process_name from watched_processes where id = %s",
+                            (intruder_pid,)).fetchone() is not None
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer pwt_forged"}], ids=["no_token", "bad_token"])
+async def test_without_a_valid_token_every_route_is_the_same_401(client, database_url, owned, headers):
+    owner, server, pid = owned
+    before = owner_state(database_url, server.id)
+    bodies = set()
+    for method, path in api_routes(client.app):
+        for ids in ({"server_id": str(server.id), "process_id": str(pid)},
+                    {"server_id": MISSING_ID, "process_id": MISSING_ID}):
+            r = await client.request(method, fill(path, ids), json=BODIES.get((method, path)), headers=headers)
+            assert r.status_code == 401, (method, path, r.status_code)
+            assert r.headers["www-authenticate"] == "Bearer"
+            bodies.add(r.text)
+    assert len(bodies) == 1, bodies  # nothing tells an existing resource from a missing one
+    assert owner_state(database_url, server.id) == before
