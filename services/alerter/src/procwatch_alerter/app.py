@@ -1,6 +1,9 @@
 """Wiring of the alerter: broker, consumers, database pool, outbox relay. `main()` runs it.
 
     procwatch alerter        # DATABASE_URL, NATS_URL, PROCWATCH_ALERTER_* from the environment
+
+    SAMPLE_EVENTS  --(durable pull consumer, BatchPullLoop, one batch at a time)--> Handlers.on_sample_batch
+    PROCESS_EVENTS --(durable pull consumer, FastStream, one at a time)--> Handlers.on_process_event
 """
 
 from __future__ import annotations
@@ -9,16 +12,23 @@ import asyncio
 import logging
 import signal
 from contextlib import suppress
+from dataclasses import asdict
 
+import uvloop
 from faststream import AckPolicy, FastStream
 from faststream.nats import ConsumerConfig, DeliverPolicy, JStream, NatsBroker, PullSub
 from faststream.nats.annotations import NatsMessage
 from faststream.specification import AsyncAPI
+from nats.js.api import AckPolicy as NatsAckPolicy
+from nats.js.api import ConsumerConfig as NatsConsumerConfig
+from nats.js.api import DeliverPolicy as NatsDeliverPolicy
 from psycopg_pool import AsyncConnectionPool
 
 from procwatch_contracts import subjects
+from procwatch_contracts.messages import SampleRecorded
 from procwatch_db.urls import libpq_url
 from procwatch_messaging.outbox import OutboxRelay
+from procwatch_messaging.pull import BatchPullLoop
 from procwatch_messaging.streams import ensure_streams
 from procwatch_runtime.logs import configure_logging
 
@@ -50,6 +60,15 @@ class AlerterApp:
         self._relay_task: asyncio.Task | None = None
         self.health = health_server(self)  # None unless health_port is set
         self.handlers = Handlers(settings, self.pool, self._js, None)
+        # Documentation only (never started): describes the sample consumer, which is our own
+        # pull loop, in the AsyncAPI document.
+        self.docs_broker = NatsBroker(settings.nats_url)
+        self.sample_loop = BatchPullLoop(
+            self._subscribe_samples, self.handlers.on_sample_batch,
+            batch_size=settings.batch_size, batch_timeout_s=settings.batch_timeout_s,
+            idle_poll_s=settings.fetch_timeout_s, max_in_flight=1,  # one batch at a time: stream order
+            drain_timeout_s=max(5.0, settings.ack_wait_s), name="alerter-sample-loop",
+        )
         self._register_subscribers()
 
     def _js(self):
@@ -71,21 +90,20 @@ class AlerterApp:
                 description=description,
             )
 
-        @self.broker.subscriber(
+        # Sample events: BatchPullLoop (see procwatch_messaging.pull for why not FastStream's
+        # batch pull), declared here for the AsyncAPI document only.
+        @self.docs_broker.subscriber(
             s.sample_subject,
             stream=JStream(subjects.SAMPLE_EVENTS_STREAM, declare=False),
             **consumer(
                 s.durable,
-                "SampleRecorded events: evaluate the alert rules, write alert events.",
-                # batch_size=1: FastStream runs a fetched (non-batch) pull's messages
-                # concurrently; one at a time keeps stream (and so per-process) order.
-                # (Batch mode, batch=True, was tried: with a short timeout its fetch loop
-                # dies on nats-py's asyncio.TimeoutError in faststream 0.7.8 / nats-py 2.16.)
-                PullSub(batch_size=1, timeout=s.fetch_timeout_s),
+                "SampleRecorded events, in batches (up to batch_size, batch_timeout_ms), one transaction "
+                "per batch, in stream order: evaluate the alert rules, write alert events; acked after commit.",
+                PullSub(batch_size=s.batch_size, timeout=s.batch_timeout_s, batch=True),
             ),
         )
-        async def on_sample_event(msg: NatsMessage) -> None:
-            await handlers.on_sample_event(msg)
+        async def on_sample_event(body: list[SampleRecorded]) -> None:  # pragma: no cover - docs only
+            raise NotImplementedError
 
         @self.broker.subscriber(
             s.process_subject,
@@ -99,6 +117,23 @@ class AlerterApp:
         async def on_process_event(msg: NatsMessage) -> None:
             await handlers.on_process_event(msg)
 
+    async def _subscribe_samples(self):
+        s = self.settings
+        return await self._js().pull_subscribe(
+            s.sample_subject,
+            durable=s.durable,
+            stream=subjects.SAMPLE_EVENTS_STREAM,
+            config=NatsConsumerConfig(
+                ack_policy=NatsAckPolicy.EXPLICIT,  # acked per message, only after commit (or dead-lettering)
+                ack_wait=s.ack_wait_s,
+                max_deliver=-1,  # outages are waited out; poison events are dead-lettered
+                # Room for a full batch (only one is unacked at a time; order does not rely on
+                # this limit: a failing batch is retried in place, see docs/alerts.md).
+                max_ack_pending=max(1000, 2 * s.batch_size),
+                deliver_policy=NatsDeliverPolicy.NEW if s.deliver_policy == "new" else NatsDeliverPolicy.ALL,
+            ),
+        )
+
     async def start(self) -> None:
         await self.pool.open(wait=False)
         await self.broker.connect()
@@ -107,11 +142,14 @@ class AlerterApp:
         self.handlers._relay = self.relay
         self._relay_task = asyncio.create_task(self.relay.run(), name="alerter-outbox-relay")
         await self.broker.start()
+        await self.sample_loop.start()
         if self.health is not None:
             await self.health.start()
         log.info(
             "alerter started",
             extra={"durable": self.settings.durable, "samples": self.settings.sample_subject,
+                   "batch_size": self.settings.batch_size, "batch_timeout_ms": self.settings.batch_timeout_ms,
+                   "event_loop": type(asyncio.get_running_loop()).__module__,
                    "lifecycle": self.settings.process_subject},
         )
 
@@ -119,7 +157,10 @@ class AlerterApp:
         if self.health is not None:
             await self.health.stop()
         self.handlers.stopping.set()
-        # Stop consuming first (in-flight handlers finish), keep the connection for the relay.
+        # Stop consuming first (the batch in flight finishes or is handed back), keep the
+        # connection for the relay.
+        with suppress(Exception):
+            await self.sample_loop.stop()
         for sub in self.broker.subscribers:
             with suppress(Exception):
                 await sub.stop()
@@ -134,7 +175,7 @@ class AlerterApp:
         with suppress(Exception):
             await self.broker.stop()
         await self.pool.close()
-        log.info("alerter stopped")
+        log.info("alerter stopped", extra=asdict(self.handlers.stats))
 
 
 async def serve(settings: AlerterSettings, stop: asyncio.Event) -> None:
@@ -167,12 +208,13 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(run())
+    uvloop.run(run())
 
 
 def asyncapi_document() -> dict:
     """The alerter's AsyncAPI document (what it consumes), as a JSON-able dict."""
     settings = AlerterSettings(database_url="postgresql://unused/none", nats_url="nats://127.0.0.1:4222")
-    broker = AlerterApp(settings).broker
-    app = FastStream(broker, specification=AsyncAPI(broker, title="procwatch alerter", version="1"))
+    alerter = AlerterApp(settings)
+    app = FastStream(alerter.broker, specification=AsyncAPI(
+        alerter.docs_broker, alerter.broker, title="procwatch alerter", version="1"))
     return app.schema.to_specification().to_jsonable()

@@ -1,15 +1,21 @@
 """Broker entrypoints: parse, run the service in one transaction, commit, wake the relay, ack.
 
 Ack policy is manual: a message is acked only after its transaction committed
-(or after it was dead-lettered). Messages of one subscription are handled one at
-a time, in stream order, so per-server (and so per-process) order is kept.
+(or after it was dead-lettered).
 
+- Sample events come in batches (procwatch_messaging.pull.BatchPullLoop, one batch
+  at a time, in stream order): the valid events of a batch are evaluated in ONE
+  transaction, committed, then all acked; the poison ones are dead-lettered and
+  acked without failing the rest.
+- Lifecycle events come one at a time (FastStream pull subscriber, low rate).
 - Poison (not a valid event, or an error that persists for
   `max_attempts_on_error` attempts): published to the dead-letter subject with a
-  `Procwatch-Reason` header, then acked; it never blocks the consumer.
-- Transient (database or broker unreachable): retried in place with exponential
-  backoff, telling JetStream the message is still in progress, so later
-  messages do not overtake it.
+  `Procwatch-Reason` header, then acked; it never blocks the consumer. A batch that
+  keeps failing with an unexpected error is split: its events are retried one per
+  transaction, in order, so only the culprit is dead-lettered.
+- Transient (database or broker unreachable): the batch (or event) is retried in
+  place with exponential backoff, telling JetStream it is still in progress. No
+  later message is fetched meanwhile, so nothing overtakes it (docs/alerts.md).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psycopg
+from nats.aio.msg import Msg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, ValidationError
 
@@ -41,6 +49,20 @@ log = logging.getLogger("procwatch.alerter")
 
 ORIGINAL_SUBJECT_HEADER = "Procwatch-Original-Subject"
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout, OSError)
+Work = Callable[[AlerterService], Awaitable[Outcome]]
+
+
+def _invalid_reason(model: type[BaseModel], exc: ValidationError) -> str:
+    return f"invalid {model.__name__}: {exc.errors()[0].get('msg', 'invalid')}"[:200]
+
+
+@dataclass
+class BatchStats:
+    """Counters of the sample consumer (logged at shutdown; read by tests)."""
+
+    batches: int = 0
+    messages: int = 0
+    largest_batch: int = 0
 
 
 class Handlers:
@@ -56,37 +78,79 @@ class Handlers:
         self._js = js
         self._relay = relay
         self.stopping = asyncio.Event()
+        self.stats = BatchStats()
 
-    async def on_sample_event(self, msg: NatsMessage) -> None:
-        await self._handle(msg, SampleRecorded, subjects.DEADLETTER_SAMPLE_EVENTS,
-                           lambda svc, event: svc.on_samples_recorded(event))
+    # --- sample events: batches -------------------------------------------------
+
+    async def on_sample_batch(self, batch: Sequence[Msg]) -> None:
+        """One fetched batch, in stream order: one transaction, commit, wake the relay, ack."""
+        if not batch:
+            return
+        started = time.perf_counter()
+        self.stats.batches += 1
+        self.stats.messages += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        valid: list[tuple[Msg, SampleRecorded]] = []
+        poison: list[tuple[Msg, str]] = []
+        for msg in batch:
+            try:
+                valid.append((msg, SampleRecorded.model_validate_json(msg.data)))
+            except ValidationError as exc:
+                poison.append((msg, _invalid_reason(SampleRecorded, exc)))
+        if valid:
+            events = [e for _, e in valid]
+            outcome = await self._in_transaction(
+                [m for m, _ in valid], lambda svc: svc.on_samples_recorded_batch(events),
+                subjects.DEADLETTER_SAMPLE_EVENTS, split=True,
+            )
+            if outcome is _SPLIT:
+                await self._one_by_one(valid)
+            elif outcome is None:  # stopping: the batch was handed back
+                await self._nak([m for m, _ in poison])
+                return
+            else:
+                if outcome.alerts and self._relay is not None:
+                    self._relay.wake()
+                for msg, _ in valid:
+                    await msg.ack()
+                self._log_outcome(outcome, f"batch of {len(batch)}", (time.perf_counter() - started) * 1000)
+        for msg, reason in poison:
+            await self._dead_letter(msg, subjects.DEADLETTER_SAMPLE_EVENTS, reason)
+
+    async def _one_by_one(self, valid: Sequence[tuple[Msg, SampleRecorded]]) -> None:
+        """A batch that kept failing unexpectedly: one transaction per event, in order."""
+        for i, (msg, event) in enumerate(valid):
+            started = time.perf_counter()
+            outcome = await self._in_transaction([msg], lambda svc, e=event: svc.on_samples_recorded(e),
+                                               subjects.DEADLETTER_SAMPLE_EVENTS)
+            if outcome is None:
+                if self.stopping.is_set():
+                    # Hand back the rest too, in order (the failed one was handed back already).
+                    await self._nak([m for m, _ in valid[i + 1:]])
+                    return
+                continue  # dead-lettered
+            if outcome.alerts and self._relay is not None:
+                self._relay.wake()
+            await msg.ack()
+            self._log_outcome(outcome, msg.subject, (time.perf_counter() - started) * 1000)
+
+    # --- lifecycle events: one at a time --------------------------------------------
 
     async def on_process_event(self, msg: NatsMessage) -> None:
-        await self._handle(msg, ProcessChanged, subjects.DEADLETTER_PROCESS_EVENTS,
-                           lambda svc, event: svc.on_process_changed(event))
-
-    async def _handle(
-        self,
-        msg: NatsMessage,
-        model: type[BaseModel],
-        deadletter_subject: str,
-        work: Callable[[AlerterService, BaseModel], Awaitable[Outcome]],
-    ) -> None:
         raw = msg.raw_message
         started = time.perf_counter()
         try:
-            event = model.model_validate_json(raw.data)
+            event = ProcessChanged.model_validate_json(raw.data)
         except ValidationError as exc:
-            reason = f"invalid {model.__name__}: {exc.errors()[0].get('msg', 'invalid')}"[:200]
-            await self._dead_letter(msg, deadletter_subject, reason)
+            await self._dead_letter(raw, subjects.DEADLETTER_PROCESS_EVENTS, _invalid_reason(ProcessChanged, exc))
             return
-
-        outcome = await self._in_transaction(msg, event, work)
-        if outcome is None:  # dead-lettered or stopping
+        outcome = await self._in_transaction([raw], lambda svc: svc.on_process_changed(event),
+                                               subjects.DEADLETTER_PROCESS_EVENTS)
+        if outcome is None or outcome is _SPLIT:  # dead-lettered or stopping
             return
         if outcome.alerts and self._relay is not None:
             self._relay.wake()
-        await msg.ack()
+        await raw.ack()
         self._log_outcome(outcome, raw.subject, (time.perf_counter() - started) * 1000)
 
     def _log_outcome(self, outcome: Outcome, subject: str, handled_ms: float) -> None:
@@ -100,49 +164,60 @@ class Handlers:
         if outcome.skipped_stale:
             log.debug("stale samples skipped", extra={"count": outcome.skipped_stale, "subject": subject})
 
-    async def _in_transaction(self, msg: NatsMessage, event, work) -> Outcome | None:
+    async def _in_transaction(self, msgs: Sequence[Msg], work: Work, deadletter: str, *, split: bool = False):
+        """Run `work` in one transaction; retry transient failures in place (keeping order).
+
+        Returns the Outcome; None if the messages were dead-lettered (single message)
+        or handed back because the alerter is stopping; `_SPLIT` if `split` and the
+        work kept failing unexpectedly (the caller retries the events one by one).
+        """
         delay = 0.1
         failures = 0
+        subject = msgs[0].subject if len(msgs) == 1 else f"batch of {len(msgs)}"
         while True:
             try:
                 async with self._pool.connection() as conn, conn.transaction():
-                    return await work(AlerterService(AlerterRepository(conn)), event)
+                    return await work(AlerterService(AlerterRepository(conn)))
             except TRANSIENT_ERRORS as exc:
                 log.warning(
                     "transient failure; retrying",
-                    extra={"error": type(exc).__name__, "subject": msg.raw_message.subject, "retry_in_s": delay},
+                    extra={"error": type(exc).__name__, "subject": subject, "retry_in_s": delay},
                 )
             except Exception as exc:  # a bug or a row the code cannot handle: bounded retries
                 failures += 1
                 log.exception(
                     "event processing failed",
-                    extra={"error": type(exc).__name__, "subject": msg.raw_message.subject, "attempt": failures},
+                    extra={"error": type(exc).__name__, "subject": subject, "attempt": failures},
                 )
                 if failures >= self._settings.max_attempts_on_error:
-                    dl = subjects.DEADLETTER_SAMPLE_EVENTS if isinstance(event, SampleRecorded) else subjects.DEADLETTER_PROCESS_EVENTS
-                    await self._dead_letter(msg, dl, f"processing_failed: {type(exc).__name__}")
+                    if split and len(msgs) > 1:
+                        return _SPLIT
+                    await self._dead_letter(msgs[0], deadletter, f"processing_failed: {type(exc).__name__}")
                     return None
             if self.stopping.is_set():
-                # Shutting down: leave it unacked; JetStream redelivers it to the next consumer.
-                with suppress(Exception):
-                    await msg.nack(delay=1.0)
+                # Shutting down: hand it back; JetStream redelivers it (before later messages).
+                await self._nak(msgs, delay=0.0)
                 return None
-            with suppress(Exception):
-                await msg.in_progress()
+            for msg in msgs:  # still working on it: no redelivery while we wait out the outage
+                with suppress(Exception):
+                    await msg.in_progress()
             await asyncio.sleep(delay)
             delay = min(self._settings.max_backoff_s, delay * 2)
 
-    async def _dead_letter(self, msg: NatsMessage, subject: str, reason: str) -> None:
-        raw = msg.raw_message
+    async def _nak(self, msgs: Sequence[Msg], delay: float = 0.0) -> None:
+        for msg in msgs:
+            with suppress(Exception):  # connection gone: redelivered after ack_wait anyway
+                await msg.nak(delay=delay or None)
+
+    async def _dead_letter(self, msg: Msg, subject: str, reason: str) -> None:
         delay = 0.1
+        headers = {subjects.REASON_HEADER: reason, ORIGINAL_SUBJECT_HEADER: msg.subject}
+        with suppress(Exception):
+            # The stored message's sequence: a redelivered poison message is parked once.
+            headers["Nats-Msg-Id"] = f"dl-{msg.metadata.stream}-{msg.metadata.sequence.stream}"
         while True:
             try:
-                await self._js().publish(
-                    subject,
-                    raw.data,
-                    headers={subjects.REASON_HEADER: reason, ORIGINAL_SUBJECT_HEADER: raw.subject},
-                    timeout=5.0,
-                )
+                await self._js().publish(subject, msg.data, headers=headers, timeout=5.0)
                 break
             except Exception as exc:  # broker trouble: keep the message until it is parked
                 if self.stopping.is_set():
@@ -150,5 +225,8 @@ class Handlers:
                 log.warning("dead-letter publish failed; retrying", extra={"error": type(exc).__name__})
                 await asyncio.sleep(delay)
                 delay = min(self._settings.max_backoff_s, delay * 2)
-        log.warning("event dead-lettered", extra={"subject": raw.subject, "deadletter": subject, "reason": reason})
+        log.warning("event dead-lettered", extra={"subject": msg.subject, "deadletter": subject, "reason": reason})
         await msg.ack()
+
+
+_SPLIT = object()

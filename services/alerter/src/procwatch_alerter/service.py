@@ -44,7 +44,7 @@ log = logging.getLogger("procwatch.alerter")
 
 @dataclass
 class Outcome:
-    """What one event did: the alert events written to the outbox, and samples skipped."""
+    """What one event or batch did: the alert events written to the outbox, and samples skipped."""
 
     alerts: list[AlertEvent] = field(default_factory=list)
     evaluated: int = 0
@@ -74,8 +74,8 @@ class _Writes:
 
     def __init__(self) -> None:
         self.states: list[StateUpdate] = []
-        self.new_alerts: list[AlertRow] = []
-        self.resolutions: list[AlertResolution] = []
+        # Alert history writes (new episodes and resolutions) in evaluation order.
+        self.history: list[AlertRow | AlertResolution] = []
         self.outbox: list[OutboxRow] = []
         self.events: list[AlertEvent] = []
 
@@ -96,11 +96,11 @@ class _Writes:
             event_id = alert_id(process_id, t.alert_type, t.state, at)
             if write_history:
                 if t.state == "firing":
-                    self.new_alerts.append(
+                    self.history.append(
                         AlertRow(process_id, server_id, user_id, t.alert_type, t.value, t.threshold, at, event_id)
                     )
                 else:
-                    self.resolutions.append(AlertResolution(process_id, t.alert_type, at, t.reason or "resolved"))
+                    self.history.append(AlertResolution(process_id, t.alert_type, at, t.reason or "resolved"))
             event = AlertEvent(
                 id=event_id,
                 type=t.alert_type,  # type: ignore[arg-type]
@@ -118,11 +118,37 @@ class _Writes:
             self.outbox.append(OutboxRow(subjects.alerts(server_id, process_id), event_id, event.model_dump_json()))
 
     async def flush(self, repo: AlerterRepository) -> None:
-        # Resolve before inserting, so a resolve and a new episode of one type in
-        # one batch never collide on the "one open episode" index.
-        await repo.resolve_alerts(self.resolutions)
-        await repo.insert_alerts(self.new_alerts)
-        await repo.save_states(self.states)
+        """Write in as few rounds as the history allows.
+
+        Alert history per (process, type) alternates firing / resolved and must be
+        written in that order: a batch with down -> up -> down for one process
+        inserts, resolves, then inserts again (one open episode per type at a
+        time). Round r holds each key's r-th history write; inside a round each key
+        appears once, so resolving before inserting is safe. Usually one round.
+        """
+        rounds: list[tuple[list[AlertResolution], list[AlertRow]]] = []
+        seen: dict[tuple[int, str], int] = {}
+        for op in self.history:
+            key = (op.watched_process_id, op.type)
+            n = seen.get(key, 0)
+            seen[key] = n + 1
+            if n == len(rounds):
+                rounds.append(([], []))
+            if isinstance(op, AlertResolution):
+                rounds[n][0].append(op)
+            else:
+                rounds[n][1].append(op)
+        for resolutions, new_alerts in rounds:
+            await repo.resolve_alerts(resolutions)
+            await repo.insert_alerts(new_alerts)
+        # One update per process: its last state (an UPDATE ... FROM with a repeated id
+        # would apply an arbitrary one of them).
+        last: dict[int, StateUpdate] = {}
+        for u in self.states:
+            prev = last.get(u.process_id)
+            evaluated_at = u.evaluated_at if u.evaluated_at is not None else (prev.evaluated_at if prev else None)
+            last[u.process_id] = StateUpdate(u.process_id, u.alerted_state, evaluated_at)
+        await repo.save_states(list(last.values()))
         await repo.add_outbox(self.outbox)
 
 
@@ -131,41 +157,54 @@ class AlerterService:
         self._repo = repo
 
     async def on_samples_recorded(self, event: SampleRecorded) -> Outcome:
-        """Evaluate every `is_latest` sample of one committed agent message.
+        """One event: a batch of one (see `on_samples_recorded_batch`)."""
+        return await self.on_samples_recorded_batch([event])
 
-        Most samples change nothing. They are evaluated on an unlocked read and
-        cost no write; only the processes with a transition are then locked,
-        re-evaluated on the locked row (which is current) and written, with
-        `alert_evaluated_at` moved to the sample time. A sample that caused no
-        transition is idempotent: evaluating it again yields nothing again.
+    async def on_samples_recorded_batch(self, events: Sequence[SampleRecorded]) -> Outcome:
+        """Evaluate every `is_latest` sample of a batch of committed agent messages, in order.
+
+        `events` are in stream order; inside one event the samples go in time
+        order. The result is the same as handling the events one by one: each
+        process's state is carried in memory from sample to sample across the
+        whole batch, so the `alert_evaluated_at` skip rule and the per-process
+        order hold across events.
+
+        Most samples change nothing. They are evaluated on ONE unlocked read of
+        every process in the batch and cost no write; only the processes with a
+        transition are then locked (one query, id order), re-evaluated from the
+        start of the batch on the locked rows (which are current) and written,
+        with `alert_evaluated_at` moved to the sample time. A sample that caused
+        no transition is idempotent: evaluating it again yields nothing again.
         """
         outcome = Outcome()
-        latest = sorted((s for s in event.samples if s.is_latest), key=lambda s: s.recorded_at)
-        if not latest:
+        work: list[tuple[SampleRecorded, RecordedSample]] = []
+        for event in events:
+            latest = sorted((s for s in event.samples if s.is_latest), key=lambda s: s.recorded_at)
+            work.extend((event, s) for s in latest)
+        if not work:
             return outcome
-        rows = await self._repo.read_processes([s.watched_process_id for s in latest])
-        changing = self._evaluate(event, latest, rows, _Writes(), outcome)
+        rows = await self._repo.read_processes(sorted({s.watched_process_id for _, s in work}))
+        changing = self._evaluate(work, rows, _Writes(), outcome)
         if not changing:
             return outcome
         locked = await self._repo.lock_processes(sorted(changing))
         writes = _Writes()
-        self._evaluate(event, [s for s in latest if s.watched_process_id in changing], locked, writes, Outcome())
+        self._evaluate([(e, s) for e, s in work if s.watched_process_id in changing], locked, writes, Outcome())
         await writes.flush(self._repo)
         outcome.alerts = writes.events
         return outcome
 
     def _evaluate(
         self,
-        event: SampleRecorded,
-        samples: Sequence[RecordedSample],
+        work: Sequence[tuple[SampleRecorded, RecordedSample]],
         rows: dict[int, ProcessRow],
         writes: _Writes,
         outcome: Outcome,
     ) -> set[int]:
-        """Apply the rules to `samples` (time order) against `rows` (updated in memory);
-        returns the ids of the processes with at least one transition."""
+        """Apply the rules to the (event, sample) pairs (batch order) against `rows`
+        (updated in memory); returns the ids of the processes with at least one transition."""
         changing: set[int] = set()
-        for sample in samples:
+        for event, sample in work:
             row = rows.get(sample.watched_process_id)
             if row is None or row.server_id != event.server_id:
                 outcome.skipped_missing += 1  # deleted since ingest committed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_contracts import subjects
@@ -27,8 +28,13 @@ class AlerterSettings(ConnectionSettings):
     # An existing durable always resumes from its ack floor.
     deliver_policy: Literal["new", "all"] = "all"
     ack_wait_s: float = 30.0
-    # Pull timeout of the consumers (seconds): how long one fetch waits when idle.
-    fetch_timeout_s: float = 5.0
+    # Pull timeout of the consumers (seconds): how long one fetch waits when idle
+    # (also bounds how long shutdown waits for the fetch in progress).
+    fetch_timeout_s: float = 1.0
+    # Sample events are handled in batches (one transaction per batch): up to
+    # batch_size messages, collected for at most batch_timeout_ms after the first.
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    batch_timeout_ms: int = Field(default=20, ge=0, le=10_000)
     db_pool_min: int = 1
     db_pool_max: int = 4
     # Outbox relay: poll interval when not woken (publishes right after each commit).
@@ -43,3 +49,7 @@ class AlerterSettings(ConnectionSettings):
     health_port: int | None = None
     health_host: str = "127.0.0.1"
     health_timeout_s: float = 2.0
+
+    @property
+    def batch_timeout_s(self) -> float:
+        return self.batch_timeout_ms / 1000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import uvloop
 import yaml
 
 from faststream import AckPolicy, FastStream
@@ -246,7 +247,7 @@ def asyncapi_yaml(settings: IngestSettings | None = None) -> str:
 def main() -> None:
     settings = IngestSettings()
     configure_logging(settings.log_level)
-    asyncio.run(create_app(settings).run())
+    uvloop.run(create_app(settings).run())
 
 
 if __name__ == "__main__":
