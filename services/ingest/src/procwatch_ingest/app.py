@@ -25,10 +25,11 @@ from psycopg_pool import AsyncConnectionPool
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AgentSample, SampleRecorded, WatchListReply, WatchListRequest
 from procwatch_db.urls import libpq_url
+from procwatch_messaging.pull import BatchPullLoop
 from procwatch_messaging.streams import ensure_streams
 from procwatch_runtime.logs import configure_logging
 
-from procwatch_ingest.handlers import PullLoop, SampleBatchHandler, WatchListHandler
+from procwatch_ingest.handlers import SampleBatchHandler, WatchListHandler
 from procwatch_ingest.health import health_server
 from procwatch_ingest.repository import configure_connection
 from procwatch_ingest.retention import RetentionConfig, RetentionTask
@@ -77,8 +78,10 @@ class IngestApp:
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
         )
         self.watch_lists = WatchListHandler(self.service, self.pool, settings.interval_seconds)
-        self.pull_loop = PullLoop(self._subscribe_samples, self.batches, batch_size=settings.batch_size,
-                                  batch_timeout_s=settings.batch_timeout_s, max_in_flight=settings.max_in_flight)
+        self.pull_loop = BatchPullLoop(
+            self._subscribe_samples, self.batches.handle, batch_size=settings.batch_size,
+            batch_timeout_s=settings.batch_timeout_s, max_in_flight=settings.max_in_flight, name="ingest-pull-loop",
+        )
         self.docs_broker = NatsBroker(settings.nats_url)
         self._register()
         self.app = FastStream(
@@ -138,7 +141,7 @@ class IngestApp:
             description="The original agent payload, headers `Procwatch-Reason` and `Procwatch-Original-Subject`.",
         )
 
-        # The AGENT_SAMPLES consumer is our own pull loop (PullLoop): FastStream 0.7.8's batch
+        # The AGENT_SAMPLES consumer is our own pull loop (procwatch_messaging.pull.BatchPullLoop): FastStream 0.7.8's batch
         # pull loop loses an in-progress batch when nats-py raises the builtin TimeoutError
         # mid-batch (those messages then wait for ack_wait), and it cancels a batch in flight on
         # shutdown. So this subscriber lives on a documentation-only broker that is never
@@ -189,6 +192,7 @@ class IngestApp:
 
     async def _drain(self) -> None:
         """Stop taking batches, let the one in flight commit, publish and ack."""
+        self.batches.draining = True  # a batch fetched from now on goes straight back (nak, no delay)
         await self.pull_loop.stop()
         if self.retention is not None:
             await self.retention.stop()

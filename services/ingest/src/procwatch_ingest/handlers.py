@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-import nats.errors
 
 import psycopg
 from nats.aio.msg import Msg
@@ -223,100 +222,3 @@ class WatchListHandler:
         return WatchListReply(server_id=server_id, process_names=[], interval_seconds=self.interval_seconds,
                               error=code)
 
-
-class PullLoop:
-    """The durable pull consumer's loop: fetch up to `batch_size`, top up for `batch_timeout_s`, handle.
-
-    One batch is in flight at a time per replica (ordering per server stays
-    simple; replicas share the durable and split the load). `stop()` stops
-    pulling and waits for the batch in flight to commit, publish and ack.
-    """
-
-    def __init__(self, subscribe: Callable[[], Awaitable], handler: SampleBatchHandler, *, batch_size: int,
-                 batch_timeout_s: float, idle_poll_s: float = 0.5, max_in_flight: int = 2):
-        self._subscribe = subscribe
-        self.handler = handler
-        self.batch_size = batch_size
-        self.batch_timeout_s = batch_timeout_s
-        self.idle_poll_s = idle_poll_s
-        self._running = False
-        self._task: asyncio.Task | None = None
-        self._sub = None
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._batches: set[asyncio.Task] = set()
-
-    async def start(self) -> None:
-        self._sub = await self._subscribe()
-        self._running = True
-        self._task = asyncio.create_task(self._run(), name="ingest-pull-loop")
-
-    async def _fetch(self, n: int, timeout: float) -> list[Msg]:
-        try:
-            return await self._sub.fetch(n, timeout=timeout)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            return []
-
-    async def _run(self) -> None:
-        while self._running:
-            await self._slots.acquire()
-            handed_over = False
-            try:
-                batch = await self._fetch(self.batch_size, self.idle_poll_s)
-                if not batch:
-                    continue
-                deadline = time.monotonic() + self.batch_timeout_s
-                while len(batch) < self.batch_size and self._running:
-                    remaining = deadline - time.monotonic()
-                    if remaining < 0.002:
-                        break
-                    more = await self._fetch(self.batch_size - len(batch), remaining)
-                    if not more:
-                        break
-                    batch += more
-                # Its own task: a cancelled loop never interrupts a batch's commit + publish + ack.
-                task = asyncio.create_task(self._one(batch))
-                self._batches.add(task)
-                task.add_done_callback(self._batches.discard)
-                handed_over = True
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Broker reconnecting, consumer gone...: unacked messages are redelivered.
-                log.warning("pull failed; retrying", exc_info=True)
-                await asyncio.sleep(0.5)
-            finally:
-                if not handed_over:
-                    self._slots.release()
-
-    async def _one(self, batch: list[Msg]) -> None:
-        try:
-            await self.handler.handle(batch)
-        finally:
-            self._slots.release()
-
-    async def stop(self) -> None:
-        """Stop pulling; the loop finishes its fetch (≤ idle_poll_s: no pull request is left
-        behind on the server to swallow messages) and the batch in flight, then ends."""
-        self._running = False
-        self.handler.draining = True
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), 5 + self.idle_poll_s)
-                if self._batches:
-                    await asyncio.wait_for(asyncio.gather(*self._batches, return_exceptions=True), 30)
-            except TimeoutError:
-                log.warning("in-flight batch did not finish before shutdown; it will be redelivered")
-                self._task.cancel()
-            except Exception:
-                pass
-        if self._sub is not None:
-            # Anything that still reached this subscription goes straight back.
-            leftovers = []
-            queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
-            while queue is not None and not queue.empty():
-                leftovers.append(queue.get_nowait())
-            await self.handler._nak([m for m in leftovers if m.reply], delay=0)
-            try:
-                await self._sub.unsubscribe()
-            except Exception:
-                pass

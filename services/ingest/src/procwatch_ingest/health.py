@@ -27,8 +27,7 @@ def health_server(app: IngestApp) -> HealthServer | None:
         await nc.flush(timeout=s.health_timeout_s)
 
     async def consumer() -> None:
-        task = app.pull_loop._task
-        if task is None or task.done():
+        if not app.pull_loop.running:
             raise RuntimeError("pull loop not running")
 
     return HealthServer({"postgres": postgres, "nats": nats, "consumer": consumer},
