@@ -35,6 +35,9 @@ Handle = Callable[[list[Msg]], Awaitable[None]]
 
 
 class BatchPullLoop:
+    # How long stop() keeps handing back late deliveries of the last pull request.
+    SHUTDOWN_GRACE_S = 0.3
+
     def __init__(
         self,
         subscribe: Callable[[], Awaitable],
@@ -136,13 +139,21 @@ class BatchPullLoop:
                     log.warning("batch in flight did not finish before shutdown; it will be redelivered",
                                 extra={"loop": self.name})
         if self._sub is not None:
-            # Anything that still reached this subscription goes straight back.
+            # Anything that still reaches this subscription goes straight back. The
+            # server may still be sending for the last pull request when the fetch
+            # returns, so keep handing back for a short grace period before
+            # unsubscribing; a message dropped here would wait ack_wait.
             queue = getattr(getattr(self._sub, "_sub", None), "_pending_queue", None)
-            while queue is not None and not queue.empty():
-                msg = queue.get_nowait()
-                if getattr(msg, "reply", None):
-                    with suppress(Exception):
-                        await msg.nak(delay=0)
+            grace_until = time.monotonic() + self.SHUTDOWN_GRACE_S
+            while queue is not None:
+                while not queue.empty():
+                    msg = queue.get_nowait()
+                    if getattr(msg, "reply", None):
+                        with suppress(Exception):
+                            await msg.nak(delay=0)
+                if time.monotonic() >= grace_until:
+                    break
+                await asyncio.sleep(0.02)
             with suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None

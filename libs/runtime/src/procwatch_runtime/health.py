@@ -77,3 +77,28 @@ class HealthServer:
             log.debug("health request failed", exc_info=True)
         finally:
             writer.close()
+
+
+# Checks every worker needs; duck-typed so this library imports neither psycopg nor nats.
+
+
+def postgres_check(pool, timeout_s: float) -> Check:
+    """`select 1` through the worker's own psycopg pool."""
+
+    async def postgres() -> None:
+        async with pool.connection(timeout=timeout_s) as conn:
+            await conn.execute("select 1")
+
+    return postgres
+
+
+def nats_check(connection: Callable[[], object], timeout_s: float) -> Check:
+    """The worker's NATS connection is up and answers a round trip (flush)."""
+
+    async def nats() -> None:
+        nc = connection()
+        if nc is None or not nc.is_connected:
+            raise ConnectionError("not connected")
+        await nc.flush(timeout=timeout_s)
+
+    return nats

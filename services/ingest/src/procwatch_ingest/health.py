@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from procwatch_runtime.health import HealthServer
+from procwatch_runtime.health import HealthServer, nats_check, postgres_check
 
 if TYPE_CHECKING:
     from procwatch_ingest.app import IngestApp
@@ -16,19 +16,13 @@ def health_server(app: IngestApp) -> HealthServer | None:
     if s.health_port is None:
         return None
 
-    async def postgres() -> None:
-        async with app.pool.connection(timeout=s.health_timeout_s) as conn:
-            await conn.execute("select 1")
-
-    async def nats() -> None:
-        nc = app.broker.config.connection_state.connection
-        if nc is None or not nc.is_connected:
-            raise ConnectionError("not connected")
-        await nc.flush(timeout=s.health_timeout_s)
-
     async def consumer() -> None:
         if not app.pull_loop.running:
             raise RuntimeError("pull loop not running")
 
-    return HealthServer({"postgres": postgres, "nats": nats, "consumer": consumer},
-                        host=s.health_host, port=s.health_port, timeout_s=s.health_timeout_s)
+    checks = {
+        "postgres": postgres_check(app.pool, s.health_timeout_s),
+        "nats": nats_check(lambda: app.broker.config.connection_state.connection, s.health_timeout_s),
+        "consumer": consumer,
+    }
+    return HealthServer(checks, host=s.health_host, port=s.health_port, timeout_s=s.health_timeout_s)
