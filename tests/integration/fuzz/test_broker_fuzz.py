@@ -170,7 +170,7 @@ async def test_fuzzed_agent_messages_are_stored_or_dead_lettered_never_crash(ing
                         expected_rows[(pids[r.process_name], sample.sampled_at)] = (
                             r.count, r.cpu_pct, r.memory_pct, r.oldest_start_unix)
         counts = (len(expected_dead), len(expected_rows))
-        assert min(counts) >= N_MESSAGES // 4, counts  # the mix really has both kinds
+        assert min(counts) >= N_MESSAGES // 10, counts  # the mix really has both kinds (a healthy share of each)
 
         ids = tuple(pids.values())
         stored_sql = ("select watched_process_id, recorded_at, count, cpu_pct, memory_pct, oldest_start_unix"
