@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # ingest
     ap.add_argument("--ingest-servers", type=int, default=100)
     ap.add_argument("--ingest-processes", type=int, default=20)
+    ap.add_argument("--ingest-replicas", type=int, default=1,
+                    help="ingest bench: `procwatch ingest` processes sharing the durable consumer")
     ap.add_argument("--py-spy", metavar="OUT", help="profile the ingest service under py-spy (raw stacks)")
     # alert
     ap.add_argument("--load-rate", type=float, default=10_000.0, help="alert bench: background samples/s")
@@ -68,10 +70,12 @@ def run_ingest(servers: common.Servers, args) -> Section:
     from bench import ingest
 
     opts = ingest.IngestOptions(servers=args.ingest_servers, processes=args.ingest_processes,
-                                seconds=8 if args.quick else 20, warmup=3 if args.quick else 5, py_spy=args.py_spy)
+                                seconds=8 if args.quick else 20, warmup=3 if args.quick else 5, py_spy=args.py_spy,
+                                replicas=args.ingest_replicas)
     section = Section(
         "Ingest",
-        f"uv run python -m bench ingest  # {opts.servers} servers x {opts.processes} processes, "
+        f"uv run python -m bench ingest --ingest-replicas {opts.replicas}  # {opts.servers} servers x "
+        f"{opts.processes} processes, {opts.replicas} ingest process(es), "
         f"{opts.seconds:g} s window after {opts.warmup:g} s warm-up, batch {opts.batch_size}/{opts.batch_timeout_ms} ms",
     )
     runs = []

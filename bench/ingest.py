@@ -22,6 +22,7 @@ Returns both figures and their ratio. A benchmark, not a test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -165,6 +166,7 @@ class IngestOptions:
     batch_timeout_ms: int = 50
     max_backlog: int = 3000  # messages published ahead of commits
     py_spy: str | None = None  # profile the ingest subprocess with py-spy (raw collapsed stacks)
+    replicas: int = 1  # `procwatch ingest` processes sharing the durable consumer
 
 
 def run_once(servers: Servers, opts: IngestOptions) -> dict:
@@ -182,8 +184,11 @@ def run_once(servers: Servers, opts: IngestOptions) -> dict:
             stop = signal.SIGTERM
             if opts.py_spy:
                 stop = signal.SIGINT
-            log = servers.tmp / f"ingest-{durable}.log"
-            with service(args, env, log, stop_signal=stop, wrap=_py_spy(opts.py_spy)):
+            with contextlib.ExitStack() as replicas:
+                for i in range(opts.replicas):
+                    log = servers.tmp / f"ingest-{durable}-{i}.log"
+                    wrap = _py_spy(opts.py_spy) if i == 0 else None
+                    replicas.enter_context(service(args, env, log, stop_signal=stop, wrap=wrap))
                 asyncio.run(wait_for_consumer(nats_url, subjects.AGENT_SAMPLES_STREAM, durable))
                 start_at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=12)
                 load_avg = loadavg_1m()
