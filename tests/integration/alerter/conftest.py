@@ -129,14 +129,15 @@ class World:
         await self.publish(self.event(sample))
         return sample
 
-    async def changed(self, proc: Proc, change: str, *, alerted_state: str | None = None) -> None:
+    async def changed(self, proc: Proc, change: str, *, alerted_state: str | None = None,
+                      hostname: str | None = None) -> None:
         row = self.row(proc.id) if change != "deleted" else None
         event = ProcessChanged(
             event_id=next(_event_ids) + 10_000_000 * (self.server.id % 1000), change=change,
             server_id=self.server.id, user_id=self.server.user_id, process_id=proc.id, process_name=proc.name,
             enabled=bool(row["enabled"]) if row else False, config=proc.config,
             alerted_state=alerted_state if row is None else row["alerted_state"],
-            occurred_at=datetime.now(UTC),
+            hostname=hostname, occurred_at=datetime.now(UTC),
         )
         await self.js.publish(subjects.processes_changed(self.server.id), event.model_dump_json().encode())
 

@@ -161,6 +161,20 @@ async def test_delete_resolves_what_was_firing(world):
     assert event.server.hostname == world.server.hostname and event.process.process_name == "nginx"
 
 
+async def test_deleting_the_server_resolves_with_the_hostname_the_event_carries(world):
+    """With the server row gone, the hostname comes from the lifecycle event, not the database."""
+    proc = world.process("nginx", alert_on_cpu=True, cpu_threshold_pct=50)
+    await world.start_alerter()
+    await world.send(proc, 0, cpu=99)
+    assert await world.kinds(1) == [("process_cpu_high", "firing")]
+    alerted_state = world.row(proc.id)["alerted_state"]
+    world.sql("delete from servers where id = %s returning id", world.server.id)
+    await world.changed(proc, "deleted", alerted_state=alerted_state, hostname=world.server.hostname)
+    [(event, _)] = await world.alerts(1)
+    assert (event.type, event.state, event.reason) == ("process_cpu_high", "resolved", "deleted")
+    assert event.server.hostname == world.server.hostname
+
+
 async def test_committed_but_unacked_event_is_not_repeated_after_a_restart(world):
     """Crash after commit, before ack: the next alerter gets the event again and writes nothing."""
     proc = world.process("nginx")

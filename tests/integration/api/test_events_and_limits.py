@@ -60,11 +60,26 @@ async def test_create_update_delete_publish_process_changed_events(client, datab
     # On delete the row is gone: the event carries what was firing so the alerter can resolve it.
     assert events[2].alerted_state == "cpu"
     assert [m.headers["Nats-Msg-Id"] for m in msgs] == [f"outbox-{e.event_id}" for e in events]
+    assert all(e.hostname is None for e in events)  # the server still exists: the alerter reads it
     # Rows are marked published right after the JetStream acks (poll: that commit may trail delivery).
     published = await eventually(lambda: len(sql(
         database_url, "select id from outbox_events where id = any(%s) and published_at is not null",
         ([e.event_id for e in events],))) == 3)
     assert published
+
+
+async def test_deleting_a_server_sends_deleted_events_that_carry_its_hostname(client, js, user, server):
+    sub = await js.subscribe(subjects.processes_changed(server.id), ordered_consumer=True, deliver_policy=DeliverPolicy.NEW)
+    try:
+        r = await client.post(f"/servers/{server.id}/processes", json={"process_name": "nginx"}, headers=user.headers)
+        pid = r.json()["process"]["id"]
+        assert (await client.delete(f"/servers/{server.id}", headers=user.headers)).json() == {"ok": True}
+        msgs = await collect(sub, 2)
+    finally:
+        await sub.unsubscribe()
+    events = [ProcessChanged.model_validate_json(m.data) for m in msgs]
+    assert [(e.change, e.process_id, e.hostname) for e in events] == [
+        ("created", pid, None), ("deleted", pid, server.hostname)]
 
 
 async def test_a_failed_request_writes_no_event(client, database_url, user, server):

@@ -121,6 +121,9 @@ class ProcessChanged(_Message):
     # What was firing when the change committed: on delete the row is gone, so
     # this is how the alerter knows which alerts to resolve.
     alerted_state: str | None = None
+    # Set when the server itself is being deleted (its row is gone when the
+    # alerter resolves the process's alerts); otherwise read from the server.
+    hostname: str | None = None
     occurred_at: datetime
 
 

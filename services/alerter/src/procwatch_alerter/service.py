@@ -260,7 +260,7 @@ class AlerterService:
             firing = parse_alerted_state(event.alerted_state)
             transitions = resolve_for_change(firing, deleted=True, enabled=event.enabled, config=event.config)
             if transitions:
-                hostname = await self._repo.server_hostname(event.server_id) or ""
+                hostname = event.hostname or await self._repo.server_hostname(event.server_id) or ""
                 writes.record(
                     transitions,
                     at=event.occurred_at,

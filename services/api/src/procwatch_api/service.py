@@ -264,7 +264,7 @@ async def delete_server(repo: Repository, user_id: int, raw_server_id: str) -> d
         raise ServerNotFound()
     # Its processes go first, each with a `deleted` event, so the alerter resolves their alerts.
     for row in await repo.delete_processes_of_server(server.id):
-        await _record_change(repo, "deleted", row)
+        await _record_change(repo, "deleted", row, hostname=server.hostname)
     await repo.delete_server(user_id, server.id)
     return {"ok": True}
 
@@ -381,7 +381,7 @@ async def list_alerts(
 # --- lifecycle events -------------------------------------------------------
 
 
-async def _record_change(repo: Repository, change: str, row: dict[str, Any]) -> None:
+async def _record_change(repo: Repository, change: str, row: dict[str, Any], hostname: str | None = None) -> None:
     """The ProcessChanged event, written to the outbox in the same transaction as the change."""
     event = ProcessChanged(
         event_id=row["event_id"],
@@ -390,6 +390,7 @@ async def _record_change(repo: Repository, change: str, row: dict[str, Any]) -> 
         user_id=row["user_id"],
         process_id=row["id"],
         process_name=row["process_name"],
+        hostname=hostname,
         enabled=bool(row["enabled"]),
         config=ProcessAlertConfig(
             alert_on_down=bool(row["alert_on_down"]),
