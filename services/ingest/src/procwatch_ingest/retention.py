@@ -92,17 +92,24 @@ class RetentionTask:
         """Stop after the transaction in progress (a pass checks between transactions)."""
         self._stop.set()
         if self._task is not None:
-            self._task.cancel()
+            # Let a pass in progress finish its transaction (it checks the flag between
+            # them); cancelling would only abandon the worker thread mid-pass.
             try:
-                await self._task
-            except asyncio.CancelledError:
+                await asyncio.wait_for(self._task, timeout=30)
+            except (TimeoutError, asyncio.CancelledError):
                 pass
             self._task = None
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake within 0.1 s of stop()."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(0.1, left))
 
     async def _loop(self) -> None:
         # Not at once: a replica that restarts often still runs passes, and short-lived
         # instances (tests, one-off runs) never touch data.
-        await asyncio.sleep(min(self.config.interval_s, 60.0))
+        await self._sleep(min(self.config.interval_s, 60.0))
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -123,4 +130,4 @@ class RetentionTask:
                     })
                     for step in result.busy:
                         log.warning("retention step postponed (lock busy)", extra={"step": step})
-            await asyncio.sleep(self.config.interval_s)
+            await self._sleep(self.config.interval_s)
