@@ -255,26 +255,13 @@ class AlerterService:
         if event.change == "created":
             return outcome
         writes = _Writes()
+        row = None
         if event.change == "deleted":
             # The row and its history are gone (cascade); the event carries what was firing.
             firing = parse_alerted_state(event.alerted_state)
             transitions = resolve_for_change(firing, deleted=True, enabled=event.enabled, config=event.config)
-            if transitions:
-                hostname = event.hostname or await self._repo.server_hostname(event.server_id) or ""
-                writes.record(
-                    transitions,
-                    at=event.occurred_at,
-                    process_id=event.process_id,
-                    process_name=event.process_name,
-                    server_id=event.server_id,
-                    hostname=hostname,
-                    user_id=event.user_id,
-                    sample=None,
-                    write_history=False,
-                )
         else:
-            rows = await self._repo.lock_processes([event.process_id])
-            row = rows.get(event.process_id)
+            row = (await self._repo.lock_processes([event.process_id])).get(event.process_id)
             if row is None:
                 outcome.skipped_missing += 1  # deleted since: its own event resolves
                 return outcome
@@ -282,18 +269,19 @@ class AlerterService:
             # change may already have re-enabled what this event disabled.
             firing = parse_alerted_state(row.alerted_state)
             transitions = resolve_for_change(firing, deleted=False, enabled=row.enabled, config=row)
-            if transitions:
-                hostname = await self._repo.server_hostname(row.server_id) or ""
-                writes.record(
-                    transitions,
-                    at=event.occurred_at,
-                    process_id=row.id,
-                    process_name=row.process_name,
-                    server_id=row.server_id,
-                    hostname=hostname,
-                    user_id=row.user_id,
-                    sample=None,
-                )
+        if transitions:
+            writes.record(
+                transitions,
+                at=event.occurred_at,
+                process_id=event.process_id,
+                process_name=row.process_name if row is not None else event.process_name,
+                server_id=event.server_id,
+                hostname=event.hostname or await self._repo.server_hostname(event.server_id) or "",
+                user_id=event.user_id,
+                sample=None,
+                write_history=row is not None,  # a deleted process's history went with it
+            )
+            if row is not None:
                 new_state = format_alerted_state(apply_transitions(firing, transitions))
                 writes.states.append(StateUpdate(row.id, new_state, None))
         outcome.evaluated = 1
