@@ -37,6 +37,17 @@ def _bound(day: date) -> str:
     return f"{day.isoformat()} 00:00:00+00"
 
 
+# The column definitions of process_samples, the same before and after partitioning.
+COLUMN_DEFINITIONS = (
+    " id bigint not null default nextval('process_samples_id_seq'),"
+    " watched_process_id bigint not null,"
+    " count integer not null,"
+    " cpu_pct double precision not null,"
+    " memory_pct double precision not null,"
+    " oldest_start_unix bigint,"
+    " recorded_at timestamp with time zone not null,"
+)
+
 def upgrade() -> None:
     bind = op.get_bind()
     op.execute("alter table process_samples rename to process_samples_unpartitioned")
@@ -49,14 +60,7 @@ def upgrade() -> None:
     # The sequence (ingest allocates ids from it by name) moves to the new table.
     op.execute("alter sequence process_samples_id_seq owned by none")
     op.execute(
-        "create table process_samples ("
-        " id bigint not null default nextval('process_samples_id_seq'),"
-        " watched_process_id bigint not null,"
-        " count integer not null,"
-        " cpu_pct double precision not null,"
-        " memory_pct double precision not null,"
-        " oldest_start_unix bigint,"
-        " recorded_at timestamp with time zone not null,"
+        "create table process_samples (" + COLUMN_DEFINITIONS +
         " constraint process_samples_pkey primary key (id, recorded_at),"
         " constraint uq_process_samples_process_time unique (watched_process_id, recorded_at),"
         " constraint process_samples_watched_process_id_fkey foreign key (watched_process_id)"
@@ -95,14 +99,7 @@ def downgrade() -> None:
                " to uq_process_samples_partitioned_process_time")
     op.execute("alter sequence process_samples_id_seq owned by none")
     op.execute(
-        "create table process_samples ("
-        " id bigint not null default nextval('process_samples_id_seq'),"
-        " watched_process_id bigint not null,"
-        " count integer not null,"
-        " cpu_pct double precision not null,"
-        " memory_pct double precision not null,"
-        " oldest_start_unix bigint,"
-        " recorded_at timestamp with time zone not null,"
+        "create table process_samples (" + COLUMN_DEFINITIONS +
         " constraint process_samples_pkey primary key (id),"
         " constraint uq_process_samples_process_time unique (watched_process_id, recorded_at)"
         ")"
