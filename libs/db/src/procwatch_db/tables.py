@@ -104,6 +104,10 @@ class WatchedProcess(SQLModel, table=True):
     updated_at: datetime | None = Field(default=None, sa_column=_now_column())
 
 
+# process_samples_id_seq's INCREMENT BY: each nextval owns the ids [v, v + SAMPLE_ID_BLOCK).
+SAMPLE_ID_BLOCK = 1000
+
+
 class ProcessSample(SQLModel, table=True):
     """Partitioned by day on recorded_at (migration 0003, `procwatch_db.partitions`,
     docs/retention.md): partitions `process_samples_pYYYYMMDD` plus `process_samples_default`.
@@ -116,7 +120,8 @@ class ProcessSample(SQLModel, table=True):
         {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
-    # Ids come from process_samples_id_seq (ingest pre-allocates them); unique by construction.
+    # Ids come from process_samples_id_seq, which hands out blocks of SAMPLE_ID_BLOCK
+    # (migration 0004): ingest pre-allocates a batch's ids with one nextval per block.
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     watched_process_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("watched_processes.id", ondelete="CASCADE"), nullable=False)

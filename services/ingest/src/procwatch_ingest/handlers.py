@@ -137,7 +137,7 @@ class SampleBatchHandler:
         stats.samples_inserted += result.inserted
         stats.samples_duplicate += result.duplicates
         stats.samples_dropped += result.dropped
-        stats.messages_stored += len(plan.stored)
+        stats.messages_stored += len(plan.messages)
 
         rejected = plan.rejected
         t5 = time.perf_counter()

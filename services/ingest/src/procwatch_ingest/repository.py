@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import psycopg
 from psycopg import AsyncConnection
+
+from procwatch_db.tables import SAMPLE_ID_BLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +20,9 @@ class ServerRow:
     agent_key_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class LockedProcess:
+class LockedProcess(NamedTuple):
+    """A watched process as locked for a batch (a tuple: thousands are built per batch)."""
+
     id: int
     server_id: int
     process_name: str
@@ -46,8 +50,9 @@ class StoredSample:
     previous_recorded_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessUpdate:
+class ProcessUpdate(NamedTuple):
+    """One process's change in a batch; written to ingest_last as is, in this field order."""
+
     id: int
     inserted: int
     # None: the last_* fields stay (no newer sample in the batch).
@@ -59,13 +64,23 @@ class ProcessUpdate:
 
 
 async def configure_connection(conn: AsyncConnection) -> None:
-    """Per pooled connection: UTC session time zone and the batch staging table."""
+    """Per pooled connection: UTC session time zone and the batch staging tables."""
     await conn.execute("set time zone 'UTC'")
     await conn.execute(
         "create temp table if not exists ingest_stage (wpid bigint, count int, cpu float8, mem float8,"
         " oldest bigint, t timestamptz) on commit delete rows"
     )
+    await conn.execute(
+        "create temp table if not exists ingest_last (id bigint, inserted int, cnt int, cpu float8, mem float8,"
+        " oldest bigint, t timestamptz) on commit delete rows"
+    )
     await conn.commit()
+
+
+def bigint_array(values: list[int]) -> str:
+    """An int list as a PostgreSQL array literal (bind as %s::bigint[]): for thousands of ids
+    this is ~20x cheaper than psycopg's per-element array dumper."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 class IngestRepository:
@@ -105,9 +120,10 @@ class IngestRepository:
             " alert_on_memory, cpu_threshold_pct, memory_threshold_pct, last_count,"
             " last_oldest_start_unix, last_sample_at"
             " from watched_processes where id = any(%s::bigint[]) order by id for no key update",
-            (sorted(process_ids),),
+            (bigint_array(sorted(process_ids)),),
         )
-        return {r[0]: LockedProcess(*r) for r in await cur.fetchall()}
+        make = LockedProcess._make
+        return {r[0]: make(r) for r in await cur.fetchall()}
 
     async def insert_samples(self, rows: list[tuple]) -> list[int | None]:
         """Insert the batch; returns, per row, the new sample id or None when (process, time)
@@ -122,10 +138,7 @@ class IngestRepository:
         table, INSERT .. SELECT .. ON CONFLICT DO NOTHING RETURNING.
         """
         async with self.conn.cursor(binary=True) as cur:
-            await cur.execute(
-                "select nextval('process_samples_id_seq') from generate_series(1, %s)", (len(rows),)
-            )
-            ids = [r[0] for r in await cur.fetchall()]
+            ids = await self._allocate_sample_ids(cur, len(rows))
             try:
                 async with self.conn.transaction():  # savepoint
                     async with cur.copy(
@@ -154,6 +167,18 @@ class IngestRepository:
             inserted = {(pid, at): sid for sid, pid, at in await cur.fetchall()}
             return [inserted.get((row[0], row[5])) for row in rows]
 
+    @staticmethod
+    async def _allocate_sample_ids(cur, n: int) -> list[int]:
+        """n ids of our own: each nextval of process_samples_id_seq owns a block of SAMPLE_ID_BLOCK ids."""
+        await cur.execute(
+            "select nextval('process_samples_id_seq') from generate_series(1, %s)", (-(-n // SAMPLE_ID_BLOCK),)
+        )
+        ids: list[int] = []
+        for (first,) in await cur.fetchall():
+            ids.extend(range(first, first + SAMPLE_ID_BLOCK))
+        del ids[n:]
+        return ids
+
     async def delete_samples(self, sample_ids: list[int]) -> None:
         if sample_ids:
             await self.conn.execute("delete from process_samples where id = any(%s::bigint[])", (sample_ids,))
@@ -172,34 +197,34 @@ class IngestRepository:
         return [StoredSample(*r) for r in await cur.fetchall()]
 
     async def update_processes(self, updates: list[ProcessUpdate]) -> None:
-        """Move last_* forward (never back) and add the inserted rows to samples_total."""
+        """Move last_* forward (never back) and add the inserted rows to samples_total.
+
+        The batch's per-process values go in by binary COPY into the session's staging
+        table (thousands of rows: far cheaper than binding seven arrays), then one UPDATE.
+        """
         if not updates:
             return
         updates = sorted(updates, key=lambda u: u.id)
-        await self.conn.execute(
-            "update watched_processes w set"
-            " samples_total = w.samples_total + u.inserted,"
-            " last_count = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cnt else w.last_count end,"
-            " last_cpu_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cpu else w.last_cpu_pct end,"
-            " last_memory_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.mem else w.last_memory_pct end,"
-            " last_oldest_start_unix = case when u.t > w.last_sample_at or w.last_sample_at is null"
-            "   then u.oldest else w.last_oldest_start_unix end,"
-            " last_sample_at = case when u.t > w.last_sample_at or w.last_sample_at is null then u.t else w.last_sample_at end,"
-            " updated_at = now()"
-            " from unnest(%s::bigint[], %s::bigint[], %s::int[], %s::float8[], %s::float8[], %s::bigint[],"
-            "   %s::timestamptz[]) as u(id, inserted, cnt, cpu, mem, oldest, t)"
-            " where w.id = u.id and (u.inserted > 0 or u.t > w.last_sample_at or w.last_sample_at is null)",
-            (
-                [u.id for u in updates],
-                [u.inserted for u in updates],
-                [u.last_count for u in updates],
-                [u.last_cpu_pct for u in updates],
-                [u.last_memory_pct for u in updates],
-                [u.last_oldest_start_unix for u in updates],
-                [u.last_sample_at for u in updates],
-            ),
-            binary=True,
-        )
+        async with self.conn.cursor(binary=True) as cur:
+            async with cur.copy(
+                "copy ingest_last (id, inserted, cnt, cpu, mem, t, oldest) from stdin (format binary)"
+            ) as copy:
+                copy.set_types(["int8", "int4", "int4", "float8", "float8", "timestamptz", "int8"])
+                for u in updates:  # ProcessUpdate's field order
+                    await copy.write_row(u)
+            await cur.execute(
+                "update watched_processes w set"
+                " samples_total = w.samples_total + u.inserted,"
+                " last_count = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cnt else w.last_count end,"
+                " last_cpu_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cpu else w.last_cpu_pct end,"
+                " last_memory_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.mem else w.last_memory_pct end,"
+                " last_oldest_start_unix = case when u.t > w.last_sample_at or w.last_sample_at is null"
+                "   then u.oldest else w.last_oldest_start_unix end,"
+                " last_sample_at = case when u.t > w.last_sample_at or w.last_sample_at is null then u.t else w.last_sample_at end,"
+                " updated_at = now()"
+                " from ingest_last u"
+                " where w.id = u.id and (u.inserted > 0 or u.t > w.last_sample_at or w.last_sample_at is null)"
+            )
 
     async def set_agent_versions(self, versions: dict[int, str]) -> None:
         if not versions:

@@ -1,0 +1,223 @@
+"""procwatch_contracts.fast mirrors messages.AgentSample: whatever the fast decoder accepts,
+the pydantic model accepts with the same values (it may refuse more; the model then decides)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from procwatch_contracts.fast import (
+    ProcessAlertConfigOut,
+    RecordedSampleOut,
+    SampleRecordedOut,
+    decode_agent_sample,
+    encode_sample_recorded,
+)
+from procwatch_contracts.messages import AgentSample, ProcessAlertConfig, RecordedSample, SampleRecorded
+
+pytestmark = pytest.mark.unit
+
+
+def _reading(**over) -> dict:
+    r = {"process_name": "nginx", "count": 2, "cpu_pct": 1.5, "memory_pct": 0.25, "oldest_start_unix": 1716566400}
+    r.update(over)
+    return r
+
+
+def _sample(**over) -> dict:
+    s = {"v": 1, "server_id": 7, "agent_version": "1.2.3", "sampled_at": "2026-11-28T10:00:00Z",
+         "processes": [_reading()]}
+    s.update(over)
+    return s
+
+
+def _model(data: bytes) -> AgentSample | None:
+    try:
+        return AgentSample.model_validate_json(data)
+    except ValidationError:
+        return None
+
+
+def assert_mirrors(data: bytes) -> None:
+    fast = decode_agent_sample(data)
+    model = _model(data)
+    if fast is None:
+        return  # refusing is always allowed: the model decides
+    assert model is not None, f"fast decoder accepted what AgentSample refuses: {data!r}"
+    assert (fast.v, fast.server_id, fast.agent_version, fast.sampled_at) == (
+        model.v, model.server_id, model.agent_version, model.sampled_at)
+    assert fast.sampled_at.utcoffset() == model.sampled_at.utcoffset()
+    assert len(fast.processes) == len(model.processes)
+    for f, m in zip(fast.processes, model.processes):
+        for name in ("process_name", "count", "cpu_pct", "memory_pct", "oldest_start_unix"):
+            fv, mv = getattr(f, name), getattr(m, name)
+            assert fv == mv and type(fv) is type(mv), (name, fv, mv)
+
+
+def test_a_plain_message_takes_the_fast_path_with_the_models_values():
+    data = orjson.dumps(_sample(processes=[_reading(), _reading(process_name="redis", oldest_start_unix=None)]))
+    assert decode_agent_sample(data) is not None
+    assert_mirrors(data)
+
+
+EDGE_CASES = {
+    "bool count": _sample(processes=[_reading(count=True)]),
+    "float count": _sample(processes=[_reading(count=1.0)]),
+    "string count": _sample(processes=[_reading(count="1")]),
+    "negative count": _sample(processes=[_reading(count=-1)]),
+    "count over int4": _sample(processes=[_reading(count=2**31)]),
+    "int percent": _sample(processes=[_reading(cpu_pct=3)]),
+    "negative percent": _sample(processes=[_reading(memory_pct=-0.1)]),
+    "bool percent": _sample(processes=[_reading(cpu_pct=False)]),
+    "oldest over bound": _sample(processes=[_reading(oldest_start_unix=2**62 + 1)]),
+    "missing oldest": _sample(processes=[{k: v for k, v in _reading().items() if k != "oldest_start_unix"}]),
+    "extra reading field": _sample(processes=[_reading(pid=1)]),
+    "empty name": _sample(processes=[_reading(process_name="")]),
+    "long name": _sample(processes=[_reading(process_name="x" * 101)]),
+    "unicode name at limit": _sample(processes=[_reading(process_name="é" * 100)]),
+    "v 2": _sample(v=2),
+    "v true": _sample(v=True),
+    "v string": _sample(v="1"),
+    "server 0": _sample(server_id=0),
+    "server too big": _sample(server_id=2**63),
+    "server as float": _sample(server_id=7.0),
+    "empty version": _sample(agent_version=""),
+    "long version": _sample(agent_version="v" * 65),
+    "extra field": _sample(hostname="web-01"),
+    "naive time": _sample(sampled_at="2026-11-28T10:00:00"),
+    "offset time": _sample(sampled_at="2026-11-28T11:00:00+01:00"),
+    "space time": _sample(sampled_at="2026-11-28 10:00:00Z"),
+    "nanosecond time": _sample(sampled_at="2026-11-28T10:00:00.123456789Z"),
+    "unix string time": _sample(sampled_at="1700000000"),
+    "numeric time": _sample(sampled_at=1700000000),
+    "garbage time": _sample(sampled_at="yesterday"),
+    "no processes": _sample(processes=[]),
+    "processes null": _sample(processes=None),
+    "too many processes": _sample(processes=[_reading(process_name=f"p{i}") for i in range(1001)]),
+    "at the process limit": _sample(processes=[_reading(process_name=f"p{i}") for i in range(1000)]),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_CASES.values(), ids=EDGE_CASES.keys())
+def test_edge_cases_are_never_accepted_by_the_fast_path_alone(case):
+    assert_mirrors(json.dumps(case).encode())
+
+
+@pytest.mark.parametrize("name", ["int percent", "unicode name at limit", "offset time", "nanosecond time",
+                                  "no processes", "at the process limit"])
+def test_valid_edge_cases_take_the_fast_path(name):
+    data = json.dumps(EDGE_CASES[name]).encode()
+    assert decode_agent_sample(data) is not None
+    assert _model(data) is not None
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"v":1,"server_id":7,"agent_version":"1","sampled_at":"2026-11-28T10:00:00Z","processes":'
+    b'[{"process_name":"a","count":1,"cpu_pct":1e400,"memory_pct":1,"oldest_start_unix":null}]}',
+    b'{"v":1,"server_id":7,"agent_version":"1","sampled_at":"2026-11-28T10:00:00Z","processes":'
+    b'[{"process_name":"a","count":1,"cpu_pct":NaN,"memory_pct":1,"oldest_start_unix":null}]}',
+    b'{"v":1,"server_id":7,"agent_version":"1","sampled_at":"2026-11-28T10:00:00Z","processes":'
+    b'[{"process_name":"a\\ud800","count":1,"cpu_pct":1,"memory_pct":1,"oldest_start_unix":null}]}',
+    b'{"v":1,"server_id":7,"server_id":8,"agent_version":"1","sampled_at":"2026-11-28T10:00:00Z","processes":[]}',
+    b'{"v":1,"server_id":7,"agent_version":"1","sampled_at":"2026-11-28T10:00:00Z","processes":[]} trailing',
+    b'[1, 2]',
+    b'',
+])
+def test_raw_json_oddities(raw):
+    assert_mirrors(raw)
+
+
+_json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+)
+_maybe_bad_int = st.one_of(st.integers(min_value=-5, max_value=2**63 + 5), _json_scalars)
+_maybe_bad_float = st.one_of(st.floats(min_value=-1, max_value=1e308, allow_nan=False), _json_scalars)
+_times = st.one_of(
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.sampled_from(["2026-11-28T10:00:00Z", "2026-11-28T10:00Z", "2026-11-28", "1700000000", "x"]),
+    _json_scalars,
+)
+
+
+@st.composite
+def _readings(draw):
+    r = {
+        "process_name": draw(st.one_of(st.text(min_size=0, max_size=102), _json_scalars)),
+        "count": draw(_maybe_bad_int),
+        "cpu_pct": draw(_maybe_bad_float),
+        "memory_pct": draw(_maybe_bad_float),
+        "oldest_start_unix": draw(st.one_of(st.none(), _maybe_bad_int)),
+    }
+    if draw(st.booleans()) and draw(st.booleans()):
+        del r[draw(st.sampled_from(sorted(r)))]
+    if draw(st.integers(0, 9)) == 0:
+        r["extra"] = 1
+    return r
+
+
+@st.composite
+def _samples(draw):
+    s = {
+        "v": draw(st.one_of(st.just(1), _json_scalars)),
+        "server_id": draw(st.one_of(st.integers(min_value=-1, max_value=2**63 + 1), _json_scalars)),
+        "agent_version": draw(st.one_of(st.text(max_size=66), _json_scalars)),
+        "sampled_at": draw(_times),
+        "processes": draw(st.one_of(st.lists(_readings(), max_size=4), _json_scalars)),
+    }
+    if draw(st.integers(0, 9)) == 0:
+        del s[draw(st.sampled_from(sorted(s)))]
+    return s
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_samples())
+def test_generated_messages(sample):
+    assert_mirrors(json.dumps(sample).encode())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_readings(), min_size=1, max_size=3))
+def test_generated_valid_envelopes(readings):
+    assert_mirrors(json.dumps(_sample(processes=readings)).encode())
+
+
+# --- the SampleRecorded encoder ------------------------------------------------------------
+
+
+
+@pytest.mark.parametrize("mirror, model", [
+    (ProcessAlertConfigOut, ProcessAlertConfig), (RecordedSampleOut, RecordedSample), (SampleRecordedOut, SampleRecorded),
+])
+def test_encoder_structs_have_the_models_fields_in_order(mirror, model):
+    assert mirror.__struct_fields__ == tuple(model.model_fields)
+
+
+_config = st.builds(ProcessAlertConfigOut, st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+                    st.floats(0, 1000), st.floats(0, 1000))
+_aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).flatmap(
+    lambda d: st.sampled_from([d.replace(tzinfo=UTC), d.replace(tzinfo=ZoneInfo("Etc/UTC")),
+                               d.replace(tzinfo=timezone(timedelta(hours=5, minutes=30)))]))
+_ints = st.integers(0, 2**62)
+_recorded = st.builds(
+    RecordedSampleOut, _ints, _ints, st.text(min_size=1, max_size=100), st.integers(0, 2**31 - 1),
+    st.floats(0, 1e6), st.floats(0, 1e6), st.none() | _ints, _aware, st.none() | st.integers(0, 2**31 - 1),
+    st.none() | _ints, st.none() | _aware, st.booleans(), _config,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.builds(SampleRecordedOut, st.just(1), _ints, st.text(max_size=255), _ints, st.text(min_size=1, max_size=64),
+                 _aware, st.lists(_recorded, max_size=4)))
+def test_encoded_events_are_valid_sample_recorded_with_the_same_values(event):
+    model = SampleRecorded.model_validate_json(encode_sample_recorded(event))
+    assert model.model_dump() == msgspec.to_builtins(event, builtin_types=(datetime,))
