@@ -54,3 +54,10 @@ async def test_concurrent_batches_get_disjoint_ids_and_defaults_do_not_collide(d
             "select id from process_samples where watched_process_id = %s", (pid,)).fetchall()}
     assert default_id not in all_ids
     assert stored == set(all_ids) | {default_id}
+
+
+def test_the_sequence_hands_out_blocks_of_the_size_ingest_assumes(database_url):
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        (increment,) = conn.execute(
+            "select increment_by from pg_sequences where sequencename = 'process_samples_id_seq'").fetchone()
+    assert increment == SAMPLE_ID_BLOCK

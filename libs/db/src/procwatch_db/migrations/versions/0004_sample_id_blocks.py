@@ -19,13 +19,11 @@ down_revision = "0003_partition_process_samples"
 branch_labels = None
 depends_on = None
 
-# Frozen copy of procwatch_db.tables.SAMPLE_ID_BLOCK at the time of this migration.
-SAMPLE_ID_BLOCK = 1000
-
 
 def upgrade() -> None:
+    # 1000: a frozen copy of procwatch_db.tables.SAMPLE_ID_BLOCK at the time of this migration.
+    op.execute("alter sequence process_samples_id_seq increment by 1000")
     # Start the first block past every id in use (blocks are [v, v + block)).
-    op.execute(f"alter sequence process_samples_id_seq increment by {SAMPLE_ID_BLOCK}")
     op.execute(
         "select setval('process_samples_id_seq',"
         " greatest((select coalesce(max(id), 0) from process_samples), "
