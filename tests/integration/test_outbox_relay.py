@@ -178,3 +178,61 @@ async def test_cancelling_right_after_a_wake_stops_the_loop(database_url, js):
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=3)
         assert task in done, "run() must end when cancelled"
+
+
+def rows_of(database_url: str, ids: list[int]) -> list[tuple]:
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        return conn.execute("select id, subject, msg_id, payload from outbox_events where id = any(%s) order by id",
+                            (ids,)).fetchall()
+
+
+async def test_publish_committed_sends_at_once_once_the_relay_has_drained_the_outbox(database_url, js):
+    subject = fresh_subject()
+    relay = OutboxRelay(database_url, js, poll_interval=60)
+    try:
+        early = insert_rows(database_url, subject, ['{"n":0}'])
+        async with relay.ordered():
+            # Not drained yet (a row may be left from before): the pass decides, in id order.
+            assert await relay.publish_committed(rows_of(database_url, early)) == 0
+        assert unpublished(database_url, early) == early
+        await relay.publish_pending()  # drains, publishing {"n":0}
+        ids = insert_rows(database_url, subject, ['{"n":1}', '{"n":2}'])
+        async with relay.ordered():
+            assert await relay.publish_committed(rows_of(database_url, ids)) == 2
+        assert unpublished(database_url, ids) == []
+    finally:
+        await relay.close()
+    msgs = await read_stream(js, subject, 3)
+    assert [m.data for m in msgs] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+
+
+async def test_publish_committed_on_a_dead_broker_leaves_the_rows_to_the_relay_and_stops_the_fast_path(
+        database_url, nats_url, js):
+    subject = fresh_subject()
+    dead_nc = await nats.connect(nats_url)
+    dead_js = dead_nc.jetstream()
+    relay = OutboxRelay(database_url, dead_js, poll_interval=60, publish_timeout=0.5)
+    try:
+        await relay.publish_pending()  # drained (whatever other tests left is published)
+        await dead_nc.close()
+        ids = insert_rows(database_url, subject, ['{"d":1}'])
+        async with relay.ordered():
+            assert await relay.publish_committed(rows_of(database_url, ids)) == 0  # never raises
+        assert unpublished(database_url, ids) == ids
+        # Later rows must not overtake it: the fast path is off until a pass drains again.
+        later = insert_rows(database_url, subject, ['{"d":2}'])
+        relay._js = js  # the broker is back
+        async with relay.ordered():
+            assert await relay.publish_committed(rows_of(database_url, later)) == 0
+        await relay.publish_pending()
+    finally:
+        await relay.close()
+    assert unpublished(database_url, ids + later) == []
+    msgs = await read_stream(js, subject, 2)
+    assert [m.data for m in msgs] == [b'{"d":1}', b'{"d":2}']
+
+
+async def test_publish_committed_outside_ordered_is_refused(database_url, js):
+    relay = OutboxRelay(database_url, js)
+    with pytest.raises(RuntimeError):
+        await relay.publish_committed([(1, "x", None, "{}")])

@@ -164,3 +164,22 @@ async def test_procwatch_alerter_runs_on_uvloop_alerts_and_stops_cleanly_on_sigt
     assert "alerter stopped" in text
     info = await js.consumer_info(subjects.SAMPLE_EVENTS_STREAM, durable)
     assert info.num_ack_pending == 0  # the batch was acked before exit
+
+
+async def test_alert_events_leave_right_after_the_commit_not_at_the_relay_poll(world):
+    """The fast path: the handler publishes the committed outbox rows itself and marks them."""
+    proc = world.process("nginx", alert_on_cpu=True, cpu_threshold_pct=50)
+    app = await world.start_alerter()
+    app.relay._poll_interval = 60.0  # only the fast path (or a wake) can publish in time now
+    await world.send(proc, 0, cpu=10)
+    await world.send(proc, 1, cpu=90)
+    sent = time.monotonic()
+    assert await world.kinds(1) == [("process_cpu_high", "firing")]
+    assert time.monotonic() - sent < 5
+    await world.send(proc, 2, cpu=10)
+    assert await world.kinds(1) == [("process_cpu_high", "resolved")]
+    for event, _ in world.received:
+        deadline = time.monotonic() + 5
+        while world.sql("select published_at is not null from outbox_events where msg_id = %s", event.id) != [(True,)]:
+            assert time.monotonic() < deadline, "the outbox row was not marked published"
+            await asyncio.sleep(0.05)

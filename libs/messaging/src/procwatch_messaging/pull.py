@@ -5,8 +5,14 @@ fetch loop dies on the builtin `TimeoutError` nats-py raises from `fetch()` in s
 paths, losing the fetched messages until `ack_wait`, and it cancels a batch in flight
 on shutdown. This loop:
 
-- fetches up to `batch_size` messages (waiting at most `idle_poll_s` for the first),
-  then tops the batch up for at most `batch_timeout_s`;
+- fetches up to `batch_size` messages: whatever is waiting now, or the first one to
+  arrive (waiting at most `idle_poll_s`). "Natural batching": a batch is handed over
+  as soon as the handler can start on it, so an idle handler gets one message with no
+  added wait, and a busy one gets everything that piled up meanwhile (up to
+  `batch_size`). Only while another batch of this loop is still in flight (so
+  `max_in_flight` > 1) is a batch that is not full held back, for at most
+  `batch_timeout_s` or until a batch in flight finishes, and then topped up with what
+  arrived meanwhile: it could not have been committed before that batch anyway;
 - hands the batch to `handle(batch)` in its own task (a cancelled loop never
   interrupts a commit + ack). `handle` owns acking, naking and dead-lettering;
 - keeps at most `max_in_flight` batches in flight. With 1 (the default), batches are
@@ -37,6 +43,9 @@ Handle = Callable[[list[Msg]], Awaitable[None]]
 class BatchPullLoop:
     # How long stop() keeps handing back late deliveries of the last pull request.
     SHUTDOWN_GRACE_S = 0.3
+    # Fetch timeout when only collecting what is already waiting (the server answers at once
+    # when there is something; otherwise this is the time lost).
+    COLLECT_TIMEOUT_S = 0.002
 
     def __init__(
         self,
@@ -90,15 +99,8 @@ class BatchPullLoop:
                 batch = await self._fetch(self.batch_size, self.idle_poll_s)
                 if not batch:
                     continue
-                deadline = time.monotonic() + self.batch_timeout_s
-                while len(batch) < self.batch_size and self._running:
-                    remaining = deadline - time.monotonic()
-                    if remaining < 0.002:
-                        break
-                    more = await self._fetch(self.batch_size - len(batch), remaining)
-                    if not more:
-                        break
-                    batch += more
+                if len(batch) < self.batch_size and self._batches and self.batch_timeout_s > 0:
+                    await self._top_up(batch)
                 task = asyncio.create_task(self._one(batch), name=f"{self.name}-batch")
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
@@ -112,6 +114,14 @@ class BatchPullLoop:
             finally:
                 if not handed_over:
                     self._slots.release()
+
+    async def _top_up(self, batch: list[Msg]) -> None:
+        """Another batch is in flight: wait until one finishes (at most batch_timeout_s), then
+        add what arrived meanwhile. Waiting on the batches rather than on a fetch leaves no
+        pull request outstanding and costs one short fetch per batch."""
+        await asyncio.wait(set(self._batches), timeout=self.batch_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if self._running:
+            batch += await self._fetch(self.batch_size - len(batch), self.COLLECT_TIMEOUT_S)
 
     async def _one(self, batch: list[Msg]) -> None:
         try:

@@ -54,7 +54,10 @@ class AlerterApp:
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             open=False,
-            kwargs={"connect_timeout": 5, "application_name": f"procwatch-alerter:{settings.durable}"[:63]},
+            # Autocommit: reads that decide nothing run outside a transaction; writes open one
+            # explicitly (handlers._commit), so a batch that changes nothing costs one round trip.
+            kwargs={"connect_timeout": 5, "application_name": f"procwatch-alerter:{settings.durable}"[:63],
+                    "autocommit": True},
         )
         self.relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task | None = None
@@ -97,8 +100,9 @@ class AlerterApp:
             stream=JStream(subjects.SAMPLE_EVENTS_STREAM, declare=False),
             **consumer(
                 s.durable,
-                "SampleRecorded events, in batches (up to batch_size, batch_timeout_ms), one transaction "
-                "per batch, in stream order: evaluate the alert rules, write alert events; acked after commit.",
+                "SampleRecorded events, in batches (up to batch_size: whatever arrived while the previous "
+                "batch was handled), in stream order: evaluate the alert rules, write and publish alert "
+                "events in one transaction per batch; acked after commit.",
                 PullSub(batch_size=s.batch_size, timeout=s.batch_timeout_s, batch=True),
             ),
         )

@@ -1,7 +1,10 @@
-"""Broker entrypoints: parse, run the service in one transaction, commit, wake the relay, ack.
+"""Broker entrypoints: parse, run the service in one transaction, commit, publish, ack.
 
 Ack policy is manual: a message is acked only after its transaction committed
-(or after it was dead-lettered).
+(or after it was dead-lettered). Alert events are written to the outbox in the
+transaction and published right after the commit by the outbox relay's fast path
+(`OutboxRelay.publish_committed`, in commit order); whatever that does not publish,
+the relay's pass does (docs/alerts.md).
 
 - Sample events come in batches (procwatch_messaging.pull.BatchPullLoop, one batch
   at a time, in stream order): the valid events of a batch are evaluated in ONE
@@ -24,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,7 +86,7 @@ class Handlers:
     # --- sample events: batches -------------------------------------------------
 
     async def on_sample_batch(self, batch: Sequence[Msg]) -> None:
-        """One fetched batch, in stream order: one transaction, commit, wake the relay, ack."""
+        """One fetched batch, in stream order: one transaction, commit, publish its alerts, ack."""
         if not batch:
             return
         started = time.perf_counter()
@@ -109,11 +112,15 @@ class Handlers:
                 await self._nak([m for m, _ in poison])
                 return
             else:
-                if outcome.alerts and self._relay is not None:
-                    self._relay.wake()
                 for msg, _ in valid:
                     await msg.ack()
                 self._log_outcome(outcome, f"batch of {len(batch)}", (time.perf_counter() - started) * 1000)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("sample batch handled", extra={
+                        "events": len(batch), "samples": sum(len(e.samples) for e in events),
+                        "alerts": len(outcome.alerts), "handled_ms": round((time.perf_counter() - started) * 1000, 1),
+                        # How long the first event waited in the stream before this batch took it.
+                        "waited_ms": _waited_ms(batch[0], started)})
         for msg, reason in poison:
             await self._dead_letter(msg, subjects.DEADLETTER_SAMPLE_EVENTS, reason)
 
@@ -129,8 +136,6 @@ class Handlers:
                     await self._nak([m for m, _ in valid[i + 1:]])
                     return
                 continue  # dead-lettered
-            if outcome.alerts and self._relay is not None:
-                self._relay.wake()
             await msg.ack()
             self._log_outcome(outcome, msg.subject, (time.perf_counter() - started) * 1000)
 
@@ -148,8 +153,6 @@ class Handlers:
                                                subjects.DEADLETTER_PROCESS_EVENTS)
         if outcome is None or outcome is _SPLIT:  # dead-lettered or stopping
             return
-        if outcome.alerts and self._relay is not None:
-            self._relay.wake()
         await raw.ack()
         self._log_outcome(outcome, raw.subject, (time.perf_counter() - started) * 1000)
 
@@ -176,8 +179,7 @@ class Handlers:
         subject = msgs[0].subject if len(msgs) == 1 else f"batch of {len(msgs)}"
         while True:
             try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    return await work(AlerterService(AlerterRepository(conn)))
+                return await self._commit(work)
             except TRANSIENT_ERRORS as exc:
                 log.warning(
                     "transient failure; retrying",
@@ -203,6 +205,30 @@ class Handlers:
                     await msg.in_progress()
             await asyncio.sleep(delay)
             delay = min(self._settings.max_backoff_s, delay * 2)
+
+    async def _commit(self, work: Work) -> Outcome:
+        """Run `work`; its writes go in one transaction, then its alert events are published at once.
+
+        The pool's connections are in autocommit mode: the service's unlocked reads
+        need no transaction, and `write_transaction` opens the one for its writes. The
+        relay's `ordered()` is taken after the last write (every row lock is held by
+        then, so no deadlock with the other handler) and held past the commit until the
+        events are published: the sample loop's and the lifecycle handler's events
+        leave in commit order (a process's "resolved" never overtakes its "firing")."""
+        async with AsyncExitStack() as ordered:
+            async with self._pool.connection() as conn:
+
+                @asynccontextmanager
+                async def write_transaction():
+                    async with conn.transaction():
+                        yield
+                        if self._relay is not None:
+                            await ordered.enter_async_context(self._relay.ordered())
+
+                outcome = await work(AlerterService(AlerterRepository(conn), write_transaction))
+            if outcome.outbox and self._relay is not None:
+                await self._relay.publish_committed(outcome.outbox)  # never raises: the relay retries
+        return outcome
 
     async def _nak(self, msgs: Sequence[Msg], delay: float = 0.0) -> None:
         for msg in msgs:
@@ -230,3 +256,10 @@ class Handlers:
 
 
 _SPLIT = object()
+
+
+def _waited_ms(msg: Msg, handled_from: float) -> float | None:
+    with suppress(Exception):
+        stored = msg.metadata.timestamp.timestamp()  # when the server stored it (same host in the bench)
+        return round((time.time() - (time.perf_counter() - handled_from) - stored) * 1000, 1)
+    return None

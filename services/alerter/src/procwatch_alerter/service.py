@@ -1,13 +1,18 @@
 """Alert evaluation: sample events and lifecycle events -> alert state, history and events.
 
-No framework imports and no commits: the caller owns the transaction, and every
-write here (alerted_state, alert history, outbox rows) lands in it together.
+No framework imports and no commits. Every write of one call (alerted_state, alert
+history, outbox rows) happens inside ONE `write_transaction()` block, which the
+caller provides (it opens and commits the transaction); reads that decide nothing
+on their own (the unlocked read of a sample batch) run before it, so a batch that
+changes nothing costs no transaction. Without `write_transaction` the caller's own
+transaction is used for everything.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,6 +34,7 @@ from procwatch_domain.alerts import (
     resolve_for_change,
 )
 from procwatch_domain.status import format_alerted_state, parse_alerted_state
+from procwatch_messaging.outbox import OutboxRecord
 
 from procwatch_alerter.repository import (
     AlerterRepository,
@@ -47,6 +53,8 @@ class Outcome:
     """What one event or batch did: the alert events written to the outbox, and samples skipped."""
 
     alerts: list[AlertEvent] = field(default_factory=list)
+    # Their outbox rows as written: (id, subject, msg_id, payload), for publishing after commit.
+    outbox: list[OutboxRecord] = field(default_factory=list)
     evaluated: int = 0
     skipped_stale: int = 0
     skipped_missing: int = 0
@@ -78,6 +86,7 @@ class _Writes:
         self.history: list[AlertRow | AlertResolution] = []
         self.outbox: list[OutboxRow] = []
         self.events: list[AlertEvent] = []
+        self.written: list[OutboxRecord] = []  # the outbox rows with their ids, after flush()
 
     def record(
         self,
@@ -149,12 +158,26 @@ class _Writes:
             evaluated_at = u.evaluated_at if u.evaluated_at is not None else (prev.evaluated_at if prev else None)
             last[u.process_id] = StateUpdate(u.process_id, u.alerted_state, evaluated_at)
         await repo.save_states(list(last.values()))
-        await repo.add_outbox(self.outbox)
+        ids = await repo.add_outbox(self.outbox)
+        self.written = [(i, r.subject, r.msg_id, r.payload) for i, r in zip(ids, self.outbox, strict=True)]
+
+    def into(self, outcome: Outcome) -> Outcome:
+        outcome.alerts = self.events
+        outcome.outbox = self.written
+        return outcome
+
+
+NOTHING_FIRING: frozenset[str] = frozenset()
 
 
 class AlerterService:
-    def __init__(self, repo: AlerterRepository) -> None:
+    def __init__(
+        self,
+        repo: AlerterRepository,
+        write_transaction: Callable[[], AbstractAsyncContextManager] | None = None,
+    ) -> None:
         self._repo = repo
+        self._write_transaction = write_transaction or nullcontext
 
     async def on_samples_recorded(self, event: SampleRecorded) -> Outcome:
         """One event: a batch of one (see `on_samples_recorded_batch`)."""
@@ -187,12 +210,12 @@ class AlerterService:
         changing = self._evaluate(work, rows, _Writes(), outcome)
         if not changing:
             return outcome
-        locked = await self._repo.lock_processes(sorted(changing))
         writes = _Writes()
-        self._evaluate([(e, s) for e, s in work if s.watched_process_id in changing], locked, writes, Outcome())
-        await writes.flush(self._repo)
-        outcome.alerts = writes.events
-        return outcome
+        async with self._write_transaction():
+            locked = await self._repo.lock_processes(sorted(changing))
+            self._evaluate([(e, s) for e, s in work if s.watched_process_id in changing], locked, writes, Outcome())
+            await writes.flush(self._repo)
+        return writes.into(outcome)
 
     def _evaluate(
         self,
@@ -216,10 +239,12 @@ class AlerterService:
                 outcome.skipped_stale += 1  # redelivered, or an older sample arriving late
                 continue
             outcome.evaluated += 1
-            firing = parse_alerted_state(row.alerted_state)
+            firing = parse_alerted_state(row.alerted_state) if row.alerted_state else NOTHING_FIRING
+            # The previous sample only matters to the restart rule (flag on): not built otherwise,
+            # this loop runs for every sample of the fleet.
             previous = (
                 SampleView(count=sample.previous_count or 0, oldest_start_unix=sample.previous_oldest_start_unix)
-                if sample.previous_recorded_at is not None
+                if sample.previous_recorded_at is not None and row.alert_on_restart
                 else None
             )
             current = SampleView(
@@ -254,6 +279,10 @@ class AlerterService:
         outcome = Outcome()
         if event.change == "created":
             return outcome
+        async with self._write_transaction():
+            return await self._resolve_for_change(event, outcome)
+
+    async def _resolve_for_change(self, event: ProcessChanged, outcome: Outcome) -> Outcome:
         writes = _Writes()
         row = None
         if event.change == "deleted":
@@ -286,5 +315,4 @@ class AlerterService:
                 writes.states.append(StateUpdate(row.id, new_state, None))
         outcome.evaluated = 1
         await writes.flush(self._repo)
-        outcome.alerts = writes.events
-        return outcome
+        return writes.into(outcome)

@@ -31,8 +31,11 @@ class AlerterSettings(ConnectionSettings):
     # Pull timeout of the consumers (seconds): how long one fetch waits when idle
     # (also bounds how long shutdown waits for the fetch in progress).
     fetch_timeout_s: float = 1.0
-    # Sample events are handled in batches (one transaction per batch): up to
-    # batch_size messages, collected for at most batch_timeout_ms after the first.
+    # Sample events are handled in batches (one transaction per batch) of up to
+    # batch_size messages: whatever waited while the previous batch was handled
+    # ("natural batching", procwatch_messaging.pull). batch_timeout_ms only holds a
+    # partial batch back while another is in flight, which the alerter (one batch at
+    # a time, to keep stream order) never has.
     batch_size: int = Field(default=200, ge=1, le=5000)
     batch_timeout_ms: int = Field(default=20, ge=0, le=10_000)
     db_pool_min: int = 1

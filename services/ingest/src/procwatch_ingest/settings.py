@@ -14,8 +14,10 @@ from procwatch_runtime.settings import ConnectionSettings
 class IngestSettings(ConnectionSettings):
     model_config = SettingsConfigDict(env_prefix="PROCWATCH_INGEST_", extra="ignore")
 
-    # Batching: a batch is handed over when it holds `batch_size` messages or
-    # `batch_timeout_ms` passed since the pull started, whichever comes first.
+    # Batching ("natural", procwatch_messaging.pull): a batch is whatever waited, up to
+    # `batch_size` messages, handed over at once. While another batch is in flight, a
+    # partial batch is held until that one finishes or `batch_timeout_ms` passed, then
+    # topped up (it could not commit before the one in flight anyway).
     batch_size: int = Field(default=500, ge=1, le=10_000)
     batch_timeout_ms: int = Field(default=50, ge=1, le=60_000)
     # Batches handled at once: one parses and writes while the previous commits and

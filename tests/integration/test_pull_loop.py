@@ -1,0 +1,147 @@
+"""BatchPullLoop against a real NATS JetStream: natural batching, top-up, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from procwatch_messaging.pull import BatchPullLoop
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stream(nats_url):
+    """A throwaway stream and subject of its own; yields (js, subject)."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    name = f"PULLTEST_{uuid.uuid4().hex[:8].upper()}"
+    subject = f"pulltest.{name.lower()}"
+    await js.add_stream(name=name, subjects=[subject])
+    yield js, subject, name
+    await js.delete_stream(name)
+    await nc.close()
+
+
+class Recorder:
+    """A handler that records each batch (and when it got it), acks it, and can be held."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[bytes]]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.holding = asyncio.Event()
+
+    async def __call__(self, batch) -> None:
+        self.batches.append((time.monotonic(), [m.data for m in batch]))
+        self.holding.set()
+        await self.release.wait()
+        for m in batch:
+            await m.ack()
+
+    async def wait_for(self, n_messages: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(len(b) for _, b in self.batches) < n_messages:
+            assert time.monotonic() < deadline, f"only {self.batches} arrived"
+            await asyncio.sleep(0.01)
+
+
+def make_loop(js, subject, stream_name, handle, **kw) -> BatchPullLoop:
+    durable = f"d{uuid.uuid4().hex[:8]}"
+
+    async def subscribe():
+        return await js.pull_subscribe(subject, durable=durable, stream=stream_name,
+                                       config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+
+    return BatchPullLoop(subscribe, handle, idle_poll_s=0.3, **kw)
+
+
+async def test_an_idle_handler_gets_a_lone_message_without_waiting_for_the_batch_timeout(stream):
+    js, subject, name = stream
+    rec = Recorder()
+    loop = make_loop(js, subject, name, rec, batch_size=100, batch_timeout_s=3.0)
+    await loop.start()
+    try:
+        await asyncio.sleep(0.1)  # the loop is waiting in a fetch
+        sent = time.monotonic()
+        await js.publish(subject, b"one")
+        await rec.wait_for(1, timeout=2.0)  # the old loop topped up for the whole 3 s
+        got_at, data = rec.batches[0]
+        assert data == [b"one"]
+        assert got_at - sent < 1.0
+    finally:
+        await loop.stop()
+
+
+async def test_messages_piling_up_while_the_handler_is_busy_form_the_next_batch_in_order(stream):
+    js, subject, name = stream
+    rec = Recorder()
+    loop = make_loop(js, subject, name, rec, batch_size=100, batch_timeout_s=0.02, max_in_flight=1)
+    await loop.start()
+    try:
+        rec.release.clear()
+        await js.publish(subject, b"first")
+        await asyncio.wait_for(rec.holding.wait(), 5)
+        for i in range(20):
+            await js.publish(subject, f"m{i}".encode())
+        rec.release.set()
+        await rec.wait_for(21)
+        assert [b for _, b in rec.batches] == [[b"first"], [f"m{i}".encode() for i in range(20)]]
+    finally:
+        await loop.stop()
+
+
+async def test_with_a_batch_in_flight_a_partial_batch_is_topped_up_until_that_batch_finishes(stream):
+    js, subject, name = stream
+    rec = Recorder()
+    loop = make_loop(js, subject, name, rec, batch_size=100, batch_timeout_s=5.0, max_in_flight=2)
+    await loop.start()
+    try:
+        rec.release.clear()
+        await js.publish(subject, b"a")
+        await asyncio.wait_for(rec.holding.wait(), 5)  # batch [a] in flight, held
+        await js.publish(subject, b"b")  # fetched while [a] is in flight: held back...
+        await asyncio.sleep(0.2)
+        for name_ in (b"c", b"d", b"e"):
+            await js.publish(subject, name_)
+        await asyncio.sleep(0.2)
+        assert [b for _, b in rec.batches] == [[b"a"]]  # ...not handed over yet
+        released = time.monotonic()
+        rec.release.set()  # [a] finishes: the held batch takes what arrived meanwhile
+        await rec.wait_for(5)
+        # The top-up is one short fetch: on a quiet machine the held batch takes all of
+        # c, d, e; on a loaded one a late reply leaves some for the next batch, right after.
+        batches = [b for _, b in rec.batches]
+        assert batches[0] == [b"a"] and batches[1][0] == b"b"
+        assert [m for b in batches for m in b] == [b"a", b"b", b"c", b"d", b"e"]  # all of them, in order
+        assert rec.batches[1][0] - released < 1.0  # not after the 5 s batch timeout
+    finally:
+        await loop.stop()
+
+
+async def test_stop_finishes_the_batch_in_flight_and_leaves_nothing_unacked(stream):
+    js, subject, name = stream
+    rec = Recorder()
+    loop = make_loop(js, subject, name, rec, batch_size=10, batch_timeout_s=0.05, max_in_flight=2)
+    await loop.start()
+    for i in range(50):
+        await js.publish(subject, f"s{i}".encode())
+    await rec.wait_for(1)
+    await loop.stop()
+    assert loop._sub is None  # unsubscribed; the durable stays
+    handled = sum(len(b) for _, b in rec.batches)
+    assert 0 < handled <= 50
+    # Every batch handed over was handled and acked, whatever else had reached the
+    # subscription was handed back (nak), so nothing waits for ack_wait.
+    [durable] = await js.consumers_info(name)
+    deadline = time.monotonic() + 5
+    while durable.num_ack_pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        [durable] = await js.consumers_info(name)
+    assert durable.num_ack_pending == 0
+    assert durable.ack_floor.stream_seq == handled
