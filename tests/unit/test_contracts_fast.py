@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from procwatch_contracts.fast import (
-    ProcessAlertConfigOut,
-    RecordedSampleOut,
-    SampleRecordedOut,
+    ProcessAlertConfigView,
+    RecordedSampleView,
+    SampleRecordedView,
     decode_agent_sample,
+    decode_sample_recorded,
     encode_sample_recorded,
 )
 from procwatch_contracts.messages import AgentSample, ProcessAlertConfig, RecordedSample, SampleRecorded
@@ -196,28 +197,97 @@ def test_generated_valid_envelopes(readings):
 
 
 @pytest.mark.parametrize("mirror, model", [
-    (ProcessAlertConfigOut, ProcessAlertConfig), (RecordedSampleOut, RecordedSample), (SampleRecordedOut, SampleRecorded),
+    (ProcessAlertConfigView, ProcessAlertConfig), (RecordedSampleView, RecordedSample), (SampleRecordedView, SampleRecorded),
 ])
 def test_encoder_structs_have_the_models_fields_in_order(mirror, model):
     assert mirror.__struct_fields__ == tuple(model.model_fields)
 
 
-_config = st.builds(ProcessAlertConfigOut, st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+_config = st.builds(ProcessAlertConfigView, st.booleans(), st.booleans(), st.booleans(), st.booleans(),
                     st.floats(0, 1000), st.floats(0, 1000))
 _aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).flatmap(
     lambda d: st.sampled_from([d.replace(tzinfo=UTC), d.replace(tzinfo=ZoneInfo("Etc/UTC")),
                                d.replace(tzinfo=timezone(timedelta(hours=5, minutes=30)))]))
 _ints = st.integers(0, 2**62)
 _recorded = st.builds(
-    RecordedSampleOut, _ints, _ints, st.text(min_size=1, max_size=100), st.integers(0, 2**31 - 1),
+    RecordedSampleView, _ints, _ints, st.text(min_size=1, max_size=100), st.integers(0, 2**31 - 1),
     st.floats(0, 1e6), st.floats(0, 1e6), st.none() | _ints, _aware, st.none() | st.integers(0, 2**31 - 1),
     st.none() | _ints, st.none() | _aware, st.booleans(), _config,
 )
 
 
+_events = st.builds(
+    SampleRecordedView, v=st.just(1), server_id=_ints, hostname=st.text(max_size=255), user_id=_ints,
+    agent_version=st.text(min_size=1, max_size=64), sampled_at=_aware, samples=st.lists(_recorded, max_size=4),
+)
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.builds(SampleRecordedOut, st.just(1), _ints, st.text(max_size=255), _ints, st.text(min_size=1, max_size=64),
-                 _aware, st.lists(_recorded, max_size=4)))
+@given(_events)
 def test_encoded_events_are_valid_sample_recorded_with_the_same_values(event):
     model = SampleRecorded.model_validate_json(encode_sample_recorded(event))
     assert model.model_dump() == msgspec.to_builtins(event, builtin_types=(datetime,))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_events)
+def test_encoded_events_decode_on_the_fast_path_to_the_same_event(event):
+    data = encode_sample_recorded(event)
+    decoded = decode_sample_recorded(data)
+    if b"\\u" not in data:
+        assert decoded == event
+    assert_event_mirrors(data)
+
+
+def assert_event_mirrors(data: bytes) -> None:
+    fast = decode_sample_recorded(data)
+    if fast is None:
+        return  # refusing is always allowed: the model decides
+    try:
+        model = SampleRecorded.model_validate_json(data)
+    except ValidationError:
+        raise AssertionError(f"fast decoder accepted what SampleRecorded refuses: {data!r}") from None
+    assert model.model_dump() == msgspec.to_builtins(fast, builtin_types=(datetime,))
+    for f, m in zip(fast.samples, model.samples):
+        for name in RecordedSample.model_fields:
+            if name != "config":
+                assert type(getattr(f, name)) is type(getattr(m, name)), name
+
+
+def _event_dict(**over) -> dict:
+    sample = {"sample_id": 1, "watched_process_id": 2, "process_name": "nginx", "count": 1, "cpu_pct": 1.5,
+              "memory_pct": 2.5, "oldest_start_unix": 100, "recorded_at": "2026-11-28T10:00:00Z",
+              "previous_count": None, "previous_oldest_start_unix": None, "previous_recorded_at": None,
+              "is_latest": True, "config": {"alert_on_down": True, "alert_on_restart": True, "alert_on_cpu": False,
+                                            "alert_on_memory": False, "cpu_threshold_pct": 90.0,
+                                            "memory_threshold_pct": 90.0}}
+    event = {"v": 1, "server_id": 3, "hostname": "web-01", "user_id": 4, "agent_version": "1",
+             "sampled_at": "2026-11-28T10:00:00Z", "samples": [sample]}
+    for key, value in over.items():
+        target = sample if key in sample else event
+        if value is _DELETE:
+            del target[key]
+        else:
+            target[key] = value
+    return event
+
+
+_DELETE = object()
+_event_fields = [*SampleRecorded.model_fields, *RecordedSample.model_fields]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_event_fields), st.one_of(_json_scalars, st.just(_DELETE), st.just({"x": 1}), st.just([])),
+       st.booleans())
+def test_decoding_a_mutated_event_never_accepts_what_the_model_refuses(field_name, value, extra):
+    event = _event_dict(**{field_name: value})
+    if extra:
+        event["unexpected"] = 1
+    assert_event_mirrors(json.dumps(event).encode())
+
+
+def test_a_plain_event_takes_the_fast_path_and_v_may_be_omitted():
+    assert decode_sample_recorded(json.dumps(_event_dict()).encode()) is not None
+    no_v = _event_dict(v=_DELETE)
+    assert decode_sample_recorded(json.dumps(no_v).encode()).v == 1
+    assert_event_mirrors(json.dumps(no_v).encode())

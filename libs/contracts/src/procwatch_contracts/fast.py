@@ -87,12 +87,13 @@ def _plain_text(wire: _AgentSampleWire) -> bool:
     return True
 
 
-# --- a fast encoder for the hot event, SampleRecorded v1 ---------------------------------
-# Field for field the models of messages.py (same names, same order); the tests check the
-# names against the models and validate encoded events with SampleRecorded itself.
+# --- the hot event, SampleRecorded v1: encoded by ingest, decoded by the alerter ---------
+# Field for field the models of messages.py (same names, same order, same defaults); the
+# tests check the names against the models, validate encoded events with SampleRecorded,
+# and property-test decoding against SampleRecorded.model_validate_json.
 
 
-class ProcessAlertConfigOut(msgspec.Struct, frozen=True):
+class ProcessAlertConfigView(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     alert_on_down: bool
     alert_on_restart: bool
     alert_on_cpu: bool
@@ -101,7 +102,7 @@ class ProcessAlertConfigOut(msgspec.Struct, frozen=True):
     memory_threshold_pct: float
 
 
-class RecordedSampleOut(msgspec.Struct, frozen=True):
+class RecordedSampleView(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     sample_id: int
     watched_process_id: int
     process_name: str
@@ -114,22 +115,33 @@ class RecordedSampleOut(msgspec.Struct, frozen=True):
     previous_oldest_start_unix: int | None
     previous_recorded_at: datetime | None
     is_latest: bool
-    config: ProcessAlertConfigOut
+    config: ProcessAlertConfigView
 
 
-class SampleRecordedOut(msgspec.Struct, frozen=True):
-    v: int
+class SampleRecordedView(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    v: Literal[1] = 1
     server_id: int
     hostname: str
     user_id: int
     agent_version: str
     sampled_at: datetime
-    samples: list[RecordedSampleOut]
+    samples: list[RecordedSampleView]
 
 
-_encoder = msgspec.json.Encoder()
+_event_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(SampleRecordedView)
 
 
-def encode_sample_recorded(event: SampleRecordedOut) -> bytes:
+def encode_sample_recorded(event: SampleRecordedView) -> bytes:
     """The event's JSON (datetimes as RFC 3339; UTC ones end in Z)."""
-    return _encoder.encode(event)
+    return _event_encoder.encode(event)
+
+
+def decode_sample_recorded(data: bytes) -> SampleRecordedView | None:
+    """The event, or None when the fast path cannot vouch for it (the pydantic model decides)."""
+    if b"\\u" in data:  # an escape may hide a lone surrogate: the model's call
+        return None
+    try:
+        return _event_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None

@@ -37,9 +37,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, ValidationError
 
 from procwatch_contracts import subjects
+from procwatch_contracts.fast import decode_sample_recorded
 from procwatch_contracts.messages import ProcessChanged, SampleRecorded
 from procwatch_alerter.repository import AlerterRepository
-from procwatch_alerter.service import AlerterService, Outcome
+from procwatch_alerter.service import AlerterService, Outcome, SampleEvent
 from procwatch_alerter.settings import AlerterSettings
 
 if TYPE_CHECKING:
@@ -93,9 +94,13 @@ class Handlers:
         self.stats.batches += 1
         self.stats.messages += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        valid: list[tuple[Msg, SampleRecorded]] = []
+        valid: list[tuple[Msg, SampleEvent]] = []
         poison: list[tuple[Msg, str]] = []
         for msg in batch:
+            event = decode_sample_recorded(msg.data)  # the fast path; the model decides the rest
+            if event is not None:
+                valid.append((msg, event))
+                continue
             try:
                 valid.append((msg, SampleRecorded.model_validate_json(msg.data)))
             except ValidationError as exc:
@@ -124,7 +129,7 @@ class Handlers:
         for msg, reason in poison:
             await self._dead_letter(msg, subjects.DEADLETTER_SAMPLE_EVENTS, reason)
 
-    async def _one_by_one(self, valid: Sequence[tuple[Msg, SampleRecorded]]) -> None:
+    async def _one_by_one(self, valid: Sequence[tuple[Msg, SampleEvent]]) -> None:
         """A batch that kept failing unexpectedly: one transaction per event, in order."""
         for i, (msg, event) in enumerate(valid):
             started = time.perf_counter()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from procwatch_contracts import subjects
+from procwatch_contracts.fast import RecordedSampleView, SampleRecordedView
 from procwatch_contracts.messages import (
     AlertEvent,
     AlertProcess,
@@ -48,6 +49,10 @@ from procwatch_alerter.repository import (
 log = logging.getLogger("procwatch.alerter")
 
 
+# A sample event as the handler decoded it: the fast path's view, or the pydantic model.
+SampleEvent = SampleRecordedView | SampleRecorded
+Sample = RecordedSampleView | RecordedSample
+
 @dataclass
 class Outcome:
     """What one event or batch did: the alert events written to the outbox, and samples skipped."""
@@ -65,7 +70,7 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def sample_payload(sample: RecordedSample) -> dict:
+def sample_payload(sample: Sample) -> dict:
     return {
         "sample_id": sample.sample_id,
         "count": sample.count,
@@ -179,11 +184,11 @@ class AlerterService:
         self._repo = repo
         self._write_transaction = write_transaction or nullcontext
 
-    async def on_samples_recorded(self, event: SampleRecorded) -> Outcome:
+    async def on_samples_recorded(self, event: SampleEvent) -> Outcome:
         """One event: a batch of one (see `on_samples_recorded_batch`)."""
         return await self.on_samples_recorded_batch([event])
 
-    async def on_samples_recorded_batch(self, events: Sequence[SampleRecorded]) -> Outcome:
+    async def on_samples_recorded_batch(self, events: Sequence[SampleEvent]) -> Outcome:
         """Evaluate every `is_latest` sample of a batch of committed agent messages, in order.
 
         `events` are in stream order; inside one event the samples go in time
@@ -200,7 +205,7 @@ class AlerterService:
         no transition is idempotent: evaluating it again yields nothing again.
         """
         outcome = Outcome()
-        work: list[tuple[SampleRecorded, RecordedSample]] = []
+        work: list[tuple[SampleEvent, Sample]] = []
         for event in events:
             latest = sorted((s for s in event.samples if s.is_latest), key=lambda s: s.recorded_at)
             work.extend((event, s) for s in latest)
@@ -219,7 +224,7 @@ class AlerterService:
 
     def _evaluate(
         self,
-        work: Sequence[tuple[SampleRecorded, RecordedSample]],
+        work: Sequence[tuple[SampleEvent, Sample]],
         rows: dict[int, ProcessRow],
         writes: _Writes,
         outcome: Outcome,

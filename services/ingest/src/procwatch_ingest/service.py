@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from procwatch_contracts import subjects
 from procwatch_contracts.fast import (
     AgentSampleView,
-    ProcessAlertConfigOut,
-    RecordedSampleOut,
-    SampleRecordedOut,
+    ProcessAlertConfigView,
+    RecordedSampleView,
+    SampleRecordedView,
     encode_sample_recorded,
 )
 from procwatch_contracts.messages import AgentSample
@@ -86,8 +86,8 @@ def event_msg_id(server_id: int, sampled_at: datetime) -> str:
     return f"sr-{server_id}-{sampled_at.astimezone(UTC).isoformat().replace('+00:00', 'Z')}"
 
 
-def _alert_config(p: LockedProcess) -> ProcessAlertConfigOut:
-    return ProcessAlertConfigOut(p.alert_on_down, p.alert_on_restart, p.alert_on_cpu, p.alert_on_memory,
+def _alert_config(p: LockedProcess) -> ProcessAlertConfigView:
+    return ProcessAlertConfigView(p.alert_on_down, p.alert_on_restart, p.alert_on_cpu, p.alert_on_memory,
                                  p.cpu_threshold_pct, p.memory_threshold_pct)
 
 
@@ -253,7 +253,7 @@ class IngestService:
         # Chain "previous" through each process's new samples in time order, starting
         # from the last_* values as they were before this batch (read under the row lock).
         gone_set = set(gone)
-        out: list[RecordedSampleOut | None] = [None] * len(rows)
+        out: list[RecordedSampleView | None] = [None] * len(rows)
         per_process: dict[int, list[int]] = {}
         late: list[int] = []
         for i, r in enumerate(rows):
@@ -261,7 +261,7 @@ class IngestService:
                 per_process.setdefault(r[0], []).append(i)
             elif i not in gone_set:
                 late.append(i)  # already stored: a replay after a crash between commit and publish
-        configs: dict[int, ProcessAlertConfigOut] = {}
+        configs: dict[int, ProcessAlertConfigView] = {}
         updates: list[ProcessUpdate] = []
         newest_at: dict[int, datetime] = {}
         for pid, idxs in per_process.items():
@@ -274,7 +274,7 @@ class IngestService:
             for i in idxs:
                 pid_, count, cpu, mem, oldest, at = rows[i]
                 if p_at is None or at > p_at:
-                    out[i] = RecordedSampleOut(
+                    out[i] = RecordedSampleView(
                         sample_id=ids[i], watched_process_id=pid, process_name=names[i],
                         count=count, cpu_pct=cpu, memory_pct=mem, oldest_start_unix=oldest,
                         recorded_at=at, previous_count=p_count, previous_oldest_start_unix=p_oldest,
@@ -305,7 +305,7 @@ class IngestService:
                 proc = locked[pid]
                 last_at = proc.last_sample_at
                 batch_newest = newest_at.get(pid)
-                out[i] = RecordedSampleOut(
+                out[i] = RecordedSampleView(
                     sample_id=s.sample_id, watched_process_id=pid, process_name=names[i],
                     count=count, cpu_pct=cpu, memory_pct=mem, oldest_start_unix=oldest,
                     recorded_at=at, previous_count=s.previous_count,
@@ -331,7 +331,7 @@ class IngestService:
             if msg_id in event_ids:
                 continue
             event_ids.add(msg_id)
-            payload = encode_sample_recorded(SampleRecordedOut(
+            payload = encode_sample_recorded(SampleRecordedView(
                 v=1, server_id=server.id, hostname=server.hostname, user_id=server.user_id,
                 agent_version=sample.agent_version, sampled_at=sample.sampled_at.astimezone(UTC), samples=samples,
             ))
