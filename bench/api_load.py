@@ -5,8 +5,10 @@
 Seeds a fresh database with 1,000 servers x 10 watched processes and >= 5 million
 samples (generated in SQL by `generate_series`; one process with 2,000,000 samples,
 one with 1,000, ~300 for every other), runs the API as a real `procwatch api`
-subprocess (uvicorn, uvloop, httptools) and drives it from another process with
-bench/loadgen.py (32 keep-alive connections, closed loop, fixed duration).
+subprocess (uvicorn, uvloop, httptools) and drives it from another process: `wrk` (C, one
+thread, bench/api_wrk.lua) when it is on PATH, else bench/loadgen.py (Python, so it takes
+CPU the API needs on a small machine); 32 keep-alive connections, closed loop, fixed
+duration. Each scenario's result names its `generator`.
 
 Scenarios (each measured after a warm-up):
 - `healthz`   GET /healthz: the HTTP stack alone, the same-run reference;
@@ -14,23 +16,29 @@ Scenarios (each measured after a warm-up):
 - `get_1k`    GET /servers/<id>/processes/<the 1,000-sample process>;
 - `get_2m`    GET /servers/<id>/processes/<the 2,000,000-sample process>.
 
-Rate limiting stays on (a Redis round-trip per request) with a limit high enough
+Rate limiting stays on (counted locally, flushed to Redis; see ratelimit.py) with a limit high enough
 never to answer 429.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import psycopg
 
 from bench.common import Servers, create_database, latency_summary, loadavg_1m, service, wait_until
-from bench.loadgen import run_in_subprocess
+from bench.loadgen import LoadResult, run_in_subprocess
 from procwatch.embedded import free_port
 from procwatch_db import accounts
 from procwatch_db.urls import libpq_url
@@ -106,17 +114,27 @@ def seed(server_url: str, *, servers: int = SERVERS, big: int = BIG_SAMPLES, sma
 
 
 def explain(url: str, process_id: int) -> dict[str, str]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the get route's two sample queries (the repository's own SQL)."""
-    from procwatch_api.repository import NEWEST_SAMPLES_SQL, OLDEST_START_CHANGES_SQL
+    """EXPLAIN (ANALYZE, BUFFERS) of the get route's statement and of its restart-window query, run on a
+    session set up like the API's read pool (generic plans), each after a few warm-up executions."""
+    from procwatch_api.repository import GET_PROCESS_SQL, RESTART_RUNS_SQL
 
-    def libpq(sql: str) -> str:
-        return sql.replace(":pid", "%(pid)s").replace(":since", "%(since)s").replace(":n", "%(n)s")
-
-    params = {"pid": process_id, "n": 100, "since": datetime.now(UTC) - timedelta(hours=24)}
+    since = (datetime.now(UTC) - timedelta(hours=24)).replace(tzinfo=None)
     out = {}
-    with psycopg.connect(libpq_url(url)) as conn:
-        for name, sql in {"newest_100": NEWEST_SAMPLES_SQL, "restarts_24h": OLDEST_START_CHANGES_SQL}.items():
-            rows = conn.execute("explain (analyze, buffers, costs off, timing off) " + libpq(sql), params).fetchall()
+    with psycopg.connect(libpq_url(url), options="-c TimeZone=UTC -c plan_cache_mode=force_generic_plan",
+                         prepare_threshold=0) as conn:
+        (token_hash, server_id) = conn.execute(
+            "select t.token_hash, p.server_id from watched_processes p join api_tokens t on t.user_id = p.user_id"
+            " where p.id = %s limit 1", (process_id,)).fetchone()
+        queries = {
+            "get_process (auth + owner + process + newest 100)":
+                (GET_PROCESS_SQL, {"h": token_hash, "sid": server_id, "pid": process_id, "n": 100}),
+            "restart_runs_24h (only when the restart window is not cached)":
+                (RESTART_RUNS_SQL, {"pid": process_id, "since": since}),
+        }
+        for name, (sql, params) in queries.items():
+            for _ in range(3):
+                conn.execute(sql, params).fetchall()
+            rows = conn.execute("explain (analyze, buffers, costs off, timing off) " + sql, params).fetchall()
             out[name] = "\n".join(r[0] for r in rows)
     return out
 
@@ -126,6 +144,63 @@ def _check_get(body: bytes, expected_total: int) -> None:
     assert len(doc["samples"]) == 100, len(doc["samples"])
     assert doc["samples_total"] == expected_total, (doc["samples_total"], expected_total)
     assert doc["recent_restarts"] >= 1, doc["recent_restarts"]
+
+
+WRK_SCRIPT = Path(__file__).resolve().parent / "api_wrk.lua"
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    rate: float
+    latency_ms: dict[str, float]
+    errors: dict[str, int]
+
+
+def run_wrk(host: str, port: int, paths: list[str], headers: dict[str, str], *, concurrency: int, seconds: float,
+            warmup: float) -> WrkResult:
+    """`wrk` for `warmup` s (discarded), then for `seconds` s; latencies from its HdrHistogram (µs)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as f:
+        f.write("\n".join(paths) + "\n")
+    try:
+        cmd = ["wrk", "-t", "1", "-c", str(concurrency), "--timeout", "10s", "-s", str(WRK_SCRIPT)]
+        for k, v in headers.items():
+            cmd += ["-H", f"{k}: {v}"]
+        env = {**os.environ, "PROCWATCH_WRK_PATHS": f.name}
+        out = {}
+        for phase, secs in (("warmup", warmup), ("measure", seconds)):
+            done = subprocess.run([*cmd, "-d", f"{max(1, round(secs))}s", f"http://{host}:{port}/"],
+                                  capture_output=True, env=env, timeout=secs + 60)
+            if done.returncode != 0:
+                raise RuntimeError(f"wrk failed: {done.stderr.decode()[-2000:]}")
+            line = next(ln for ln in done.stdout.decode().splitlines() if ln.startswith("PROCWATCH_WRK "))
+            out[phase] = json.loads(line.split(" ", 1)[1])
+    finally:
+        os.unlink(f.name)
+    m = out["measure"]
+    secs = m["duration_us"] / 1e6
+    return WrkResult(
+        requests=m["requests"], seconds=secs, rate=m["requests"] / secs,
+        latency_ms={"n": m["requests"], **{f"{k}_ms": m[f"{k}_us"] / 1000 for k in ("p50", "p95", "p99", "max")}},
+        errors=m["errors"],
+    )
+
+
+def _fetch(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def load_generator() -> str:
+    return "wrk" if shutil.which("wrk") else "bench/loadgen.py"
 
 
 def run_api(servers: Servers, seeded: Seeded, nats_url: str, *, workers: int, seconds: float, warmup: float,
@@ -154,19 +229,37 @@ def run_api(servers: Servers, seeded: Seeded, nats_url: str, *, workers: int, se
         scenarios = {k: v for k, v in scenarios.items() if k in only}
     with service(["api"], env, log, wrap=wrap, stop_signal=signal.SIGINT if wrap else None):
         wait_until(lambda: _ready(port), 60, "procwatch api")
+        generator = load_generator()
         for name, paths in scenarios.items():
+            hdrs = headers if name != "healthz" else {}
             load_before = loadavg_1m()
-            res = run_in_subprocess("127.0.0.1", port, paths, headers if name != "healthz" else {},
-                                    concurrency=concurrency, seconds=seconds, warmup=warmup)
-            bad = {s: n for s, n in res.statuses.items() if s != 200}
-            if bad or res.errors or not res.requests:
-                raise RuntimeError(f"{name}: non-200 answers {bad}, {res.errors} broken connections; see {log}")
+            if generator == "wrk":
+                res = run_wrk("127.0.0.1", port, paths, hdrs, concurrency=concurrency, seconds=seconds,
+                              warmup=warmup)
+                if any(res.errors.values()) or not res.requests:
+                    raise RuntimeError(f"{name}: wrk errors {res.errors} (status = non-2xx/3xx); see {log}")
+                summary = res.latency_ms
+                status, body = _fetch(port, paths[0], hdrs)
+                if status != 200:
+                    raise RuntimeError(f"{name}: {paths[0]} answered {status}; see {log}")
+            else:
+                res = run_in_subprocess("127.0.0.1", port, paths, hdrs,
+                                        concurrency=concurrency, seconds=seconds, warmup=warmup)
+                _check_loadgen(name, res, log)
+                summary = latency_summary(res.latencies_s)
+                body = res.sample_bodies[0]
             if name == "get_1k":
-                _check_get(res.sample_bodies[0], seeded.small_samples)
+                _check_get(body, seeded.small_samples)
             elif name == "get_2m":
-                _check_get(res.sample_bodies[0], seeded.big_samples)
-            out[name] = {"rate": res.rate, **latency_summary(res.latencies_s), "load_1m": load_before}
+                _check_get(body, seeded.big_samples)
+            out[name] = {"rate": res.rate, **summary, "load_1m": load_before, "generator": generator}
     return out
+
+
+def _check_loadgen(name: str, res: LoadResult, log: Path) -> None:
+    bad = {s: n for s, n in res.statuses.items() if s != 200}
+    if bad or res.errors or not res.requests:
+        raise RuntimeError(f"{name}: non-200 answers {bad}, {res.errors} broken connections; see {log}")
 
 
 def _ready(port: int) -> bool:

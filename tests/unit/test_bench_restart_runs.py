@@ -1,5 +1,5 @@
-"""The API sends only changes of oldest_start_unix to the restart rule (repository.oldest_start_changes_since
-drops, in SQL, every sample equal to its predecessor). That must never change the count."""
+"""The API sends only changes of oldest_start_unix to the restart rule (repository.RESTART_RUNS_SQL keeps,
+in SQL, the first and last sample of each run of equal values). Dropping repeats must never change the count."""
 
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ def test_timestamps_are_utc_with_z_and_fraction_only_when_nonzero():
     assert service.iso(datetime(2026, 5, 24, 18, 41, 0, 250000, tzinfo=UTC)) == "2026-05-24T18:41:00.25Z"
     assert service.iso(datetime(2026, 5, 24, 20, 41, tzinfo=timezone(timedelta(hours=2)))) == "2026-05-24T18:41:00Z"
     assert service.iso(None) is None
+    # Naive values are UTC (the hot read SQL hands out samples' times that way).
+    assert service.iso(datetime(2026, 5, 24, 18, 41, 0, 120)) == "2026-05-24T18:41:00.00012Z"
 
 
 def test_integral_numbers_render_as_integers():

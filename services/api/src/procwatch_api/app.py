@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager, suppress
 
 import nats
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from procwatch_api import health, routes
 from procwatch_api.errors import install_error_handlers
 from procwatch_api.ratelimit import RateLimiter, redis_client
+from procwatch_api.repository import Reads
+from procwatch_api.restart_window import RestartWindows
 from procwatch_api.schemas import REQUEST_MODELS, Error
 from procwatch_api.settings import ApiSettings
-from procwatch_db.urls import sqlalchemy_url
+from procwatch_db.urls import libpq_url, sqlalchemy_url
 from procwatch_messaging.outbox import OutboxRelay
 from procwatch_messaging.streams import ensure_streams
 
 log = logging.getLogger("procwatch.api")
 MAX_BACKOFF_S = 30.0
+# A request never waits long for a pooled connection: past this it is a 503 (PostgreSQL down or swamped).
+READ_POOL_TIMEOUT_S = 1.0
+READ_CONNECT_TIMEOUT_S = 2
 
 
 async def _nats_and_relay(app: FastAPI, settings: ApiSettings) -> None:
@@ -59,6 +66,10 @@ async def _nats_and_relay(app: FastAPI, settings: ApiSettings) -> None:
     await relay.run()
 
 
+async def _configure_read_connection(conn) -> None:
+    conn.prepare_threshold = 0
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
 
@@ -70,6 +81,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             sqlalchemy_url(settings.database_url),
             pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow, pool_pre_ping=True,
         )
+        # The hot read routes' pool (repository.Reads): autocommit, session time zone UTC, every
+        # statement prepared on first use and planned once (a custom plan of the get route's
+        # statement re-plans over every sample partition: ~0.8 ms of PostgreSQL CPU per request).
+        state.reads = Reads(AsyncConnectionPool(
+            libpq_url(settings.database_url), min_size=1, max_size=settings.db_pool_size, open=False,
+            timeout=READ_POOL_TIMEOUT_S, name="procwatch-api-reads", configure=_configure_read_connection,
+            kwargs={"autocommit": True, "connect_timeout": READ_CONNECT_TIMEOUT_S,
+                    "options": "-c TimeZone=UTC -c plan_cache_mode=force_generic_plan"},
+        ))
+        await state.reads.pool.open()  # connects in the background: a database that is down is a 503 per request
+        state.restart_windows = RestartWindows()
         state.redis = redis_client(settings.redis_url, settings.redis_timeout_s)
         state.rate_limiter = RateLimiter(
             state.redis, settings.rate_limit_per_minute, retry_after_s=settings.redis_retry_after_s
@@ -78,6 +100,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state.relay = None
         state.wake_relay = lambda: state.relay.wake() if state.relay is not None else None
         task = asyncio.create_task(_nats_and_relay(app, settings), name="outbox-relay")
+        # Everything built so far lives as long as the process: keep it out of the collector's
+        # generations, so a full collection under load walks only per-request garbage (p99).
+        gc.collect()
+        gc.freeze()
         log.info("api started", extra={"rate_limit_per_minute": settings.rate_limit_per_minute})
         try:
             yield
@@ -90,6 +116,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             with suppress(Exception):
                 await state.redis.aclose()
             await state.engine.dispose()
+            await state.reads.pool.close()
 
     app = FastAPI(
         title="procwatch API",

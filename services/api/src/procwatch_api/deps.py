@@ -1,4 +1,7 @@
-"""Request dependencies: the unit of work (one transaction per request) and the caller."""
+"""Request dependencies: the unit of work (one transaction per request) and the caller.
+
+The list and get routes of processes use neither: they authenticate in the same
+statement that reads (repository.Reads), from `caller_token_hash`."""
 
 from __future__ import annotations
 
@@ -35,12 +38,17 @@ async def unit_of_work(request: Request) -> AsyncIterator[Repository]:
 Repo = Annotated[Repository, Depends(unit_of_work, scope="function")]
 
 
-async def current_user(request: Request, repo: Repo) -> int:
-    """The caller's user id: checked before anything else a route does, then rate-limited."""
+def caller_token_hash(request: Request) -> str:
+    """The hash of the request's bearer token (401 without one); the token itself goes no further."""
     token = service.bearer_token(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized()
-    token_hash = hash_secret(token)
+    return hash_secret(token)
+
+
+async def current_user(request: Request, repo: Repo) -> int:
+    """The caller's user id: checked before anything else a route does, then rate-limited."""
+    token_hash = caller_token_hash(request)
     user_id = await service.authenticate(repo, token_hash)
     await request.app.state.rate_limiter.check(token_hash)
     return user_id

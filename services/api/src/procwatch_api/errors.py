@@ -119,11 +119,15 @@ class ServiceUnavailable(ApiError):
 
 def _is_unavailable(exc: BaseException) -> bool:
     """Connection-level database failures (refused, reset, pool timeout), not SQL errors."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
     from sqlalchemy import exc as sa_exc
 
     if isinstance(exc, sa_exc.DBAPIError):
         return exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
-    return isinstance(exc, (sa_exc.TimeoutError, ConnectionError))
+    # psycopg directly: the hot read routes (repository.Reads).
+    return isinstance(exc, (sa_exc.TimeoutError, ConnectionError, PoolTimeout, psycopg.OperationalError,
+                            psycopg.InterfaceError))
 
 
 def install_error_handlers(app: Any) -> None:

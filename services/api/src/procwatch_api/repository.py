@@ -1,4 +1,13 @@
-"""All SQL of the API. Functions take the request's connection and never commit."""
+"""All SQL of the API.
+
+`Repository` is a request's unit of work on SQLAlchemy (one transaction, never
+committed here). `Reads` serves the two hot read routes (list and get of
+processes) from a psycopg pool in autocommit mode: each is one statement that
+authenticates the token, checks ownership and reads the rows, so a request is a
+single round trip with no BEGIN/COMMIT, and psycopg prepares the statements
+server-side after a few uses (no planning per request over the sample
+partitions).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from procwatch_api.restart_window import Run, runs_from_boundaries
 
 PROCESS_COLUMNS = (
     "id, server_id, user_id, process_name, enabled, alert_on_down, alert_on_restart, alert_on_cpu,"
@@ -19,17 +31,61 @@ SERVER_COLUMNS = "id, hostname, last_agent_version, created_at"
 # Allocated in the statement that changes the process, so the event id is known before the outbox insert.
 NEXT_EVENT_ID = "nextval(pg_get_serial_sequence('outbox_events', 'id')) as event_id"
 DUPLICATE_NAME_CONSTRAINT = "uq_watched_processes_server_name"
-# The get route's two sample queries (bench/api_load.py EXPLAINs these very strings).
-NEWEST_SAMPLES_SQL = (
-    "select id, watched_process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at"
-    " from process_samples where watched_process_id = :pid order by recorded_at desc limit :n"
+_PROCESS_NAMES = tuple(c.strip() for c in PROCESS_COLUMNS.split(","))
+_WP_COLUMNS = ", ".join(f"wp.{c}" for c in _PROCESS_NAMES)
+# A SampleRow: these columns in this order, recorded_at as a naive datetime in UTC (decoding and
+# formatting a naive timestamp costs a fraction of an aware one, 100 times per get).
+SAMPLE_NAMES = ("id", "watched_process_id", "count", "cpu_pct", "memory_pct", "oldest_start_unix", "recorded_at")
+SampleRow = tuple
+_SAMPLE_COLUMNS = ", ".join(SAMPLE_NAMES[:-1]) + ", recorded_at at time zone 'UTC' as recorded_utc"
+_NULL_PROCESS = ", ".join("null" for _ in _PROCESS_NAMES)
+_NULL_SAMPLE = ", ".join("null" for _ in SAMPLE_NAMES)
+# The caller's user id from the token hash: no row when it is unknown or revoked.
+_TOKEN = "select user_id from api_tokens where token_hash = %(h)s and revoked_at is null"
+
+# List route: token -> user, the owned server with its plan, its processes (one row per
+# process; one row with null process columns when it has none; server columns null when
+# the server is missing or another user's).
+LIST_PROCESSES_SQL = (
+    "select t.user_id, s.id, s.hostname, s.last_agent_version, u.plan, pl.max_processes_per_server, "
+    + _WP_COLUMNS
+    + " from (" + _TOKEN + ") t"
+    " left join (servers s join users u on u.id = s.user_id join plans pl on pl.name = u.plan)"
+    " on s.id = %(sid)s and s.user_id = t.user_id"
+    " left join watched_processes wp on wp.server_id = s.id"
+    " order by wp.id"
 )
-OLDEST_START_CHANGES_SQL = (
-    "select o from (select oldest_start_unix as o, recorded_at,"
-    " lag(oldest_start_unix) over (order by recorded_at) as prev,"
-    " row_number() over (order by recorded_at) as rn"
-    " from process_samples where watched_process_id = :pid and recorded_at >= :since) w"
-    " where rn = 1 or o is distinct from prev order by recorded_at"
+# Get route, one statement (so one snapshot: samples_total and the samples agree, which the
+# restart window relies on). Row 1: user id, owned server id, the process (nulls for what is
+# missing). Then the newest samples (backward scan of uq_process_samples_process_time in
+# each partition), read only when the caller owns the process.
+GET_PROCESS_SQL = (
+    "with t as (" + _TOKEN + "),"
+    " s as (select s.id from servers s join t on s.user_id = t.user_id where s.id = %(sid)s),"
+    " wp as (select " + PROCESS_COLUMNS + " from watched_processes where id = %(pid)s"
+    " and server_id = (select id from s))"
+    " select * from ("
+    " select 0 as k, t.user_id, (select id from s), " + _WP_COLUMNS + ", " + _NULL_SAMPLE
+    + " from t left join wp on true"
+    " union all"
+    " select 1, null, null, " + _NULL_PROCESS + ", * from ("
+    " select " + _SAMPLE_COLUMNS + " from process_samples"
+    " where watched_process_id = %(pid)s and exists (select from wp)"
+    " order by recorded_at desc limit %(n)s) n"
+    ") r order by 1, " + str(3 + len(_PROCESS_NAMES) + len(SAMPLE_NAMES)) + " desc"  # k, then recorded_at
+)
+# The runs of equal consecutive oldest_start_unix since %(since)s (procwatch_api.restart_window):
+# only each run's first and last sample leave PostgreSQL. Times are naive UTC, like SampleRow's.
+RESTART_RUNS_SQL = (
+    "select o, recorded_at at time zone 'UTC', starts, ends from (select oldest_start_unix as o, recorded_at,"
+    " lag(recorded_at) over w is null or lag(oldest_start_unix) over w is distinct from oldest_start_unix"
+    " as starts,"
+    " lead(recorded_at) over w is null or lead(oldest_start_unix) over w is distinct from oldest_start_unix"
+    " as ends"
+    " from process_samples where watched_process_id = %(pid)s"
+    " and recorded_at >= cast(%(since)s as timestamp) at time zone 'UTC'"
+    " window w as (order by recorded_at)) r"
+    " where starts or ends order by recorded_at"
 )
 
 
@@ -44,6 +100,67 @@ class ServerPlan:
     last_agent_version: str | None
     plan: str
     limit: int
+
+
+@dataclass
+class ProcessesOfServer:
+    """What the list route reads; user_id None = token unknown/revoked, server None = not the caller's."""
+
+    user_id: int | None
+    server: ServerPlan | None
+    processes: list[dict[str, Any]]
+
+
+@dataclass
+class ProcessWithSamples:
+    """What the get route reads; user_id None = token unknown/revoked."""
+
+    user_id: int | None
+    server_found: bool
+    process: dict[str, Any] | None
+    samples: list[SampleRow]  # newest first
+
+
+class Reads:
+    """The hot read routes on a psycopg pool (autocommit: nothing to commit, no BEGIN)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple]:
+        async with self.pool.connection() as conn:
+            # Binary results: timestamps and floats decode in C, not by parsing text.
+            cur = await conn.execute(sql, params, binary=True)
+            return await cur.fetchall()
+
+    async def processes_of_server(self, token_hash: str, server_id: int) -> ProcessesOfServer:
+        rows = await self._rows(LIST_PROCESSES_SQL, {"h": token_hash, "sid": server_id})
+        if not rows:
+            return ProcessesOfServer(None, None, [])
+        first = rows[0]
+        if first[1] is None:
+            return ProcessesOfServer(first[0], None, [])
+        server = ServerPlan(id=first[1], hostname=first[2], last_agent_version=first[3], plan=first[4],
+                            limit=first[5])
+        names = _PROCESS_NAMES
+        processes = [dict(zip(names, row[6:])) for row in rows if row[6] is not None]
+        return ProcessesOfServer(first[0], server, processes)
+
+    async def process_with_newest_samples(self, token_hash: str, server_id: int, process_id: int,
+                                          limit: int) -> ProcessWithSamples:
+        rows = await self._rows(GET_PROCESS_SQL, {"h": token_hash, "sid": server_id, "pid": process_id, "n": limit})
+        if not rows:
+            return ProcessWithSamples(None, False, None, [])
+        head = rows[0]
+        width = len(_PROCESS_NAMES)
+        process = dict(zip(_PROCESS_NAMES, head[3:3 + width])) if head[3] is not None else None
+        start = 3 + width
+        samples = [row[start:] for row in rows[1:]]
+        return ProcessWithSamples(head[1], head[2] is not None, process, samples)
+
+    async def restart_runs_since(self, process_id: int, since: datetime) -> list[Run]:
+        """`since` naive UTC. Range scan of uq_process_samples_process_time over the window (at most 24 h of one process)."""
+        return runs_from_boundaries(await self._rows(RESTART_RUNS_SQL, {"pid": process_id, "since": since}))
 
 
 def _is_duplicate_name(exc: IntegrityError) -> bool:
@@ -114,11 +231,6 @@ class Repository:
 
     # --- processes ----------------------------------------------------------
 
-    async def list_processes(self, server_id: int) -> list[dict[str, Any]]:
-        return await self._all(
-            f"select {PROCESS_COLUMNS} from watched_processes where server_id = :sid order by id", sid=server_id
-        )
-
     async def count_processes(self, server_id: int) -> int:
         row = await self._one("select count(*) as n from watched_processes where server_id = :sid", sid=server_id)
         return int(row["n"]) if row else 0
@@ -182,23 +294,6 @@ class Repository:
         )
 
     # --- samples and alerts -------------------------------------------------
-
-    async def newest_samples(self, process_id: int, limit: int) -> list[dict[str, Any]]:
-        # Backward scan of uq_process_samples_process_time.
-        return await self._all(NEWEST_SAMPLES_SQL, pid=process_id, n=limit)
-
-    async def oldest_start_changes_since(self, process_id: int, since: datetime) -> list[int | None]:
-        """oldest_start_unix of the process's samples since `since`, in time order, with every sample
-        whose value equals the previous one's left out (in SQL).
-
-        Range scan of uq_process_samples_process_time over the window only (at most 24 h of one
-        process). Dropping a value equal to its predecessor never changes what the restart rule
-        (procwatch_domain.restarts) counts, since a pair of equal values is never a restart; it
-        turns the 8,640 rows of a day at 10 s ticks into a few dozen, so the cost no longer grows
-        with the sample rate in Python. tests/unit/test_bench_restart_runs.py checks the equivalence.
-        """
-        result = await self.conn.execute(text(OLDEST_START_CHANGES_SQL), {"pid": process_id, "since": since})
-        return list(result.scalars().all())
 
     async def alerts_page(self, process_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:
         return await self._all(

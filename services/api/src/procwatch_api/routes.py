@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from procwatch_api import service
-from procwatch_api.deps import Repo, UserId, json_object
+from procwatch_api.deps import Repo, UserId, caller_token_hash, json_object
 from procwatch_api.responses import json_response
 from procwatch_api.schemas import (
     AlertPage,
@@ -61,8 +61,11 @@ async def delete_server(server_id: str, repo: Repo, user_id: UserId) -> Response
 
 
 @router.get(PROCESSES, response_model=ProcessList, responses=errors(404), tags=["processes"])
-async def list_processes(server_id: str, repo: Repo, user_id: UserId) -> Response:
-    return json_response(await service.list_processes(repo, user_id, server_id))
+async def list_processes(server_id: str, request: Request) -> Response:
+    state = request.app.state
+    return json_response(
+        await service.list_processes(state.reads, state.rate_limiter, caller_token_hash(request), server_id)
+    )
 
 
 @router.post(PROCESSES, status_code=201, response_model=ProcessOne, responses=errors(400, 402, 404, 409, 413),
@@ -73,8 +76,11 @@ async def create_process(server_id: str, request: Request, repo: Repo, user_id: 
 
 
 @router.get(PROCESS, response_model=ProcessDetail, responses=errors(404), tags=["processes"])
-async def get_process(server_id: str, process_id: str, repo: Repo, user_id: UserId) -> Response:
-    return json_response(await service.get_process(repo, user_id, server_id, process_id))
+async def get_process(server_id: str, process_id: str, request: Request) -> Response:
+    state = request.app.state
+    return json_response(await service.get_process(
+        state.reads, state.rate_limiter, state.restart_windows, caller_token_hash(request), server_id, process_id
+    ))
 
 
 @router.put(PROCESS, response_model=ProcessOne, responses=errors(400, 404, 409, 413),

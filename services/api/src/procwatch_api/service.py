@@ -24,10 +24,11 @@ from procwatch_api.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from procwatch_api.repository import DuplicateName, Repository
+from procwatch_api.ratelimit import RateLimiter
+from procwatch_api.repository import DuplicateName, Reads, Repository, SampleRow
+from procwatch_api.restart_window import RestartWindows
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import ProcessAlertConfig, ProcessChanged
-from procwatch_domain.restarts import count_restarts
 from procwatch_domain.secrets import hash_secret, new_agent_key
 from procwatch_domain.status import process_status
 from procwatch_domain.validation import ProcessValidationError, validate_process_fields
@@ -45,20 +46,24 @@ _BOOL_FIELDS = ("enabled", "alert_on_down", "alert_on_restart", "alert_on_cpu", 
 
 
 def iso(value: datetime | None) -> str | None:
+    """A naive value is UTC already (the hot read SQL converts `at time zone 'UTC'`)."""
+    # On every sample of a get: isoformat() and identity checks are much cheaper than strftime.
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.tzinfo is None:
+        text = value.isoformat()
+    else:
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        text = value.isoformat()[:-6]  # without "+00:00"
     if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
+        text = text.rstrip("0")
     return text + "Z"
 
 
 def num(value: float | int | None) -> float | int | None:
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
+    if value.__class__ is float and value.is_integer() and abs(value) < 2**53:  # type: ignore[union-attr]
+        return int(value)  # type: ignore[arg-type]
     return value
 
 
@@ -85,15 +90,16 @@ def present_process(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def present_sample(row: dict[str, Any]) -> dict[str, Any]:
+def present_sample(row: SampleRow) -> dict[str, Any]:
+    sample_id, process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at = row
     return {
-        "id": row["id"],
-        "watched_process_id": row["watched_process_id"],
-        "count": row["count"],
-        "cpu_pct": num(row["cpu_pct"]),
-        "memory_pct": num(row["memory_pct"]),
-        "oldest_start_unix": row["oldest_start_unix"],
-        "recorded_at": iso(row["recorded_at"]),
+        "id": sample_id,
+        "watched_process_id": process_id,
+        "count": count,
+        "cpu_pct": num(cpu_pct),
+        "memory_pct": num(memory_pct),
+        "oldest_start_unix": oldest_start_unix,
+        "recorded_at": iso(recorded_at),
     }
 
 
@@ -222,7 +228,10 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 async def authenticate(repo: Repository, token_hash: str) -> int:
-    user_id = await repo.user_id_for_token_hash(token_hash)
+    return _authenticated(await repo.user_id_for_token_hash(token_hash))
+
+
+def _authenticated(user_id: int | None) -> int:
     if user_id is None:
         raise Unauthorized("the bearer token is invalid or revoked")
     return user_id
@@ -272,16 +281,18 @@ async def delete_server(repo: Repository, user_id: int, raw_server_id: str) -> d
 # --- processes --------------------------------------------------------------
 
 
-async def list_processes(repo: Repository, user_id: int, raw_server_id: str) -> dict[str, Any]:
-    server_id = parse_id(raw_server_id)
-    server = await repo.server_with_plan(user_id, server_id) if server_id is not None else None
+async def list_processes(reads: Reads, limiter: RateLimiter, token_hash: str, raw_server_id: str) -> dict[str, Any]:
+    # One statement authenticates and reads; the order of answers stays 401, 429, 404.
+    found = await reads.processes_of_server(token_hash, parse_id(raw_server_id) or 0)
+    _authenticated(found.user_id)
+    await limiter.check(token_hash)
+    server = found.server
     if server is None:
         raise ServerNotFound()
-    rows = await repo.list_processes(server.id)
     return {
-        "processes": [present_process(r) for r in rows],
+        "processes": [present_process(r) for r in found.processes],
         "plan_limit": server.limit,
-        "current_count": len(rows),
+        "current_count": len(found.processes),
         "plan": server.plan,
         "server": {"id": server.id, "hostname": server.hostname, "last_agent_version": server.last_agent_version},
     }
@@ -321,17 +332,33 @@ async def _owned_process(repo: Repository, user_id: int, raw_server_id: str, raw
 
 
 async def get_process(
-    repo: Repository, user_id: int, raw_server_id: str, raw_process_id: str, *, now: datetime | None = None
+    reads: Reads, limiter: RateLimiter, restart_windows: RestartWindows, token_hash: str, raw_server_id: str,
+    raw_process_id: str, *, now: datetime | None = None,
 ) -> dict[str, Any]:
-    row = await _owned_process(repo, user_id, raw_server_id, raw_process_id)
-    samples = await repo.newest_samples(row["id"], SAMPLES_SHOWN)
-    since = (now or datetime.now(UTC)) - RESTART_WINDOW
-    starts = await repo.oldest_start_changes_since(row["id"], since)
+    server_id = parse_id(raw_server_id)
+    found = await reads.process_with_newest_samples(
+        token_hash, server_id or 0, parse_id(raw_process_id) or 0, SAMPLES_SHOWN
+    )
+    _authenticated(found.user_id)
+    await limiter.check(token_hash)
+    if server_id is None or not found.server_found:
+        raise ServerNotFound()
+    row = found.process
+    if row is None:
+        raise NotFound("watched process not found")
+    samples = found.samples
+    # Naive UTC, like the samples' recorded_at.
+    since = ((now or datetime.now(UTC)) - RESTART_WINDOW).astimezone(UTC).replace(tzinfo=None)
+    restarts = restart_windows.count(row["id"], row["samples_total"], [(s[6], s[5]) for s in samples], since)
+    if restarts is None:
+        restarts = restart_windows.store(
+            row["id"], row["samples_total"], await reads.restart_runs_since(row["id"], since), since
+        )
     return {
         "process": present_process(row),
         "samples": [present_sample(s) for s in samples],
         "samples_total": row["samples_total"],
-        "recent_restarts": count_restarts(starts),
+        "recent_restarts": restarts,
     }
 
 
