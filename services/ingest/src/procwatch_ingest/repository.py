@@ -63,6 +63,26 @@ class ProcessUpdate(NamedTuple):
     last_oldest_start_unix: int | None
 
 
+# Moves last_* forward (never back) and adds the inserted rows to samples_total, from the
+# batch's per-process values in the session's ingest_last table.
+UPDATE_PROCESSES_FROM_STAGE_SQL = (
+    "update watched_processes w set"
+    " samples_total = w.samples_total + u.inserted,"
+    " last_count = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cnt else w.last_count end,"
+    " last_cpu_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cpu else w.last_cpu_pct end,"
+    " last_memory_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.mem else w.last_memory_pct end,"
+    " last_oldest_start_unix = case when u.t > w.last_sample_at or w.last_sample_at is null"
+    "   then u.oldest else w.last_oldest_start_unix end,"
+    " last_sample_at = case when u.t > w.last_sample_at or w.last_sample_at is null then u.t else w.last_sample_at end,"
+    " updated_at = now()"
+    " from ingest_last u"
+    # The array condition makes the planner reach watched_processes by its primary key: the
+    # unanalyzed temp table alone gets a hash join over a full scan of watched_processes.
+    " where w.id = u.id and w.id = any(array(select id from ingest_last))"
+    " and (u.inserted > 0 or u.t > w.last_sample_at or w.last_sample_at is null)"
+)
+
+
 async def configure_connection(conn: AsyncConnection) -> None:
     """Per pooled connection: UTC session time zone and the batch staging tables."""
     await conn.execute("set time zone 'UTC'")
@@ -212,19 +232,7 @@ class IngestRepository:
                 copy.set_types(["int8", "int4", "int4", "float8", "float8", "timestamptz", "int8"])
                 for u in updates:  # ProcessUpdate's field order
                     await copy.write_row(u)
-            await cur.execute(
-                "update watched_processes w set"
-                " samples_total = w.samples_total + u.inserted,"
-                " last_count = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cnt else w.last_count end,"
-                " last_cpu_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.cpu else w.last_cpu_pct end,"
-                " last_memory_pct = case when u.t > w.last_sample_at or w.last_sample_at is null then u.mem else w.last_memory_pct end,"
-                " last_oldest_start_unix = case when u.t > w.last_sample_at or w.last_sample_at is null"
-                "   then u.oldest else w.last_oldest_start_unix end,"
-                " last_sample_at = case when u.t > w.last_sample_at or w.last_sample_at is null then u.t else w.last_sample_at end,"
-                " updated_at = now()"
-                " from ingest_last u"
-                " where w.id = u.id and (u.inserted > 0 or u.t > w.last_sample_at or w.last_sample_at is null)"
-            )
+            await cur.execute(UPDATE_PROCESSES_FROM_STAGE_SQL)
 
     async def set_agent_versions(self, versions: dict[int, str]) -> None:
         if not versions:
