@@ -12,6 +12,7 @@ import pytest
 from procwatch_db.tables import SAMPLE_ID_BLOCK
 from procwatch_db.urls import libpq_url
 from procwatch_ingest.repository import IngestRepository, configure_connection
+from procwatch_ingest.service import SampleIdPool
 from tests.support.factories import make_process, make_server, make_user
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,8 @@ async def test_concurrent_batches_get_disjoint_ids_and_defaults_do_not_collide(d
     async def batch(conn: psycopg.AsyncConnection, size: int, offset: int) -> list[int | None]:
         rows = [(pid, 1, 0.5, 0.5, None, t0 + timedelta(milliseconds=offset + k)) for k in range(size)]
         async with conn.transaction():
-            ids = await IngestRepository(conn).insert_samples(rows)
+            repo = IngestRepository(conn)
+            ids = await repo.insert_samples(rows, await SampleIdPool().take(repo, size))
             await asyncio.sleep(0)  # let the other transactions interleave
         return ids
 
@@ -61,3 +63,4 @@ def test_the_sequence_hands_out_blocks_of_the_size_ingest_assumes(database_url):
         (increment,) = conn.execute(
             "select increment_by from pg_sequences where sequencename = 'process_samples_id_seq'").fetchone()
     assert increment == SAMPLE_ID_BLOCK
+

@@ -11,6 +11,7 @@ import pytest
 
 from procwatch_db import partitions
 from procwatch_ingest.repository import IngestRepository, ProcessUpdate, configure_connection
+from procwatch_ingest.service import SampleIdPool
 from procwatch_ingest.retention import RETENTION_LOCK_KEY, RetentionConfig, run_retention_pass
 from tests.integration.retention.conftest import add_samples, connect, partition_of, totals_and_counts
 from tests.support.factories import make_process, make_server, make_user
@@ -139,6 +140,7 @@ async def test_ingest_keeps_writing_while_a_pass_deletes(retention_db):
         nonlocal batches, inserted_total
         conn = await psycopg.AsyncConnection.connect(url)
         await configure_connection(conn)
+        id_pool = SampleIdPool()
         try:
             i = 0
             while not stop.is_set() or batches < 5:
@@ -149,7 +151,7 @@ async def test_ingest_keeps_writing_while_a_pass_deletes(retention_db):
                     rows.append((pid, 1, 1.0, 2.0, 1700000000, old[i % len(old)]))
                 async with conn.transaction():
                     repo = IngestRepository(conn)
-                    ids = await repo.insert_samples(rows)
+                    ids = await repo.insert_samples(rows, await id_pool.take(repo, len(rows)))
                     await repo.lock_processes(pids)
                     counts = {pid: 0 for pid in pids}
                     for row, sample_id in zip(rows, ids):

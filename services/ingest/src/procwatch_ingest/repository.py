@@ -9,7 +9,6 @@ from typing import NamedTuple
 import psycopg
 from psycopg import AsyncConnection
 
-from procwatch_db.tables import SAMPLE_ID_BLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,20 +144,19 @@ class IngestRepository:
         make = LockedProcess._make
         return {r[0]: make(r) for r in await cur.fetchall()}
 
-    async def insert_samples(self, rows: list[tuple]) -> list[int | None]:
+    async def insert_samples(self, rows: list[tuple], ids: list[int]) -> list[int | None]:
         """Insert the batch; returns, per row, the new sample id or None when (process, time)
         existed already (a replay).
 
         rows: (watched_process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at),
-        unique (process, time) within the batch.
+        unique (process, time) within the batch; ids: one fresh id per row (`allocate_id_blocks`).
 
-        Fast path (every batch but replays): allocate the ids in one statement, then COPY
-        straight into process_samples inside a savepoint. A unique violation rolls the
+        Fast path (every batch but replays): COPY straight into process_samples with the
+        given ids, inside a savepoint. A unique violation rolls the
         savepoint back and the batch takes the slow path: COPY into the session's staging
         table, INSERT .. SELECT .. ON CONFLICT DO NOTHING RETURNING.
         """
         async with self.conn.cursor(binary=True) as cur:
-            ids = await self._allocate_sample_ids(cur, len(rows))
             try:
                 async with self.conn.transaction():  # savepoint
                     async with cur.copy(
@@ -187,17 +185,12 @@ class IngestRepository:
             inserted = {(pid, at): sid for sid, pid, at in await cur.fetchall()}
             return [inserted.get((row[0], row[5])) for row in rows]
 
-    @staticmethod
-    async def _allocate_sample_ids(cur, n: int) -> list[int]:
-        """n ids of our own: each nextval of process_samples_id_seq owns a block of SAMPLE_ID_BLOCK ids."""
-        await cur.execute(
-            "select nextval('process_samples_id_seq') from generate_series(1, %s)", (-(-n // SAMPLE_ID_BLOCK),)
+    async def allocate_id_blocks(self, blocks: int) -> list[int]:
+        """The first ids of `blocks` blocks of process_samples ids, each [v, v + procwatch_db.tables.SAMPLE_ID_BLOCK) ours alone."""
+        cur = await self.conn.execute(
+            "select nextval('process_samples_id_seq') from generate_series(1, %s)", (blocks,)
         )
-        ids: list[int] = []
-        for (first,) in await cur.fetchall():
-            ids.extend(range(first, first + SAMPLE_ID_BLOCK))
-        del ids[n:]
-        return ids
+        return [first for (first,) in await cur.fetchall()]
 
     async def delete_samples(self, sample_ids: list[int]) -> None:
         if sample_ids:

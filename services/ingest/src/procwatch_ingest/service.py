@@ -24,6 +24,7 @@ from procwatch_contracts.fast import (
     encode_sample_recorded,
 )
 from procwatch_contracts.messages import AgentSample
+from procwatch_db.tables import SAMPLE_ID_BLOCK
 from procwatch_domain.secrets import secret_matches
 
 from procwatch_ingest import inbound
@@ -91,6 +92,24 @@ def _alert_config(p: LockedProcess) -> ProcessAlertConfigView:
                                  p.cpu_threshold_pct, p.memory_threshold_pct)
 
 
+class SampleIdPool:
+    """Sample ids taken from process_samples_id_seq a block at a time and handed out across
+    batches: a small batch usually needs no nextval round trip at all. Ids of a batch that
+    rolls back are simply never used (ids have gaps; nothing relies on their density)."""
+
+    def __init__(self, block: int = SAMPLE_ID_BLOCK):
+        self.block = block
+        self._free: list[int] = []
+
+    async def take(self, repo: IngestRepository, n: int) -> list[int]:
+        while len(self._free) < n:  # re-checked after the await: another batch may have taken some
+            for first in await repo.allocate_id_blocks(-(-(n - len(self._free)) // self.block)):
+                self._free.extend(range(first, first + self.block))
+        ids = self._free[:n]
+        del self._free[:n]
+        return ids
+
+
 class IngestService:
     def __init__(
         self,
@@ -108,6 +127,7 @@ class IngestService:
         self.unknown_server_ttl_s = unknown_server_cache_ttl_s
         self.max_future = timedelta(seconds=max_future_s)
         self.stats = stats or IngestStats()
+        self.sample_ids = SampleIdPool()
         self._now = now
 
     # --- checks --------------------------------------------------------------
@@ -217,7 +237,7 @@ class IngestService:
         # not conflict with the FOR NO KEY UPDATE below).
         t1 = time.perf_counter()
         try:
-            ids = await repo.insert_samples(rows) if rows else []
+            ids = await repo.insert_samples(rows, await self.sample_ids.take(repo, len(rows))) if rows else []
         except ForeignKeyViolation:
             # A process was deleted since the name cache was filled: refresh and retry the batch.
             for _, server, _ in per_message:
