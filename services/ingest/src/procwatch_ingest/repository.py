@@ -144,28 +144,27 @@ class IngestRepository:
         make = LockedProcess._make
         return {r[0]: make(r) for r in await cur.fetchall()}
 
-    async def insert_samples(self, rows: list[tuple], ids: list[int]) -> list[int | None]:
+    async def insert_samples(self, rows: list[tuple], ids: list[int], *, may_be_replay: bool = True
+                             ) -> list[int | None]:
         """Insert the batch; returns, per row, the new sample id or None when (process, time)
         existed already (a replay).
 
         rows: (watched_process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at),
         unique (process, time) within the batch; ids: one fresh id per row (`allocate_id_blocks`).
 
-        Fast path (every batch but replays): COPY straight into process_samples with the
-        given ids, inside a savepoint. A unique violation rolls the
-        savepoint back and the batch takes the slow path: COPY into the session's staging
-        table, INSERT .. SELECT .. ON CONFLICT DO NOTHING RETURNING.
+        Fast path: COPY straight into process_samples with the given ids. When the batch
+        `may_be_replay` (a redelivery), that COPY runs inside a savepoint, and a unique
+        violation rolls it back and takes the slow path: COPY into the session's staging
+        table, INSERT .. SELECT .. ON CONFLICT DO NOTHING RETURNING. Otherwise a unique
+        violation fails the transaction (the caller redelivers the batch as a replay).
         """
         async with self.conn.cursor(binary=True) as cur:
+            if not may_be_replay:
+                await self._copy_samples(cur, rows, ids)
+                return ids  # type: ignore[return-value]
             try:
                 async with self.conn.transaction():  # savepoint
-                    async with cur.copy(
-                        "copy process_samples (id, watched_process_id, count, cpu_pct, memory_pct,"
-                        " oldest_start_unix, recorded_at) from stdin (format binary)"
-                    ) as copy:
-                        copy.set_types(["int8", "int8", "int4", "float8", "float8", "int8", "timestamptz"])
-                        for sample_id, row in zip(ids, rows):
-                            await copy.write_row((sample_id, *row))
+                    await self._copy_samples(cur, rows, ids)
                 return ids  # type: ignore[return-value]
             except psycopg.errors.UniqueViolation:
                 pass
@@ -184,6 +183,16 @@ class IngestRepository:
             )
             inserted = {(pid, at): sid for sid, pid, at in await cur.fetchall()}
             return [inserted.get((row[0], row[5])) for row in rows]
+
+    @staticmethod
+    async def _copy_samples(cur, rows: list[tuple], ids: list[int]) -> None:
+        async with cur.copy(
+            "copy process_samples (id, watched_process_id, count, cpu_pct, memory_pct,"
+            " oldest_start_unix, recorded_at) from stdin (format binary)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "int4", "float8", "float8", "int8", "timestamptz"])
+            for sample_id, row in zip(ids, rows):
+                await copy.write_row((sample_id, *row))
 
     async def allocate_id_blocks(self, blocks: int) -> list[int]:
         """The first ids of `blocks` blocks of process_samples ids, each [v, v + procwatch_db.tables.SAMPLE_ID_BLOCK) ours alone."""

@@ -221,12 +221,16 @@ class IngestService:
 
     # --- storage ---------------------------------------------------------------
 
-    async def store(self, repo: IngestRepository, plan: Plan) -> BatchResult:
+    async def store(self, repo: IngestRepository, plan: Plan, *, may_be_replay: bool = True) -> BatchResult:
         """Write the batch (inside the caller's transaction) and build its events.
 
         Hot path (tens of thousands of samples/s): plain tuples, one COPY, one UPDATE
         from a staged COPY; the event JSON is encoded from procwatch_contracts.fast's
         mirror of SampleRecorded (tests validate it against the model).
+
+        `may_be_replay` False (no message of the batch was delivered before) skips the
+        replay-safe insert: a sample stored already then fails the transaction with
+        UniqueViolation, and the caller redelivers the batch, which takes that path.
         """
         dropped = plan.dropped
         phase = self.stats.phase_s
@@ -237,7 +241,8 @@ class IngestService:
         # not conflict with the FOR NO KEY UPDATE below).
         t1 = time.perf_counter()
         try:
-            ids = await repo.insert_samples(rows, await self.sample_ids.take(repo, len(rows))) if rows else []
+            ids = await repo.insert_samples(
+                rows, await self.sample_ids.take(repo, len(rows)), may_be_replay=may_be_replay) if rows else []
         except ForeignKeyViolation:
             # A process was deleted since the name cache was filled: refresh and retry the batch.
             for _, server, _ in per_message:
