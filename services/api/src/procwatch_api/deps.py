@@ -1,7 +1,7 @@
 """Request dependencies: the unit of work (one transaction per request) and the caller.
 
 The list and get routes of processes use neither: they authenticate in the same
-statement that reads (repository.Reads), from `caller_token_hash`."""
+statement that reads (repository.Reads), from `service.caller_token_hash`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from procwatch_api import service
-from procwatch_api.errors import BodyTooLarge, Unauthorized
+from procwatch_api.errors import BodyTooLarge
 from procwatch_api.repository import Repository
-from procwatch_domain.secrets import hash_secret
 
 
 async def unit_of_work(request: Request) -> AsyncIterator[Repository]:
@@ -38,17 +37,9 @@ async def unit_of_work(request: Request) -> AsyncIterator[Repository]:
 Repo = Annotated[Repository, Depends(unit_of_work, scope="function")]
 
 
-def caller_token_hash(request: Request) -> str:
-    """The hash of the request's bearer token (401 without one); the token itself goes no further."""
-    token = service.bearer_token(request.headers.get("authorization"))
-    if token is None:
-        raise Unauthorized()
-    return hash_secret(token)
-
-
 async def current_user(request: Request, repo: Repo) -> int:
     """The caller's user id: checked before anything else a route does, then rate-limited."""
-    token_hash = caller_token_hash(request)
+    token_hash = service.caller_token_hash(request.headers.get("authorization"))
     user_id = await service.authenticate(repo, token_hash)
     await request.app.state.rate_limiter.check(token_hash)
     return user_id

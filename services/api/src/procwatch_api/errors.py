@@ -137,10 +137,7 @@ def install_error_handlers(app: Any) -> None:
     from starlette.requests import Request
     from starlette.routing import Match
 
-    from procwatch_api.responses import json_response
-
-    def render(exc: ApiError):
-        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+    from procwatch_api.responses import error_response as render
 
     async def api_error(request: Request, exc: ApiError):
         return render(exc)
@@ -214,10 +211,9 @@ class UnexpectedErrorMiddleware:
             if _is_unavailable(exc) and not started:
                 log.warning("database unavailable", extra={"method": scope.get("method"), "path": scope.get("path"),
                                                            "error": type(exc).__name__})
-                from procwatch_api.responses import json_response
+                from procwatch_api.responses import error_response
 
-                err = ServiceUnavailable()
-                await json_response(err.body(), status=err.status, headers=err.headers)(scope, receive, send)
+                await error_response(ServiceUnavailable())(scope, receive, send)
                 return
             log.error(
                 "unhandled error", exc_info=exc,
@@ -225,7 +221,6 @@ class UnexpectedErrorMiddleware:
             )
             if started:
                 raise
-            from procwatch_api.responses import json_response
+            from procwatch_api.responses import error_response
 
-            err = InternalError()
-            await json_response(err.body(), status=err.status)(scope, receive, send)
+            await error_response(InternalError())(scope, receive, send)

@@ -32,7 +32,11 @@ SERVER_COLUMNS = "id, hostname, last_agent_version, created_at"
 NEXT_EVENT_ID = "nextval(pg_get_serial_sequence('outbox_events', 'id')) as event_id"
 DUPLICATE_NAME_CONSTRAINT = "uq_watched_processes_server_name"
 _PROCESS_NAMES = tuple(c.strip() for c in PROCESS_COLUMNS.split(","))
-_WP_COLUMNS = ", ".join(f"wp.{c}" for c in _PROCESS_NAMES)
+# The hot reads return the process's timestamps as naive UTC, like SampleRow's recorded_at:
+# service.json_time hands those to orjson (no Python formatting; an aware value costs most).
+_PROCESS_TIMES = ("last_sample_at", "created_at", "updated_at")
+_WP_COLUMNS = ", ".join(f"wp.{c} at time zone 'UTC' as {c}" if c in _PROCESS_TIMES else f"wp.{c}"
+                        for c in _PROCESS_NAMES)
 # A SampleRow: these columns in this order, recorded_at as a naive datetime in UTC (decoding and
 # formatting a naive timestamp costs a fraction of an aware one, 100 times per get).
 SAMPLE_NAMES = ("id", "watched_process_id", "count", "cpu_pct", "memory_pct", "oldest_start_unix", "recorded_at")

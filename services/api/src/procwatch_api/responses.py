@@ -1,4 +1,4 @@
-"""JSON responses rendered with orjson (the API's one serializer)."""
+"""JSON responses rendered with orjson (the API's one serializer), errors included."""
 
 from __future__ import annotations
 
@@ -7,6 +7,18 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from procwatch_api.errors import ApiError
+
+
+# Naive datetimes are UTC and end in "Z": what service.json_time hands over renders like iso().
+JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, headers=headers, media_type="application/json")
+    return Response(orjson.dumps(data, option=JSON_OPTIONS), status_code=status, headers=headers,
+                    media_type="application/json")
+
+
+def error_response(exc: ApiError) -> Response:
+    """The one rendering of an error: `{"error": code, "message": text, ...}` with its status and headers."""
+    return json_response(exc.body(), status=exc.status, headers=exc.headers)

@@ -3,11 +3,13 @@ malformed id answers like a missing one (404), after authentication."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from procwatch_api import service
-from procwatch_api.deps import Repo, UserId, caller_token_hash, json_object
+from procwatch_api.deps import Repo, UserId, json_object
 from procwatch_api.responses import json_response
 from procwatch_api.schemas import (
     AlertPage,
@@ -60,12 +62,27 @@ async def delete_server(server_id: str, repo: Repo, user_id: UserId) -> Response
 # --- processes --------------------------------------------------------------
 
 
+# The list and get routes are the hot reads: app.ProcwatchApi answers them straight from the ASGI
+# scope with `list_processes_of` / `get_process_of` (no dependency resolution, parameter parsing
+# or response_model handling per request). The FastAPI routes declare them for /openapi.json and
+# answer the same way if ever reached (e.g. under a root_path).
+
+
+async def list_processes_of(state: Any, authorization: str | None, server_id: str) -> Response:
+    token_hash = service.caller_token_hash(authorization)
+    return json_response(await service.list_processes(state.reads, state.rate_limiter, token_hash, server_id))
+
+
+async def get_process_of(state: Any, authorization: str | None, server_id: str, process_id: str) -> Response:
+    token_hash = service.caller_token_hash(authorization)
+    return json_response(await service.get_process(
+        state.reads, state.rate_limiter, state.restart_windows, token_hash, server_id, process_id
+    ))
+
+
 @router.get(PROCESSES, response_model=ProcessList, responses=errors(404), tags=["processes"])
 async def list_processes(server_id: str, request: Request) -> Response:
-    state = request.app.state
-    return json_response(
-        await service.list_processes(state.reads, state.rate_limiter, caller_token_hash(request), server_id)
-    )
+    return await list_processes_of(request.app.state, request.headers.get("authorization"), server_id)
 
 
 @router.post(PROCESSES, status_code=201, response_model=ProcessOne, responses=errors(400, 402, 404, 409, 413),
@@ -77,10 +94,7 @@ async def create_process(server_id: str, request: Request, repo: Repo, user_id: 
 
 @router.get(PROCESS, response_model=ProcessDetail, responses=errors(404), tags=["processes"])
 async def get_process(server_id: str, process_id: str, request: Request) -> Response:
-    state = request.app.state
-    return json_response(await service.get_process(
-        state.reads, state.rate_limiter, state.restart_windows, caller_token_hash(request), server_id, process_id
-    ))
+    return await get_process_of(request.app.state, request.headers.get("authorization"), server_id, process_id)
 
 
 @router.put(PROCESS, response_model=ProcessOne, responses=errors(400, 404, 409, 413),

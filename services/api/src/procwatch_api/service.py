@@ -47,7 +47,7 @@ _BOOL_FIELDS = ("enabled", "alert_on_down", "alert_on_restart", "alert_on_cpu", 
 
 def iso(value: datetime | None) -> str | None:
     """A naive value is UTC already (the hot read SQL converts `at time zone 'UTC'`)."""
-    # On every sample of a get: isoformat() and identity checks are much cheaper than strftime.
+    # isoformat() and identity checks are much cheaper than strftime.
     if value is None:
         return None
     if value.tzinfo is None:
@@ -59,6 +59,16 @@ def iso(value: datetime | None) -> str | None:
     if value.microsecond:
         text = text.rstrip("0")
     return text + "Z"
+
+
+def json_time(value: datetime | None) -> datetime | str | None:
+    """A timestamp for a response body: iso()'s text, or the naive (UTC) datetime itself where the
+    renderer writes exactly that text (responses.JSON_OPTIONS: "Z", and six fraction digits when
+    nonzero, so only when there are no trailing zeros to strip). orjson formats a datetime in C at
+    a fraction of iso()'s cost, which counts on the hot reads (up to 130 timestamps a request)."""
+    if value is not None and value.tzinfo is None and (value.microsecond % 10 or not value.microsecond):
+        return value
+    return iso(value)
 
 
 def num(value: float | int | None) -> float | int | None:
@@ -79,28 +89,31 @@ def present_process(row: dict[str, Any]) -> dict[str, Any]:
         "last_count": row["last_count"],
         "last_cpu_pct": num(row["last_cpu_pct"]),
         "last_memory_pct": num(row["last_memory_pct"]),
-        "last_sample_at": iso(row["last_sample_at"]),
+        "last_sample_at": json_time(row["last_sample_at"]),
         "alerted_state": row["alerted_state"],
         "status": process_status(
             enabled=row["enabled"], last_sample_at=row["last_sample_at"],
             last_count=row["last_count"], alerted_state=row["alerted_state"],
         ),
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
+        "created_at": json_time(row["created_at"]),
+        "updated_at": json_time(row["updated_at"]),
     }
 
 
-def present_sample(row: SampleRow) -> dict[str, Any]:
-    sample_id, process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at = row
-    return {
-        "id": sample_id,
-        "watched_process_id": process_id,
-        "count": count,
-        "cpu_pct": num(cpu_pct),
-        "memory_pct": num(memory_pct),
-        "oldest_start_unix": oldest_start_unix,
-        "recorded_at": iso(recorded_at),
-    }
+def present_samples(rows: list[SampleRow]) -> list[dict[str, Any]]:
+    """The samples of a get, 100 a request: unrolled. Both float columns are NOT NULL."""
+    return [
+        {
+            "id": sample_id,
+            "watched_process_id": process_id,
+            "count": count,
+            "cpu_pct": num(cpu_pct) if cpu_pct.is_integer() else cpu_pct,
+            "memory_pct": num(memory_pct) if memory_pct.is_integer() else memory_pct,
+            "oldest_start_unix": oldest_start_unix,
+            "recorded_at": json_time(recorded_at),
+        }
+        for sample_id, process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at in rows
+    ]
 
 
 def present_server(row: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +121,7 @@ def present_server(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "hostname": row["hostname"],
         "last_agent_version": row["last_agent_version"],
-        "created_at": iso(row["created_at"]),
+        "created_at": json_time(row["created_at"]),
     }
 
 
@@ -119,8 +132,8 @@ def present_alert(row: dict[str, Any]) -> dict[str, Any]:
         "state": row["state"],
         "value": num(row["value"]),
         "threshold": num(row["threshold"]),
-        "started_at": iso(row["started_at"]),
-        "resolved_at": iso(row["resolved_at"]),
+        "started_at": json_time(row["started_at"]),
+        "resolved_at": json_time(row["resolved_at"]),
         "resolve_reason": row["resolve_reason"],
     }
 
@@ -225,6 +238,14 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         return None
     return token
+
+
+def caller_token_hash(authorization: str | None) -> str:
+    """The hash of the request's bearer token (401 without one); the token itself goes no further."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthorized()
+    return hash_secret(token)
 
 
 async def authenticate(repo: Repository, token_hash: str) -> int:
@@ -356,7 +377,7 @@ async def get_process(
         )
     return {
         "process": present_process(row),
-        "samples": [present_sample(s) for s in samples],
+        "samples": present_samples(samples),
         "samples_total": row["samples_total"],
         "recent_restarts": restarts,
     }
