@@ -261,26 +261,19 @@ ANALYSIS = {
     ],
     "api": [
         "With 32 connections in a closed loop, mean latency = 32 / throughput (Little's law): p99 ≤ 25 ms "
-        "needs ≥ 1,280 req/s, so the two API targets are one target. On this machine the API process is "
-        "not the only thing short of CPU: PostgreSQL, Redis and the load generator run on the same 2 cores "
-        "(plus other people's jobs, see the load averages), and the API spends its time in FastAPI / "
-        "SQLAlchemy / psycopg per-query overhead (≈ 7 round trips per request: pool pre-ping, BEGIN, token, owner+process, "
-        "newest 100, restart window, COMMIT, plus the Redis rate-limit call), not in any one query. "
-        "Optimizations made: the restart window query returns only the changes of oldest_start_unix "
-        "(window function in SQL; the rule stays in procwatch_domain.restarts and a property test shows the "
-        "count is unchanged): before it, Python fetched and scanned 8,640 rows per request and the "
-        "get of a process with a day of 10 s samples ran at 34 req/s vs 114 req/s after (one py-spy-profiled "
-        "run each, 250,000-sample seed); now the 1,000 vs 2,000,000-sample p99 ratio is ≈ 1.0–1.5; `samples_total` is the counter column (no count); "
-        "the newest 100 come from a backward scan of the unique index per partition (plans below); "
-        "`PROCWATCH_API_WORKERS` runs uvicorn with N worker processes.",
-        "Not done: the 2,000,000-sample get still reads a day of samples (8,640 rows) in PostgreSQL vs 1,000 "
-        "for the young process, hence its lower req/s; an index `(watched_process_id, recorded_at) INCLUDE "
-        "(oldest_start_unix)` (migration 0004) would make that an index-only scan at a cost to ingest's "
-        "writes, and a per-process restart log written by ingest would make it O(restarts). Since "
-        "partitioning (0003) the newest-100 query merges a backward index scan of every daily partition "
-        "(most of them empty future days: 2 buffers each). Per-request overhead would shrink with fewer "
-        "round trips (one query for auth + owner + process, no pool pre-ping) or a raw psycopg pool instead "
-        "of SQLAlchemy's async adapter. Per-run figures vary by 2× with the machine's outside load.",
+        "needs well over 1,280 req/s. The API, PostgreSQL, Redis and wrk share the 2 cores.",
+        "What changed this round (each step measured with this bench; docs/decisions.md \"API read path under "
+        "load\"): the list and get routes are one SQL statement each (token → user, ownership and rows "
+        "together) on a psycopg pool in autocommit with generic plans, instead of ≈ 7 SQLAlchemy round trips; "
+        "`recent_restarts` comes from per-process cached runs brought up to date from the newest 100 samples "
+        "the statement returns anyway (so the 2,000,000-sample process costs what the 1,000-sample one does); "
+        "the rate limit is counted locally and flushed to Redis every 0.25 s; the two routes are answered "
+        "before FastAPI's per-request machinery (same functions, same bytes: a test compares both paths); "
+        "samples and timestamps are rendered in one pass with orjson.",
+        "Left: on the get route psycopg's async execute / wait / fetch is ≈ 55 % of request handling (a "
+        "faster driver for the read pool, e.g. asyncpg, is the next lever); with 2 workers the kernel splits "
+        "wrk's 32 connections unevenly between the workers sharing one socket (seen 32/0 to 17/15), which "
+        "drives the 2-worker p99; one SO_REUSEPORT socket per worker would need our own supervisor.",
     ],
 }
 
