@@ -1,4 +1,4 @@
-"""GET of the list and get routes is answered before FastAPI's stack (app.ProcwatchApi); FastAPI's own
+"""GET of the list and get routes is answered before FastAPI's stack (routes.ProcwatchApi); FastAPI's own
 routes still answer it under a root_path. Both must give the same answer, byte for byte, in every case."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from procwatch_api.responses import JSON_OPTIONS, json_response
+from procwatch_api.responses import json_response
 from procwatch_api.service import iso, json_time, num, present_process, present_samples
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
 from contextlib import asynccontextmanager, suppress
 
 import nats
@@ -15,10 +14,9 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from procwatch_api import health, routes
-from procwatch_api.errors import ApiError, UnexpectedErrorMiddleware, install_error_handlers
+from procwatch_api.errors import install_error_handlers
 from procwatch_api.ratelimit import RateLimiter, redis_client
 from procwatch_api.repository import Reads
-from procwatch_api.responses import error_response
 from procwatch_api.restart_window import RestartWindows
 from procwatch_api.schemas import REQUEST_MODELS, Error
 from procwatch_api.settings import ApiSettings
@@ -72,46 +70,6 @@ async def _configure_read_connection(conn) -> None:
     conn.prepare_threshold = 0
 
 
-# The two hot GET routes, matched like Starlette's `{param}` (anything but "/") on the decoded path.
-_HOT_READ = re.compile(r"/servers/(?P<server_id>[^/]+)/processes(?:/(?P<process_id>[^/]+))?")
-
-
-class ProcwatchApi(FastAPI):
-    """FastAPI, except that GET of the list and get routes of processes is answered before its
-    middleware stack and router: those two carry the read load, and FastAPI's per-request work
-    (middleware layers, dependency resolution, parameter parsing) was ~30 % of their CPU. They
-    keep every behaviour: the same functions answer (routes.*_of), ApiError renders through the
-    one error_response, anything else through UnexpectedErrorMiddleware (503 when PostgreSQL is
-    down, else 500), and the FastAPI routes still document them in /openapi.json."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._hot_reads = UnexpectedErrorMiddleware(self._answer_hot_read)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not self.root_path \
-                and not scope.get("root_path"):
-            match = _HOT_READ.fullmatch(scope["path"])
-            if match is not None:
-                scope["path_params"] = match.groupdict()
-                await self._hot_reads(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-    async def _answer_hot_read(self, scope, receive, send) -> None:
-        params = scope["path_params"]
-        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-        try:
-            if params["process_id"] is None:
-                response = await routes.list_processes_of(self.state, authorization, params["server_id"])
-            else:
-                response = await routes.get_process_of(self.state, authorization, params["server_id"],
-                                                       params["process_id"])
-        except ApiError as exc:
-            response = error_response(exc)
-        await response(scope, receive, send)
-
-
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
 
@@ -160,7 +118,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             await state.engine.dispose()
             await state.reads.pool.close()
 
-    app = ProcwatchApi(
+    app = routes.ProcwatchApi(
         title="procwatch API",
         version="1.0.0",
         description="Watched processes per server. Every route except /healthz and /readyz needs "

@@ -10,7 +10,6 @@ import psycopg
 from psycopg import AsyncConnection
 
 
-
 @dataclass(frozen=True, slots=True)
 class ServerRow:
     id: int
