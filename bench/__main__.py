@@ -270,10 +270,18 @@ ANALYSIS = {
         "the rate limit is counted locally and flushed to Redis every 0.25 s; the two routes are answered "
         "before FastAPI's per-request machinery (same functions, same bytes: a test compares both paths); "
         "samples and timestamps are rendered in one pass with orjson.",
-        "Left: on the get route psycopg's async execute / wait / fetch is ≈ 55 % of request handling (a "
-        "faster driver for the read pool, e.g. asyncpg, is the next lever); with 2 workers the kernel splits "
-        "wrk's 32 connections unevenly between the workers sharing one socket (seen 32/0 to 17/15), which "
-        "drives the 2-worker p99; one SO_REUSEPORT socket per worker would need our own supervisor.",
+        "Round 3: the get statement returns one row, the newest samples as one array per column (a row per "
+        "sample had carried the process's columns as NULL), and looks for them in the restart window's "
+        "partitions first (pruned when the executor starts), reading every partition only when the window "
+        "holds fewer samples than the process has; the seed now creates the 90 daily partitions the longest "
+        "plan retention keeps, as production has them (with ~100 partitions and no bound the get statement "
+        "cost PostgreSQL ~6x the CPU); the hot path sends its response without the send-tracking wrapper; "
+        "the embedded PostgreSQL is reached over its Unix socket (~10 % less CPU per query on both sides "
+        "than loopback TCP); with 2 workers each listens on its own SO_REUSEPORT socket (even split of "
+        "connections; docs/decisions.md \"API worker processes\").",
+        "Left: with 2 workers the API, PostgreSQL and wrk oversubscribe the 2 cores and the p99 roughly "
+        "doubles against 1 worker at about the same throughput: on this machine 1 worker is the "
+        "configuration to run; asyncpg for the read pool was measured and rejected (no CPU saved).",
     ],
 }
 

@@ -4,7 +4,9 @@
 
 Seeds a fresh database with 1,000 servers x 10 watched processes and >= 5 million
 samples (generated in SQL by `generate_series`; one process with 2,000,000 samples,
-one with 1,000, ~300 for every other), runs the API as a real `procwatch api`
+one with 1,000, ~300 for every other; sample g is taken g x 10 s ago, into the daily
+partitions of the longest plan retention, 90 days, created first as in production, and
+the default partition beyond), runs the API as a real `procwatch api`
 subprocess (uvicorn, uvloop, httptools) and drives it from another process: `wrk` (C, one
 thread, bench/api_wrk.lua) when it is on PATH, else bench/loadgen.py (Python, so it takes
 CPU the API needs on a small machine); 32 keep-alive connections, closed loop, fixed
@@ -40,7 +42,7 @@ import psycopg
 from bench.common import Servers, create_database, latency_summary, loadavg_1m, service, wait_until
 from bench.loadgen import LoadResult, run_in_subprocess
 from procwatch.embedded import free_port
-from procwatch_db import accounts
+from procwatch_db import accounts, partitions
 from procwatch_db.urls import libpq_url
 
 SERVERS = 1_000
@@ -82,6 +84,10 @@ def seed(server_url: str, *, servers: int = SERVERS, big: int = BIG_SAMPLES, sma
             " order by s.id, j", (PROCESSES_PER_SERVER - 1,))
         pids = conn.execute("select id, server_id from watched_processes order by id").fetchall()
         (big_pid, big_sid), (small_pid, small_sid) = pids[0], pids[1]
+        conn.commit()
+        # The daily partitions a fleet on the longest plan retention keeps (90 days back, 7 ahead), as in
+        # production: the get route's cost depends on how many partitions the statement can touch.
+        partitions.ensure_partitions(conn, datetime.now(UTC).date(), back_days=partitions.max_retention_days(conn))
         conn.commit()
         # Bulk load: no per-row FK trigger (the ids come from the table just written).
         conn.execute("set session_replication_role = replica")
@@ -127,7 +133,7 @@ def explain(url: str, process_id: int) -> dict[str, str]:
             " where p.id = %s limit 1", (process_id,)).fetchone()
         queries = {
             "get_process (auth + owner + process + newest 100)":
-                (GET_PROCESS_SQL, {"h": token_hash, "sid": server_id, "pid": process_id, "n": 100}),
+                (GET_PROCESS_SQL, {"h": token_hash, "sid": server_id, "pid": process_id, "n": 100, "since": since}),
             "restart_runs_24h (only when the restart window is not cached)":
                 (RESTART_RUNS_SQL, {"pid": process_id, "since": since}),
         }

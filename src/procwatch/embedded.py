@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from urllib.parse import quote
 from pathlib import Path
 
 log = logging.getLogger("procwatch.embedded")
@@ -144,6 +145,9 @@ class EmbeddedServer:
             self.proc.wait()
 
 
+UNIX_PATH_MAX = 108  # sun_path, NUL included
+
+
 @dataclass
 class EmbeddedPostgres(EmbeddedServer):
     name: str = "postgres"
@@ -239,7 +243,16 @@ class EmbeddedPostgres(EmbeddedServer):
 
     @property
     def url(self) -> str:
+        """The services' URL: the Unix socket in the data directory when its path fits the kernel's
+        limit (108 bytes), else TCP. Everything here runs on this machine, and a query over the socket
+        costs both sides ~10 % less CPU than over loopback TCP (docs/decisions.md)."""
+        if len(str(self.socket_path)) < UNIX_PATH_MAX:
+            return f"postgresql://postgres@/{self.database}?host={quote(str(self.data_dir.resolve()), safe='/')}&port={self.port}"
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir.resolve() / f".s.PGSQL.{self.port}"
 
 
 @dataclass

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from redis import asyncio as aioredis
 
 from procwatch_api.ratelimit import RateLimiter
+from procwatch_api.repository import GET_PROCESS_SQL
+from procwatch_db import partitions
+from procwatch_db.urls import libpq_url
 from procwatch_api.errors import RateLimited
 from procwatch_domain.secrets import hash_secret
 from tests.integration.api.conftest import api_settings, closed_port_url, insert_samples, running_api, sql, utc
@@ -128,3 +133,54 @@ async def test_concurrent_requests_during_a_flush_are_counted(redis_url):
     finally:
         await redis.aclose()
     assert codes.count(200) == 50 or (codes.count(200) > 50 and codes.count(429) > 0), codes
+
+
+async def test_the_newest_samples_come_newest_first_across_day_partitions(client, database_url, user, server):
+    """The get statement aggregates the sorted subquery into arrays: the order must survive the merge of
+    several daily partitions (and the default one), whatever order the rows were written in."""
+    pid = make_process(database_url, server, "spread")
+    minutes_ago = [m * 17.3 for m in range(160)]  # ~46 h: today, yesterday and the day before (UTC days)
+    shuffled = sorted(minutes_ago, key=lambda m: (m * 7919) % 160)
+    insert_samples(database_url, pid, [(utc(m), 1, int(m * 100)) for m in shuffled])
+    r = await client.get(f"/servers/{server.id}/processes/{pid}", headers=user.headers)
+    assert r.status_code == 200, r.text
+    samples = r.json()["samples"]
+    assert [s["oldest_start_unix"] for s in samples] == [int(m * 100) for m in minutes_ago[:100]]
+    times = [s["recorded_at"] for s in samples]
+    assert times == sorted(times, reverse=True) and len(set(times)) == 100
+
+
+async def test_samples_older_than_the_restart_window_are_still_the_newest_shown(client, database_url, user, server):
+    """The get statement looks among the last 24 h first; a process quiet since then still shows its newest
+    samples (read across every partition), and one with enough recent samples is not read twice."""
+    pid = make_process(database_url, server, "quiet")
+    insert_samples(database_url, pid, [(utc(60 * 24 * d), 1, d) for d in (5, 3, 2)] + [(utc(1), 1, 0)])
+    r = await client.get(f"/servers/{server.id}/processes/{pid}", headers=user.headers)
+    assert r.status_code == 200, r.text
+    assert [s["oldest_start_unix"] for s in r.json()["samples"]] == [0, 2, 3, 5]
+    assert r.json()["samples_total"] == 4
+
+
+def test_the_get_statement_opens_only_the_partitions_of_the_window(database_url):
+    """With 90 days of daily partitions (the longest plan retention), the generic plan of the get statement
+    prunes the days before `since` when the executor starts: it scans today's and yesterday's partitions,
+    plus the days ahead and the default one, not all ~100."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True,
+                         options="-c TimeZone=UTC -c plan_cache_mode=force_generic_plan") as conn:
+        today = datetime.now(UTC).date()
+        partitions.ensure_partitions(conn, today, back_days=90)
+        since = (datetime.now(UTC) - timedelta(hours=24)).replace(tzinfo=None)
+        params = {"h": "x", "sid": 1, "pid": 1, "n": 100, "since": since}
+        conn.execute(GET_PROCESS_SQL, params, prepare=True)
+        plan = conn.execute("explain (format json) " + GET_PROCESS_SQL, params, prepare=True).fetchone()[0][0]["Plan"]
+        scanned = {node["Relation Name"] for node in _nodes(plan) if node.get("Relation Name", "").startswith("process_samples")}
+    yesterday = partitions.partition_name(today - timedelta(days=1))
+    assert partitions.partition_name(today) in scanned and yesterday in scanned
+    assert partitions.partition_name(today - timedelta(days=3)) not in scanned
+    assert len(scanned) <= 11, sorted(scanned)
+
+
+def _nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)

@@ -85,8 +85,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # statement prepared on first use and planned once (a custom plan of the get route's
         # statement re-plans over every sample partition: ~0.8 ms of PostgreSQL CPU per request).
         state.reads = Reads(AsyncConnectionPool(
-            libpq_url(settings.database_url), min_size=1, max_size=settings.db_pool_size, open=False,
-            timeout=READ_POOL_TIMEOUT_S, name="procwatch-api-reads", configure=_configure_read_connection,
+            libpq_url(settings.database_url), min_size=1, max_size=settings.read_pool_size_per_worker,
+            open=False, timeout=READ_POOL_TIMEOUT_S, name="procwatch-api-reads", configure=_configure_read_connection,
             kwargs={"autocommit": True, "connect_timeout": READ_CONNECT_TIMEOUT_S,
                     "options": "-c TimeZone=UTC -c plan_cache_mode=force_generic_plan"},
         ))
@@ -156,19 +156,23 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
+    import signal
+    import sys
+
     import uvicorn
 
+    from procwatch_api.workers import exit_cleanly_on_signals, serve_workers
     from procwatch_runtime.logs import configure_logging
 
     settings = ApiSettings()
     configure_logging(settings.log_level)
-    common = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", log_config=None,
-                  lifespan="on", access_log=False)
+    common = dict(loop="uvloop", http="httptools", log_config=None, lifespan="on", access_log=False)
     if settings.workers > 1:
-        # Each worker process builds its app (and reads its settings) itself.
-        uvicorn.run("procwatch_api.app:create_app", factory=True, workers=settings.workers, **common)
-    else:
-        uvicorn.run(create_app(settings), **common)
+        # One SO_REUSEPORT socket per worker process (procwatch_api.workers: why); each builds its app itself.
+        sys.exit(serve_workers(settings, common))
+    # Containers are stopped with SIGTERM: exit 0, not by uvicorn's re-raised signal (-15).
+    exit_cleanly_on_signals(signal.SIGTERM)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **common)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,16 @@ def _leaf_routes(routes: Any) -> Any:
             yield route
 
 
+def unexpected_error(exc: Exception, scope: dict[str, Any]) -> ApiError:
+    """What answers an exception no handler took, logged: 503 when PostgreSQL is unreachable, else 500."""
+    context = {"method": scope.get("method"), "path": scope.get("path"), "error": type(exc).__name__}
+    if _is_unavailable(exc):
+        log.warning("database unavailable", extra=context)
+        return ServiceUnavailable()
+    log.error("unhandled error", exc_info=exc, extra=context)
+    return InternalError()
+
+
 class UnexpectedErrorMiddleware:
     """Any exception no handler took -> logged, and 500 `{"error": "internal_error"}`.
 
@@ -208,19 +218,9 @@ class UnexpectedErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            if _is_unavailable(exc) and not started:
-                log.warning("database unavailable", extra={"method": scope.get("method"), "path": scope.get("path"),
-                                                           "error": type(exc).__name__})
-                from procwatch_api.responses import error_response
-
-                await error_response(ServiceUnavailable())(scope, receive, send)
-                return
-            log.error(
-                "unhandled error", exc_info=exc,
-                extra={"method": scope.get("method"), "path": scope.get("path"), "error": type(exc).__name__},
-            )
+            error = unexpected_error(exc, scope)
             if started:
                 raise
             from procwatch_api.responses import error_response
 
-            await error_response(InternalError())(scope, receive, send)
+            await error_response(error)(scope, receive, send)

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from procwatch_api import service
 from procwatch_api.deps import Repo, UserId, json_object
-from procwatch_api.errors import ApiError, UnexpectedErrorMiddleware
+from procwatch_api.errors import ApiError, unexpected_error
 from procwatch_api.responses import error_response, json_response
 from procwatch_api.schemas import (
     AlertPage,
@@ -132,32 +132,29 @@ class ProcwatchApi(FastAPI):
     middleware stack and router: those two carry the read load, and FastAPI's per-request work
     (middleware layers, dependency resolution, parameter parsing) was ~30 % of their CPU. They
     keep every behaviour: the same functions answer (`*_of` above), ApiError renders through the
-    one error_response, anything else through UnexpectedErrorMiddleware (503 when PostgreSQL is
+    one error_response, anything else as errors.unexpected_error decides (503 when PostgreSQL is
     down, else 500), and the FastAPI routes still document them in /openapi.json."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._hot_reads = UnexpectedErrorMiddleware(self._answer_hot_read)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not self.root_path \
                 and not scope.get("root_path"):
             match = _HOT_READ.fullmatch(scope["path"])
             if match is not None:
-                scope["path_params"] = match.groupdict()
-                await self._hot_reads(scope, receive, send)
+                await self._answer_hot_read(scope, send, match["server_id"], match["process_id"])
                 return
         await super().__call__(scope, receive, send)
 
-    async def _answer_hot_read(self, scope, receive, send) -> None:
-        params = scope["path_params"]
+    async def _answer_hot_read(self, scope, send, server_id: str, process_id: str | None) -> None:
         authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+        # The response is built before anything is sent, so every failure can still be answered.
         try:
-            if params["process_id"] is None:
-                response = await list_processes_of(self.state, authorization, params["server_id"])
+            if process_id is None:
+                response = await list_processes_of(self.state, authorization, server_id)
             else:
-                response = await get_process_of(self.state, authorization, params["server_id"],
-                                                params["process_id"])
+                response = await get_process_of(self.state, authorization, server_id, process_id)
         except ApiError as exc:
             response = error_response(exc)
-        await response(scope, receive, send)
+        except Exception as exc:
+            response = error_response(unexpected_error(exc, scope))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})

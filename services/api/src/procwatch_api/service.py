@@ -357,8 +357,10 @@ async def get_process(
     raw_process_id: str, *, now: datetime | None = None,
 ) -> dict[str, Any]:
     server_id = parse_id(raw_server_id)
+    # Naive UTC, like the samples' recorded_at. The newest samples are looked for in the restart window first.
+    since = ((now or datetime.now(UTC)) - RESTART_WINDOW).astimezone(UTC).replace(tzinfo=None)
     found = await reads.process_with_newest_samples(
-        token_hash, server_id or 0, parse_id(raw_process_id) or 0, SAMPLES_SHOWN
+        token_hash, server_id or 0, parse_id(raw_process_id) or 0, SAMPLES_SHOWN, since
     )
     _authenticated(found.user_id)
     await limiter.check(token_hash)
@@ -368,8 +370,6 @@ async def get_process(
     if row is None:
         raise NotFound("watched process not found")
     samples = found.samples
-    # Naive UTC, like the samples' recorded_at.
-    since = ((now or datetime.now(UTC)) - RESTART_WINDOW).astimezone(UTC).replace(tzinfo=None)
     restarts = restart_windows.count(row["id"], row["samples_total"], [(s[6], s[5]) for s in samples], since)
     if restarts is None:
         restarts = restart_windows.store(
