@@ -248,6 +248,13 @@ ANALYSIS = {
         "of 1,000 (migration 0004) and handed out across batches; tuples instead of dataclasses for the "
         "thousands of per-batch rows; no replay savepoint for batches of first deliveries. Left: the NATS "
         "client's per-message cost (≈ 25 %), which only a different client or fewer, larger events would cut.",
+        "The ratio depends on the host more than on the tree: the same service measured 80 % of a ≈ 60k "
+        "rows/s ceiling on an Intel Xeon host (2026-11-28 11:52) and 50–58 % of a 92–125k rows/s ceiling on "
+        "an AMD EPYC host (same day, 13:57): PostgreSQL's COPY gains more from the faster host than the "
+        "Python service does. On that host 2 ingest replicas (44–47k, the cores are shared with PostgreSQL) "
+        "and 3 batches in flight (55–60k) did not help. Since 13:53 the load generator publishes with core "
+        "NATS (one flush per tick) instead of awaiting a PubAck per message, which had taken CPU the service "
+        "and PostgreSQL need (docs/decisions.md).",
     ],
     "alert": [
         "What brought p99 down (was 292–411 ms at 10,000 samples/s): natural batching in the shared pull loop "
@@ -279,9 +286,10 @@ ANALYSIS = {
         "the embedded PostgreSQL is reached over its Unix socket (~10 % less CPU per query on both sides "
         "than loopback TCP); with 2 workers each listens on its own SO_REUSEPORT socket (even split of "
         "connections; docs/decisions.md \"API worker processes\").",
-        "Left: with 2 workers the API, PostgreSQL and wrk oversubscribe the 2 cores and the p99 roughly "
-        "doubles against 1 worker at about the same throughput: on this machine 1 worker is the "
-        "configuration to run; asyncpg for the read pool was measured and rejected (no CPU saved).",
+        "The read pool holds 4 connections in total over the workers (`PROCWATCH_API_READ_POOL_SIZE`): with "
+        "10 per worker, more statements ran at once on PostgreSQL's cores and contended, and 2 workers had "
+        "twice the 1-worker p99 (29–52 ms). Left: the 2 cores bound both configurations (2 workers add "
+        "≈ 10–15 % req/s); asyncpg for the read pool was measured and rejected (no CPU saved).",
     ],
 }
 
