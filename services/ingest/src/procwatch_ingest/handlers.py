@@ -25,7 +25,7 @@ from procwatch_contracts.messages import WatchListReply
 from procwatch_ingest import inbound
 from procwatch_ingest.inbound import Rejected
 from procwatch_ingest.repository import IngestRepository
-from procwatch_ingest.service import Incoming, IngestService
+from procwatch_ingest.service import Incoming, IngestService, LockOrder, LockTurn
 
 log = logging.getLogger("procwatch.ingest")
 
@@ -63,6 +63,8 @@ class SampleBatchHandler:
         # Batches may overlap (parse/COPY of one while another commits), but commit + publish
         # happen one batch at a time, so events leave in commit order.
         self._commit_publish = asyncio.Lock()
+        # ... and take their row locks in the order they were pulled (service.LockOrder: why).
+        self._lock_order = LockOrder()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -87,6 +89,14 @@ class SampleBatchHandler:
                 self._idle.set()
 
     async def _handle(self, batch: list[Msg]) -> None:
+        # Taken before the first await: batches get their turns in the order they were pulled.
+        lock_turn = self._lock_order.turn()
+        try:
+            await self._handle_in_turn(batch, lock_turn)
+        finally:
+            lock_turn.release()
+
+    async def _handle_in_turn(self, batch: list[Msg], lock_turn: LockTurn) -> None:
         stats = self.stats
         stats.batches += 1
         stats.messages += len(batch)
@@ -103,7 +113,8 @@ class SampleBatchHandler:
                     async with conn.transaction():
                         repo = IngestRepository(conn)
                         plan = await self.service.prepare(repo, checked)
-                        result = await self.service.store(repo, plan, may_be_replay=may_be_replay)
+                        result = await self.service.store(repo, plan, may_be_replay=may_be_replay,
+                                                          lock_turn=lock_turn)
                         t2 = time.perf_counter()
                         await self._commit_publish.acquire()  # leaving the block commits
                         ordered = True

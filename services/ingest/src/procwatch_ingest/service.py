@@ -7,6 +7,7 @@ publishes `BatchResult.events` and acks. Nothing here commits or publishes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -39,6 +40,37 @@ _MISS = object()
 
 # An accepted message as screening left it: the fast decoder's view, or the pydantic model.
 Sample = AgentSampleView | AgentSample
+
+
+class LockTurn:
+    """One batch's place in `LockOrder`: wait for the batch before it to hold its row locks, then
+    let the next one go (`release`, also when the batch fails before locking)."""
+
+    def __init__(self, previous: asyncio.Future | None, mine: asyncio.Future) -> None:
+        self._previous, self._mine = previous, mine
+
+    async def wait(self) -> None:
+        if self._previous is not None:
+            await asyncio.shield(self._previous)
+
+    def release(self) -> None:
+        if not self._mine.done():
+            self._mine.set_result(None)
+
+
+class LockOrder:
+    """Batches handled concurrently take their watched_processes row locks in the order they were
+    pulled. Otherwise a later batch could lock (and commit) first, and the earlier batch's samples
+    of the same processes would then be older than `last_sample_at`: stored, but never evaluated
+    for alerts (a down that lasted one tick would go unseen while ingest catches up)."""
+
+    def __init__(self) -> None:
+        self._last: asyncio.Future | None = None
+
+    def turn(self) -> LockTurn:
+        mine = asyncio.get_running_loop().create_future()
+        previous, self._last = self._last, mine
+        return LockTurn(previous, mine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +253,8 @@ class IngestService:
 
     # --- storage ---------------------------------------------------------------
 
-    async def store(self, repo: IngestRepository, plan: Plan, *, may_be_replay: bool = True) -> BatchResult:
+    async def store(self, repo: IngestRepository, plan: Plan, *, may_be_replay: bool = True,
+                    lock_turn: LockTurn | None = None) -> BatchResult:
         """Write the batch (inside the caller's transaction) and build its events.
 
         Hot path (tens of thousands of samples/s): plain tuples, one COPY, one UPDATE
@@ -231,6 +264,9 @@ class IngestService:
         `may_be_replay` False (no message of the batch was delivered before) skips the
         replay-safe insert: a sample stored already then fails the transaction with
         UniqueViolation, and the caller redelivers the batch, which takes that path.
+
+        `lock_turn` (batches handled concurrently): the row locks are taken only after the
+        previous batch holds its own, and the next batch may lock once this one does.
         """
         dropped = plan.dropped
         phase = self.stats.phase_s
@@ -249,7 +285,11 @@ class IngestService:
                 self.processes.invalidate(server.id)
             raise
         t2 = time.perf_counter()
+        if lock_turn is not None:
+            await lock_turn.wait()
         locked = await repo.lock_processes(list({r[0] for r in rows}))
+        if lock_turn is not None:
+            lock_turn.release()
 
         # Paused, renamed or deleted since the name cache was filled: not stored after all.
         gone = [i for i, r in enumerate(rows)
