@@ -248,10 +248,12 @@ ANALYSIS = {
         "of 1,000 (migration 0004) and handed out across batches; tuples instead of dataclasses for the "
         "thousands of per-batch rows; no replay savepoint for batches of first deliveries. Left: the NATS "
         "client's per-message cost (≈ 25 %), which only a different client or fewer, larger events would cut.",
-        "The ratio depends on the host more than on the tree: the same service measured 80 % of a ≈ 60k "
-        "rows/s ceiling on an Intel Xeon host (2026-11-28 11:52) and 50–58 % of a 92–125k rows/s ceiling on "
-        "an AMD EPYC host (same day, 13:57): PostgreSQL's COPY gains more from the faster host than the "
-        "Python service does. On that host 2 ingest replicas (44–47k, the cores are shared with PostgreSQL) "
+        "The ratio depends on the host and swings from run to run: the same service measured 80 % of a "
+        "≈ 60k rows/s ceiling on an Intel Xeon host (2026-11-28 11:52), and on an AMD EPYC host, where "
+        "PostgreSQL's COPY gains more from the faster cores than the Python service does, three full runs "
+        "of this section the same afternoon gave medians of 52 % (13:56; ceiling 111k), 64 % (14:15, the "
+        "run shown; ceiling 98k) and 57 % (14:17, not written; runs 57, 59, 53 %; ceiling 101k): on that "
+        "host the target is not reliably met. On that host 2 ingest replicas (44–47k, the cores are shared with PostgreSQL) "
         "and 3 batches in flight (55–60k) did not help. Since 13:53 the load generator publishes with core "
         "NATS (one flush per tick) instead of awaiting a PubAck per message, which had taken CPU the service "
         "and PostgreSQL need (docs/decisions.md).",
