@@ -256,7 +256,9 @@ ANALYSIS = {
         "host the target is not reliably met. On that host 2 ingest replicas (44–47k, the cores are shared with PostgreSQL) "
         "and 3 batches in flight (55–60k) did not help. Since 13:53 the load generator publishes with core "
         "NATS (one flush per tick) instead of awaiting a PubAck per message, which had taken CPU the service "
-        "and PostgreSQL need (docs/decisions.md).",
+        "and PostgreSQL need (docs/decisions.md). Since 14:20 concurrent batches take their row locks in pull "
+        "order, and since 14:27 ingest reads its events' acks itself (`AckedPublisher`, ≈ 4 % of its CPU "
+        "had gone into nats-py's PubAck dataclass); the run shown is the first full run with both.",
     ],
     "alert": [
         "What brought p99 down (was 292–411 ms at 10,000 samples/s): natural batching in the shared pull loop "

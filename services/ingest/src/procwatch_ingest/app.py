@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AgentSample, SampleRecorded, WatchListReply, WatchListRequest
 from procwatch_db.urls import libpq_url
+from procwatch_messaging.publish import AckedPublisher
 from procwatch_messaging.pull import BatchPullLoop
 from procwatch_messaging.streams import ensure_streams
 from procwatch_runtime.logs import configure_logging
@@ -73,8 +74,9 @@ class IngestApp:
             logger=logging.getLogger("procwatch.ingest.broker"),
             log_level=logging.DEBUG,
         )
+        self._publisher: AckedPublisher | None = None
         self.batches = SampleBatchHandler(
-            self.service, self.pool, lambda: self.broker.config.connection_state.stream,
+            self.service, self.pool, self._events_publisher,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
         )
         self.watch_lists = WatchListHandler(self.service, self.pool, settings.interval_seconds)
@@ -103,6 +105,13 @@ class IngestApp:
             batch_rows=settings.retention_batch_rows, lock_timeout_ms=settings.retention_lock_timeout_ms,
         )) if settings.retention_enabled else None
 
+
+    def _events_publisher(self) -> AckedPublisher:
+        """The publisher of SampleRecorded and dead-letter messages, on the broker's current client."""
+        nc = self.broker.config.connection_state.connection
+        if self._publisher is None or self._publisher.nc is not nc:
+            self._publisher = AckedPublisher(nc)
+        return self._publisher
     def _register(self) -> None:
         s = self.settings
         watch_lists = self.watch_lists

@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import psycopg
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import WatchListReply
+from procwatch_messaging.publish import AckedPublisher
 from procwatch_ingest import inbound
 from procwatch_ingest.inbound import Rejected
 from procwatch_ingest.repository import IngestRepository
@@ -43,7 +43,7 @@ class SampleBatchHandler:
         self,
         service: IngestService,
         pool: AsyncConnectionPool,
-        jetstream: Callable[[], JetStreamContext],
+        publisher: Callable[[], AckedPublisher],
         *,
         retry_base_s: float = 0.5,
         retry_max_s: float = 10.0,
@@ -52,7 +52,7 @@ class SampleBatchHandler:
         self.service = service
         self.stats = service.stats
         self.pool = pool
-        self._js = jetstream
+        self._js = publisher
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.publish_timeout_s = publish_timeout_s
@@ -169,13 +169,13 @@ class SampleBatchHandler:
         if rejected:
             await self._dead_letter(js, [(batch[i], reason) for i, reason in sorted(rejected.items())])
 
-    async def _publish_all(self, js: JetStreamContext, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
+    async def _publish_all(self, js: AckedPublisher, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
         if not items:
             return
         futures = [await js.publish_async(subject, payload, headers=headers) for subject, payload, headers in items]
         await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
 
-    async def _dead_letter(self, js: JetStreamContext, items: list[tuple[Msg, Rejected]]) -> None:
+    async def _dead_letter(self, js: AckedPublisher, items: list[tuple[Msg, Rejected]]) -> None:
         out = []
         for msg, reason in items:
             server_id = subjects.server_id_from_subject(msg.subject)
