@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import nats
 import pytest
 from nats.js.api import DiscardPolicy
 from nats.js.errors import APIError, NoStreamResponseError
 
 from procwatch_messaging.publish import AckedPublisher
+from tests.support.streams import throwaway_stream
 
 pytestmark = pytest.mark.integration
 
@@ -19,14 +19,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def stream(nats_url):
     """A throwaway stream of at most 3 messages (new ones refused); yields (nc, js, subject)."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    name = f"PUBTEST_{uuid.uuid4().hex[:8].upper()}"
-    subject = f"pubtest.{name.lower()}"
-    await js.add_stream(name=name, subjects=[subject], max_msgs=3, discard=DiscardPolicy.NEW)
-    yield nc, js, subject
-    await js.delete_stream(name)
-    await nc.close()
+    async with throwaway_stream(nats_url, "PUBTEST", max_msgs=3, discard=DiscardPolicy.NEW) as (nc, js, subject, _):
+        yield nc, js, subject
 
 
 async def test_each_future_gives_the_stored_sequence_and_duplicates_the_first(stream):

@@ -6,26 +6,20 @@ import asyncio
 import time
 import uuid
 
-import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from procwatch_messaging.pull import BatchPullLoop
+from tests.support.streams import throwaway_stream
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def stream(nats_url):
-    """A throwaway stream and subject of its own; yields (js, subject)."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    name = f"PULLTEST_{uuid.uuid4().hex[:8].upper()}"
-    subject = f"pulltest.{name.lower()}"
-    await js.add_stream(name=name, subjects=[subject])
-    yield js, subject, name
-    await js.delete_stream(name)
-    await nc.close()
+    """A throwaway stream and subject of its own; yields (js, subject, name)."""
+    async with throwaway_stream(nats_url, "PULLTEST") as (_, js, subject, name):
+        yield js, subject, name
 
 
 class Recorder:
