@@ -248,17 +248,20 @@ ANALYSIS = {
         "of 1,000 (migration 0004) and handed out across batches; tuples instead of dataclasses for the "
         "thousands of per-batch rows; no replay savepoint for batches of first deliveries. Left: the NATS "
         "client's per-message cost (≈ 25 %), which only a different client or fewer, larger events would cut.",
-        "The ratio depends on the host and swings from run to run: the same service measured 80 % of a "
-        "≈ 60k rows/s ceiling on an Intel Xeon host (2026-11-28 11:52), and on an AMD EPYC host, where "
-        "PostgreSQL's COPY gains more from the faster cores than the Python service does, three full runs "
-        "of this section the same afternoon gave medians of 52 % (13:56; ceiling 111k), 64 % (14:15, the "
-        "run shown; ceiling 98k) and 57 % (14:17, not written; runs 57, 59, 53 %; ceiling 101k): on that "
-        "host the target is not reliably met. On that host 2 ingest replicas (44–47k, the cores are shared with PostgreSQL) "
-        "and 3 batches in flight (55–60k) did not help. Since 13:53 the load generator publishes with core "
-        "NATS (one flush per tick) instead of awaiting a PubAck per message, which had taken CPU the service "
-        "and PostgreSQL need (docs/decisions.md). Since 14:20 concurrent batches take their row locks in pull "
-        "order, and since 14:27 ingest reads its events' acks itself (`AckedPublisher`, ≈ 4 % of its CPU "
-        "had gone into nats-py's PubAck dataclass); the run shown is the first full run with both.",
+        "The ratio depends on the host and swings from run to run. The same tree measured 80 % of a ≈ 60k "
+        "rows/s ceiling on an Intel Xeon host (2026-11-28 11:52). On an AMD EPYC host, where PostgreSQL's "
+        "COPY gains more from the faster cores than the Python service does, full runs of this section the "
+        "same afternoon gave medians of 52 % (13:56), 64 % (14:15) and 57 % (14:17); then, with concurrent "
+        "batches taking their row locks in pull order and ingest reading its events' acks itself "
+        "(`AckedPublisher`: ≈ 4 % of its CPU had gone into nats-py's PubAck dataclass), 70 % (a run not "
+        "written: service 62.5–66k, ceiling 90–93k) and 58 % (14:29, the run shown: service 63–68.5k, "
+        "ceiling 113–117k). The service got faster (56–64k → 63–68.5k samples/s); the ceiling swings between "
+        "90k and 125k rows/s from run to run (it runs right after the service phase: checkpoints and "
+        "autovacuum of the updated rows land in it or not), so on that host the ratio straddles 60 %. "
+        "2 ingest replicas (44–47k, the cores are shared with PostgreSQL) and 3 batches in flight (55–60k) "
+        "did not help. Since 13:53 the load generator publishes with core NATS (one flush per tick) instead "
+        "of awaiting a PubAck per message, which had taken CPU the service and PostgreSQL need "
+        "(docs/decisions.md).",
     ],
     "alert": [
         "What brought p99 down (was 292–411 ms at 10,000 samples/s): natural batching in the shared pull loop "
