@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import time
 import uuid
 
@@ -55,12 +57,20 @@ def make_loop(js, subject, stream_name, handle, **kw) -> BatchPullLoop:
     return BatchPullLoop(subscribe, handle, idle_poll_s=0.3, **kw)
 
 
+@asynccontextmanager
+async def running(js, subject, stream_name, handle, **kw) -> AsyncIterator[BatchPullLoop]:
+    loop = make_loop(js, subject, stream_name, handle, **kw)
+    await loop.start()
+    try:
+        yield loop
+    finally:
+        await loop.stop()
+
+
 async def test_an_idle_handler_gets_a_lone_message_without_waiting_for_the_batch_timeout(stream):
     js, subject, name = stream
     rec = Recorder()
-    loop = make_loop(js, subject, name, rec, batch_size=100, batch_timeout_s=3.0)
-    await loop.start()
-    try:
+    async with running(js, subject, name, rec, batch_size=100, batch_timeout_s=3.0):
         await asyncio.sleep(0.1)  # the loop is waiting in a fetch
         sent = time.monotonic()
         await js.publish(subject, b"one")
@@ -68,16 +78,12 @@ async def test_an_idle_handler_gets_a_lone_message_without_waiting_for_the_batch
         got_at, data = rec.batches[0]
         assert data == [b"one"]
         assert got_at - sent < 1.0
-    finally:
-        await loop.stop()
 
 
 async def test_messages_piling_up_while_the_handler_is_busy_form_the_next_batch_in_order(stream):
     js, subject, name = stream
     rec = Recorder()
-    loop = make_loop(js, subject, name, rec, batch_size=100, batch_timeout_s=0.02, max_in_flight=1)
-    await loop.start()
-    try:
+    async with running(js, subject, name, rec, batch_size=100, batch_timeout_s=0.02, max_in_flight=1):
         rec.release.clear()
         await js.publish(subject, b"first")
         await asyncio.wait_for(rec.holding.wait(), 5)
@@ -86,16 +92,12 @@ async def test_messages_piling_up_while_the_handler_is_busy_form_the_next_batch_
         rec.release.set()
         await rec.wait_for(21)
         assert [b for _, b in rec.batches] == [[b"first"], [f"m{i}".encode() for i in range(20)]]
-    finally:
-        await loop.stop()
 
 
 async def test_with_a_batch_in_flight_a_partial_batch_is_topped_up_until_that_batch_finishes(stream):
     js, subject, name = stream
     rec = Recorder()
-    loop = make_loop(js, subject, name, rec, batch_size=100, batch_timeout_s=5.0, max_in_flight=2)
-    await loop.start()
-    try:
+    async with running(js, subject, name, rec, batch_size=100, batch_timeout_s=5.0, max_in_flight=2):
         rec.release.clear()
         await js.publish(subject, b"a")
         await asyncio.wait_for(rec.holding.wait(), 5)  # batch [a] in flight, held
@@ -114,8 +116,6 @@ async def test_with_a_batch_in_flight_a_partial_batch_is_topped_up_until_that_ba
         assert batches[0] == [b"a"] and batches[1][0] == b"b"
         assert [m for b in batches for m in b] == [b"a", b"b", b"c", b"d", b"e"]  # all of them, in order
         assert rec.batches[1][0] - released < 1.0  # not after the 5 s batch timeout
-    finally:
-        await loop.stop()
 
 
 async def test_stop_finishes_the_batch_in_flight_and_leaves_nothing_unacked(stream):

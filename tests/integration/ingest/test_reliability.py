@@ -15,8 +15,8 @@ from tests.support.factories import make_process, make_server, make_user
 pytestmark = pytest.mark.integration
 
 
-class _FailingJetStream:
-    """A JetStream whose publish fails: the process 'crashes' between commit and publish."""
+class _FailingPublisher:
+    """A publisher whose publish fails: the process 'crashes' between commit and publish."""
 
     def __init__(self):
         self.calls = 0
@@ -34,14 +34,14 @@ async def test_crash_between_commit_and_publish_loses_no_event(ingest, nc, datab
     await eventually(lambda: query(database_url, "select samples_total from watched_processes where id=%s",
                                    (pid,)) == [(1,)])
 
-    failing = _FailingJetStream()
-    real = ingest.batches._js
-    ingest.batches._js = lambda: failing
+    failing = _FailingPublisher()
+    real = ingest.batches._publisher
+    ingest.batches._publisher = lambda: failing
     try:
         await publish_sample(nc, server, t1, [reading("nginx", 1, oldest=200)])
         await eventually(lambda: failing.calls >= 1)
     finally:
-        ingest.batches._js = real
+        ingest.batches._publisher = real
     # Committed before the failed publish; redelivered (nak with delay) and now announced.
     events = await eventually(lambda: _events(nc, server.id, 2))
     assert query(database_url, "select samples_total from watched_processes where id=%s", (pid,)) == [(2,)]

@@ -105,13 +105,13 @@ class IngestApp:
             batch_rows=settings.retention_batch_rows, lock_timeout_ms=settings.retention_lock_timeout_ms,
         )) if settings.retention_enabled else None
 
-
     def _events_publisher(self) -> AckedPublisher:
         """The publisher of SampleRecorded and dead-letter messages, on the broker's current client."""
         nc = self.broker.config.connection_state.connection
         if self._publisher is None or self._publisher.nc is not nc:
             self._publisher = AckedPublisher(nc)
         return self._publisher
+
     def _register(self) -> None:
         s = self.settings
         watch_lists = self.watch_lists

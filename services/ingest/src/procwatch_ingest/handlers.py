@@ -52,7 +52,7 @@ class SampleBatchHandler:
         self.service = service
         self.stats = service.stats
         self.pool = pool
-        self._js = publisher
+        self._publisher = publisher
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.publish_timeout_s = publish_timeout_s
@@ -137,10 +137,10 @@ class SampleBatchHandler:
                 await self._nak(batch, delay=0)
                 return
 
-            js = self._js()
+            publisher = self._publisher()
             t4 = time.perf_counter()
             try:
-                await self._publish_all(js, [(e.subject, e.payload, {"Nats-Msg-Id": e.msg_id})
+                await self._publish_all(publisher, [(e.subject, e.payload, {"Nats-Msg-Id": e.msg_id})
                                              for e in result.events])
                 stats.phase_s["publish"] += time.perf_counter() - t4
             except Exception as err:
@@ -167,15 +167,15 @@ class SampleBatchHandler:
                 await msg.ack()
         stats.phase_s["ack"] += time.perf_counter() - t5
         if rejected:
-            await self._dead_letter(js, [(batch[i], reason) for i, reason in sorted(rejected.items())])
+            await self._dead_letter(publisher, [(batch[i], reason) for i, reason in sorted(rejected.items())])
 
-    async def _publish_all(self, js: AckedPublisher, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
+    async def _publish_all(self, publisher: AckedPublisher, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
         if not items:
             return
-        futures = [await js.publish_async(subject, payload, headers=headers) for subject, payload, headers in items]
+        futures = [await publisher.publish_async(subject, payload, headers=headers) for subject, payload, headers in items]
         await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
 
-    async def _dead_letter(self, js: AckedPublisher, items: list[tuple[Msg, Rejected]]) -> None:
+    async def _dead_letter(self, publisher: AckedPublisher, items: list[tuple[Msg, Rejected]]) -> None:
         out = []
         for msg, reason in items:
             server_id = subjects.server_id_from_subject(msg.subject)
@@ -195,7 +195,7 @@ class SampleBatchHandler:
             # The Authorization header is deliberately not copied: the key never leaves ingest.
             out.append((subjects.DEADLETTER_AGENT_SAMPLES, msg.data, headers))
         try:
-            await self._publish_all(js, out)
+            await self._publish_all(publisher, out)
         except Exception as err:
             log.warning("dead-letter publish failed; will retry", extra={"error": type(err).__name__})
             await self._nak([m for m, _ in items])
