@@ -11,7 +11,7 @@ import uuid
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from procwatch_messaging.pull import BatchPullLoop
+from procwatch_messaging.pull import BatchPullLoop, fetch_waiting
 from tests.support.streams import throwaway_stream
 
 pytestmark = pytest.mark.integration
@@ -139,3 +139,69 @@ async def test_stop_finishes_the_batch_in_flight_and_leaves_nothing_unacked(stre
         [durable] = await js.consumers_info(name)
     assert durable.num_ack_pending == 0
     assert durable.ack_floor.stream_seq == handled
+
+
+# --- fetch_waiting: the batch fetch without a task per message ------------------------------
+
+
+async def _pull_subscription(js, subject, stream_name):
+    return await js.pull_subscribe(subject, durable=f"d{uuid.uuid4().hex[:8]}", stream=stream_name,
+                                   config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+
+
+async def test_fetch_waiting_takes_what_waits_in_order_and_returns_at_once_when_the_stream_runs_dry(stream):
+    js, subject, name = stream
+    for i in range(30):
+        await js.publish(subject, f"m{i}".encode())
+    psub = await _pull_subscription(js, subject, name)
+
+    first = await fetch_waiting(psub, 10, timeout=2.0)
+    started = time.monotonic()
+    rest = await fetch_waiting(psub, 100, timeout=2.0)  # 20 left: the server's 404 ends it, not the timeout
+    took = time.monotonic() - started
+    empty = await fetch_waiting(psub, 100, timeout=2.0)
+
+    assert [m.data for m in first] == [f"m{i}".encode() for i in range(10)]
+    assert [m.data for m in rest] == [f"m{i}".encode() for i in range(10, 30)]
+    assert took < 1.0
+    assert empty == []
+    for m in first + rest:
+        await m.ack()
+    deadline = time.monotonic() + 5  # the server applies acks asynchronously
+    while (pending := (await psub.consumer_info()).num_ack_pending) != 0:
+        assert time.monotonic() < deadline, f"{pending} messages still unacked"
+        await asyncio.sleep(0.02)
+
+
+async def test_fetch_waiting_hands_out_messages_an_earlier_request_left_in_the_subscription_first(stream):
+    js, subject, name = stream
+    for i in range(5):
+        await js.publish(subject, f"m{i}".encode())
+    psub = await _pull_subscription(js, subject, name)
+    # An earlier pull request whose messages arrived after its caller stopped waiting (a timeout).
+    await psub._nc.publish(psub._nms, b'{"batch": 3, "no_wait": true}', psub._deliver)
+    deadline = time.monotonic() + 5
+    while psub._sub._pending_queue.qsize() < 3:
+        assert time.monotonic() < deadline, "the earlier request's messages never arrived"
+        await asyncio.sleep(0.01)
+
+    got = await fetch_waiting(psub, 10, timeout=2.0)
+
+    assert [m.data for m in got] == [f"m{i}".encode() for i in range(5)]  # leftovers first, then the rest
+    assert psub._sub._pending_queue.empty() and psub._sub._pending_size == 0  # the 404 was taken too
+
+
+async def test_the_loop_batches_a_backlog_with_fetch_waiting_and_waits_for_new_messages_when_idle(stream):
+    js, subject, name = stream
+    for i in range(250):
+        await js.publish(subject, f"m{i}".encode())
+    rec = Recorder()
+    async with running(js, subject, name, rec, batch_size=100, batch_timeout_s=0.05):
+        await rec.wait_for(250)
+        sent = time.monotonic()
+        await js.publish(subject, b"late")  # the loop is now in nats-py's waiting fetch
+        await rec.wait_for(251, timeout=3.0)
+    sizes = [len(b) for _, b in rec.batches]
+    assert sizes[:3] == [100, 100, 50]
+    assert [d for _, b in rec.batches for d in b] == [f"m{i}".encode() for i in range(250)] + [b"late"]
+    assert rec.batches[-1][0] - sent < 1.0

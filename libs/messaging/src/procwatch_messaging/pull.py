@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import nats.errors
+import nats.js.api
+import orjson
 from nats.aio.msg import Msg
 
 log = logging.getLogger("procwatch.messaging.pull")
@@ -85,7 +87,7 @@ class BatchPullLoop:
 
     async def _fetch(self, n: int, timeout: float) -> list[Msg]:
         try:
-            return await self._sub.fetch(n, timeout=timeout)
+            return await fetch_waiting(self._sub, n, timeout) or await self._sub.fetch(n, timeout=timeout)
         except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises either
             return []
 
@@ -167,3 +169,47 @@ class BatchPullLoop:
             with suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+
+
+async def fetch_waiting(psub, n: int, timeout: float) -> list[Msg]:
+    """Up to `n` messages that are waiting now: what already reached the subscription, then what
+    one `no_wait` pull request brings. [] when nothing is waiting (the caller then makes nats-py's
+    lingering `fetch`, which waits for the first message).
+
+    Why not nats-py's `fetch` for this part too: it awaits each message of a batch through
+    `next_msg`, one new task (and a uuid4) per message, so a 500-message batch takes ~500 turns
+    of the event loop, interleaved with the batches in flight: ~30 ms between a slot freeing and
+    the next batch starting under load (bench ingest). Here the messages the server sent together
+    are taken from the subscription's queue in one go. Same protocol as nats-py's first request
+    (`no_wait` without `expires`: the server sends what it has, then 404 if that was fewer than
+    asked); it reads nats-py's subscription internals, pinned by tests/integration/test_pull_loop.py.
+    """
+    sub = psub._sub
+    queue: asyncio.Queue = sub._pending_queue
+    msgs: list[Msg] = []
+
+    def take(msg: Msg) -> str | None:
+        sub._pending_size -= len(msg.data)
+        status = msg.headers.get(nats.js.api.Header.STATUS) if msg.headers else None
+        if status is None:
+            msgs.append(msg)
+        return status
+
+    while len(msgs) < n and not queue.empty():  # leftovers; their statuses answered older requests
+        take(queue.get_nowait())
+    if len(msgs) == n:
+        return msgs
+    await psub._nc.publish(psub._nms, orjson.dumps({"batch": n - len(msgs), "no_wait": True}), psub._deliver)
+    deadline = time.monotonic() + timeout
+    while len(msgs) < n:
+        if queue.empty():
+            try:
+                msg = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+            except (TimeoutError, asyncio.TimeoutError):
+                break
+        else:
+            msg = queue.get_nowait()
+        status = take(msg)
+        if status is not None and status != nats.js.api.StatusCode.CONTROL_MESSAGE:
+            break  # 404 no (more) messages, 408, 409...: this request is answered
+    return msgs

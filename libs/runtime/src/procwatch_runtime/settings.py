@@ -1,4 +1,5 @@
-"""Where the shared servers are. Each service's Settings extends this one.
+"""Where the shared servers are, and the process settings every service shares. Each service's Settings
+extends this one.
 
 The three URLs are read from the unprefixed variables operators know
 (DATABASE_URL, REDIS_URL, NATS_URL); everything service-specific carries the
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from procwatch_runtime.gc_tuning import DEFAULT_GEN0_THRESHOLD
 
 
 class ConnectionSettings(BaseSettings):
@@ -25,3 +28,8 @@ class ConnectionSettings(BaseSettings):
     )
     # NATS with JetStream (`nats://user:pass@host:4222`).
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "nats_url"))
+
+    # api, ingest and alerter (not the agent): net allocations between collections of CPython's youngest
+    # GC generation (procwatch_runtime.gc_tuning: why not the default 700); 0 keeps CPython's defaults.
+    # With the service's prefix, e.g. PROCWATCH_INGEST_GC_GEN0_THRESHOLD.
+    gc_gen0_threshold: int = Field(default=DEFAULT_GEN0_THRESHOLD, ge=0)

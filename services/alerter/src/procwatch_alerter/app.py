@@ -30,6 +30,7 @@ from procwatch_db.urls import libpq_url
 from procwatch_messaging.outbox import OutboxRelay
 from procwatch_messaging.pull import BatchPullLoop
 from procwatch_messaging.streams import ensure_streams
+from procwatch_runtime.gc_tuning import tune_gc
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_alerter.handlers import Handlers
@@ -212,6 +213,7 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
+    tune_gc(settings.gc_gen0_threshold)
     uvloop.run(run())
 
 

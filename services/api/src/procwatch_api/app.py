@@ -162,6 +162,7 @@ def main() -> None:
     import uvicorn
 
     from procwatch_api.workers import exit_cleanly_on_signals, serve_workers
+    from procwatch_runtime.gc_tuning import tune_gc
     from procwatch_runtime.logs import configure_logging
 
     settings = ApiSettings()
@@ -172,7 +173,9 @@ def main() -> None:
         sys.exit(serve_workers(settings, common))
     # Containers are stopped with SIGTERM: exit 0, not by uvicorn's re-raised signal (-15).
     exit_cleanly_on_signals(signal.SIGTERM)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **common)
+    app = create_app(settings)
+    tune_gc(settings.gc_gen0_threshold)
+    uvicorn.run(app, host=settings.host, port=settings.port, **common)
 
 
 if __name__ == "__main__":

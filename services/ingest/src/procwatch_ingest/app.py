@@ -28,6 +28,7 @@ from procwatch_db.urls import libpq_url
 from procwatch_messaging.publish import AckedPublisher
 from procwatch_messaging.pull import BatchPullLoop
 from procwatch_messaging.streams import ensure_streams
+from procwatch_runtime.gc_tuning import tune_gc
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_ingest.handlers import SampleBatchHandler, WatchListHandler
@@ -260,7 +261,9 @@ def asyncapi_yaml(settings: IngestSettings | None = None) -> str:
 def main() -> None:
     settings = IngestSettings()
     configure_logging(settings.log_level)
-    uvloop.run(create_app(settings).run())
+    app = create_app(settings)
+    tune_gc(settings.gc_gen0_threshold)  # after startup built what lives for good
+    uvloop.run(app.run())
 
 
 if __name__ == "__main__":
