@@ -293,9 +293,13 @@ ANALYSIS = {
         "the embedded PostgreSQL is reached over its Unix socket (~10 % less CPU per query on both sides "
         "than loopback TCP); with 2 workers each listens on its own SO_REUSEPORT socket (even split of "
         "connections; docs/decisions.md \"API worker processes\").",
-        "The read pool holds 4 connections in total over the workers (`PROCWATCH_API_READ_POOL_SIZE`): with "
-        "10 per worker, more statements ran at once on PostgreSQL's cores and contended, and 2 workers had "
-        "twice the 1-worker p99 (29–52 ms). Left: the 2 cores bound both configurations (2 workers add "
+        "The read pool holds 4 connections for one worker and 1 per worker for more "
+        "(`PROCWATCH_API_READ_POOL_SIZE` sets a total instead): with 10 per worker, more statements ran at "
+        "once on PostgreSQL's cores and contended, and 2 workers had twice the 1-worker p99 (29–52 ms); with "
+        "2 each, 2 workers' get p99 ranged 17–39 ms over 3-run series, with 1 each 16–21 ms. Since this "
+        "round the services also tune CPython's garbage collector (`procwatch_runtime.gc_tuning`; the API "
+        "already froze its startup objects); for the API, same-hour series with and without the raised "
+        "threshold were within noise (2 workers, get p99 16.8–24.1 vs 19.4–24.8 ms). Left: the 2 cores bound both configurations (2 workers add "
         "≈ 10–15 % req/s); asyncpg for the read pool was measured and rejected (no CPU saved).",
     ],
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from contextlib import asynccontextmanager, suppress
 
@@ -23,6 +22,7 @@ from procwatch_api.settings import ApiSettings
 from procwatch_db.urls import libpq_url, sqlalchemy_url
 from procwatch_messaging.outbox import OutboxRelay
 from procwatch_messaging.streams import ensure_streams
+from procwatch_runtime.gc_tuning import tune_gc
 
 log = logging.getLogger("procwatch.api")
 MAX_BACKOFF_S = 30.0
@@ -102,8 +102,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         task = asyncio.create_task(_nats_and_relay(app, settings), name="outbox-relay")
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations, so a full collection under load walks only per-request garbage (p99).
-        gc.collect()
-        gc.freeze()
+        tune_gc(settings.gc_gen0_threshold)
         log.info("api started", extra={"rate_limit_per_minute": settings.rate_limit_per_minute})
         try:
             yield
@@ -162,7 +161,6 @@ def main() -> None:
     import uvicorn
 
     from procwatch_api.workers import exit_cleanly_on_signals, serve_workers
-    from procwatch_runtime.gc_tuning import tune_gc
     from procwatch_runtime.logs import configure_logging
 
     settings = ApiSettings()
@@ -173,9 +171,7 @@ def main() -> None:
         sys.exit(serve_workers(settings, common))
     # Containers are stopped with SIGTERM: exit 0, not by uvicorn's re-raised signal (-15).
     exit_cleanly_on_signals(signal.SIGTERM)
-    app = create_app(settings)
-    tune_gc(settings.gc_gen0_threshold)
-    uvicorn.run(app, host=settings.host, port=settings.port, **common)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **common)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_runtime.settings import ConnectionSettings
@@ -29,14 +30,18 @@ class ApiSettings(ConnectionSettings):
 
     db_pool_size: int = 10
     # Connections for the two hot reads (one short statement each), in total over the workers
-    # (each gets its share, at least 1). A few per PostgreSQL core is enough: more only run at once
-    # and contend (2 shared cores: 10 per worker gave ~10 % fewer req/s and a 30 % higher p99 than 4,
-    # and 2 workers did best with 2 each). Requests beyond it queue, for at most 1 s (then 503).
-    read_pool_size: int = 4
+    # (each gets its share, at least 1). Unset: 4 for one worker, 1 per worker for more. A few per
+    # PostgreSQL core is enough: more only run at once and contend (2 shared cores: one worker did
+    # best with 4, 10 gave ~10 % fewer req/s and a 30 % higher p99; 2 workers did best with 1 each,
+    # p99 17-21 ms against 17-39 ms with 2 each). Requests beyond it queue, for at most 1 s (then 503).
+    read_pool_size: int | None = Field(default=None, ge=1)
 
     @property
     def read_pool_size_per_worker(self) -> int:
-        return max(1, -(-self.read_pool_size // max(1, self.workers)))
+        workers = max(1, self.workers)
+        if self.read_pool_size is None:
+            return 4 if workers == 1 else 1
+        return max(1, -(-self.read_pool_size // workers))
     db_max_overflow: int = 10
 
     outbox_poll_interval_s: float = 1.0

@@ -101,10 +101,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _worker(index: int, host: str, port: int, uvicorn_kwargs: dict[str, Any], log_level: str,
             ready: Connection, parent_pid: int) -> None:
     """One worker process (spawned): bind its own socket, then run uvicorn on it. The app (and its
-    settings, from the inherited environment) is built here."""
-    from procwatch_api.app import create_app
-    from procwatch_api.settings import ApiSettings
-    from procwatch_runtime.gc_tuning import tune_gc
+    settings, from the inherited environment) is built here, by the factory."""
     from procwatch_runtime.logs import configure_logging
 
     configure_logging(log_level)
@@ -117,10 +114,7 @@ def _worker(index: int, host: str, port: int, uvicorn_kwargs: dict[str, Any], lo
         log.error("worker could not bind its socket",
                   extra={"worker": index, "host": host, "port": port, "error": str(exc)})
         raise SystemExit(BIND_FAILED) from None
-    settings = ApiSettings()
-    app = create_app(settings)
-    tune_gc(settings.gc_gen0_threshold)
-    _Server(uvicorn.Config(app, **uvicorn_kwargs), ready).run(sockets=[sock])
+    _Server(uvicorn.Config(APP, factory=True, **uvicorn_kwargs), ready).run(sockets=[sock])
 
 
 @dataclass
