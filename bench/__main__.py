@@ -234,34 +234,38 @@ RUNNERS = {"ingest": run_ingest, "alert": run_alert, "api": run_api}
 # Reading the figures (rendered under each section at every regeneration; not measurements).
 ANALYSIS = {
     "ingest": [
-        "Where the service's time goes (`uv run --with py-spy python -m bench ingest --quick --runs 1 --py-spy "
-        "OUT --no-write`, 2026-11-28 11:28, 43,708 vs 64,410 samples/s ceiling, load 2.6): the ingest process "
-        "uses a whole core, so it is CPU-bound in Python. Of its busy time: decoding agent messages (msgspec) "
-        "≈ 11 %, building rows / chaining previous values / event structs ≈ 13 %, binary COPY ≈ 6 %, row "
-        "locks ≈ 5 %, encoding events ≈ 5 %, the staged `last_*` update ≈ 2.5 %, and ≈ 25 % in the NATS "
-        "client (pulling, per-message headers, publishing events and awaiting their acks, acking).",
+        "Where the time goes now (`uv run python -m bench ingest --runs 1 --py-spy OUT --no-write`, 2026-11-28 "
+        "15:47, 69,505 vs 106,140 samples/s ceiling under py-spy; per-process CPU read from /proc every 2 s): "
+        "PostgreSQL ≈ 0.75–0.88 of a core, the ingest process ≈ 0.5, nats-server ≈ 0.2. Of ingest's busy time "
+        "(startup excluded): building rows, chaining previous values and event structs ≈ 43 %, the NATS client "
+        "(reading, header parsing, writing) ≈ 15 %, binary COPY ≈ 10 %, encoding events ≈ 8 %, decoding agent "
+        "messages ≈ 7.5 %.",
         "What moved it from 38 % to the figure above (each step measured with this bench): agent messages "
         "decoded and SampleRecorded events encoded with msgspec mirrors of the pydantic contracts "
         "(`procwatch_contracts.fast`, property-tested against the models); the per-process `last_*` values "
         "sent by binary COPY into a temp table instead of seven bound arrays (psycopg's array dumper cost "
         "≈ 20 ms per 2,000 processes); lock ids bound as one array literal; sample ids allocated in blocks "
         "of 1,000 (migration 0004) and handed out across batches; tuples instead of dataclasses for the "
-        "thousands of per-batch rows; no replay savepoint for batches of first deliveries. Left: the NATS "
-        "client's per-message cost (≈ 25 %), which only a different client or fewer, larger events would cut.",
-        "The ratio depends on the host and swings from run to run. The same tree measured 80 % of a ≈ 60k "
-        "rows/s ceiling on an Intel Xeon host (2026-11-28 11:52). On an AMD EPYC host, where PostgreSQL's "
-        "COPY gains more from the faster cores than the Python service does, full runs of this section the "
-        "same afternoon gave medians of 52 % (13:56), 64 % (14:15) and 57 % (14:17); then, with concurrent "
-        "batches taking their row locks in pull order and ingest reading its events' acks itself "
-        "(`AckedPublisher`: ≈ 4 % of its CPU had gone into nats-py's PubAck dataclass), 70 % (a run not "
-        "written: service 62.5–66k, ceiling 90–93k) and 58 % (14:29, the run shown: service 63–68.5k, "
-        "ceiling 113–117k). The service got faster (56–64k → 63–68.5k samples/s); the ceiling swings between "
-        "90k and 125k rows/s from run to run (it runs right after the service phase: checkpoints and "
-        "autovacuum of the updated rows land in it or not), so on that host the ratio straddles 60 %. "
-        "2 ingest replicas (44–47k, the cores are shared with PostgreSQL) and 3 batches in flight (55–60k) "
-        "did not help. Since 13:53 the load generator publishes with core NATS (one flush per tick) instead "
-        "of awaiting a PubAck per message, which had taken CPU the service and PostgreSQL need "
-        "(docs/decisions.md).",
+        "thousands of per-batch rows; no replay savepoint for batches of first deliveries; batches taking "
+        "their row locks in pull order; event acks read with orjson (`AckedPublisher`).",
+        "Round 4, the largest step: a temporary per-batch timeline (every phase of every batch, and "
+        "`gc.callbacks`) showed neither ingest (0.65 of a core) nor PostgreSQL (0.6) saturated, yet a batch "
+        "started only every 177 ms. CPython's collector ran 47 full collections in a 20 s run, 2.9 s in all, "
+        "up to 96 ms each, stalling every batch in flight: the thousands of rows and messages a batch holds "
+        "across awaits survived young collections and kept promoting. The services now freeze their startup "
+        "objects and collect the young generation after 50,000 net allocations instead of 700 "
+        "(`procwatch_runtime.gc_tuning`): 2 full collections per run, a batch every 144 ms, service 56–59k → "
+        "71–80k samples/s. Then the pull loop takes what is waiting from the subscription in one go "
+        "(`procwatch_messaging.pull.fetch_waiting`) instead of nats-py's task per message: 29 → 15 ms from a "
+        "free slot to the next batch, a batch every 127 ms, 75–81k.",
+        "The ratio depends on the host and swings from run to run. The raw ceiling runs right after the "
+        "service phase on the database it filled, and ranged 87–125k rows/s on this AMD EPYC host today "
+        "(checkpoints and autovacuum of the updated rows land in it or not); on an Intel Xeon host it was "
+        "≈ 60k. Before round 4, full runs here gave medians of 52, 64, 57, 70 and 58 %; since, 73 % (15:21) "
+        "and the run shown. Tried without gain: 2 ingest replicas (44–47k before round 4: the cores are shared "
+        "with PostgreSQL), 3 batches in flight, batches of 1,000 messages (faster service, but the ceiling's "
+        "transactions grow with it: same ratio). The load generator publishes with core NATS (one flush per "
+        "tick), as agents on their own machines would cost this one nothing (docs/decisions.md).",
     ],
     "alert": [
         "What brought p99 down (was 292–411 ms at 10,000 samples/s): natural batching in the shared pull loop "
@@ -271,7 +275,9 @@ ANALYSIS = {
         "SampleRecorded decoded with msgspec, and ingest's `last_*` update reaching watched_processes by "
         "primary key (the unanalysed temp table had made the planner scan all of watched_processes per "
         "batch). The rest of the tail is the 2 shared cores: ingest, the alerter, PostgreSQL, NATS and the "
-        "load generator all run here.",
+        "load generator all run here. Round 4 (CPython's collector tuned in ingest and the alerter, waiting "
+        "messages fetched in one go) left this figure where it was: p99 28.6 ms before (runs 28.6 / 28.4 / "
+        "32.7), 26.1 and 27.3 ms in the two full runs since.",
     ],
     "api": [
         "With 32 connections in a closed loop, mean latency = 32 / throughput (Little's law): p99 ≤ 25 ms "
