@@ -239,6 +239,10 @@ class _Stop(Exception):
 
 
 def _raise_stop(signum, frame):  # noqa: ARG001
+    # The first signal starts the clean stop; a second Ctrl-C (or a SIGTERM from a supervisor, or uv
+    # forwarding the same Ctrl-C) must not interrupt it halfway, leaving servers running.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stop()
 
 
@@ -265,7 +269,9 @@ def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
     except _Stop:
         log.info("stopping")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean stop
+        # Nor may a signal interrupt a stop that began otherwise (a failed start).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop_services()
         stack.stop_servers()
         log.info("stopped")

@@ -73,7 +73,7 @@ def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
         )
         assert created.status_code == 201, created.text
         # every service is running under `up`
-        children = subprocess.run(["pgrep", "-f", f"procwatch.cli (api|ingest|alerter)"], capture_output=True, text=True)
+        children = subprocess.run(["pgrep", "-f", "procwatch.cli (api|ingest|alerter)"], capture_output=True, text=True)
         assert len(children.stdout.split()) >= 3, children.stdout
     finally:
         assert _stop(proc) == 0
@@ -119,3 +119,29 @@ def test_up_with_agent_shows_this_machines_processes_live(tmp_path):
         assert {p["process_name"] for p in body["processes"]} == {"postgres", "nats-server", "redis-server"}
     finally:
         assert _stop(proc) == 0
+
+
+def test_signals_during_the_stop_do_not_interrupt_it(tmp_path):
+    # Ctrl-C pressed twice, or a supervisor's SIGTERM after the Ctrl-C: the clean stop runs to its end.
+    data_dir, port = tmp_path / "pw", free_port()
+    proc = _start_up(data_dir, port)
+    try:
+        _read_until(proc, r"Ctrl-C stops everything")
+        ports = json.loads((data_dir / "stack.json").read_text())["ports"]
+        proc.send_signal(signal.SIGINT)
+        _read_until(proc, r"stopping", timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        rest = proc.stdout.read() or ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in rest, rest
+    assert "stopped" in rest, rest
+    for name, server_port in ports.items():  # every embedded server is down
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{server_port}/", timeout=1)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
