@@ -19,8 +19,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger("procwatch.embedded")
 

@@ -47,14 +47,16 @@ class Recorder:
             await asyncio.sleep(0.01)
 
 
+async def _pull_subscription(js, subject, stream_name, durable: str | None = None):
+    """A pull subscription (explicit acks) on `durable`, by default a new one of its own."""
+    return await js.pull_subscribe(subject, durable=durable or f"d{uuid.uuid4().hex[:8]}", stream=stream_name,
+                                   config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+
+
 def make_loop(js, subject, stream_name, handle, **kw) -> BatchPullLoop:
-    durable = f"d{uuid.uuid4().hex[:8]}"
-
-    async def subscribe():
-        return await js.pull_subscribe(subject, durable=durable, stream=stream_name,
-                                       config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
-
-    return BatchPullLoop(subscribe, handle, idle_poll_s=0.3, **kw)
+    durable = f"d{uuid.uuid4().hex[:8]}"  # the same one if the loop ever subscribes again
+    return BatchPullLoop(lambda: _pull_subscription(js, subject, stream_name, durable), handle, idle_poll_s=0.3,
+                         **kw)
 
 
 @asynccontextmanager
@@ -142,11 +144,6 @@ async def test_stop_finishes_the_batch_in_flight_and_leaves_nothing_unacked(stre
 
 
 # --- fetch_waiting: the batch fetch without a task per message ------------------------------
-
-
-async def _pull_subscription(js, subject, stream_name):
-    return await js.pull_subscribe(subject, durable=f"d{uuid.uuid4().hex[:8]}", stream=stream_name,
-                                   config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
 
 
 async def test_fetch_waiting_takes_what_waits_in_order_and_returns_at_once_when_the_stream_runs_dry(stream):

@@ -194,7 +194,8 @@ def unexpected_error(exc: Exception, scope: dict[str, Any]) -> ApiError:
 
 
 class UnexpectedErrorMiddleware:
-    """Any exception no handler took -> logged, and 500 `{"error": "internal_error"}`.
+    """Any exception no handler took -> logged, and answered as `unexpected_error` decides: 503
+    `service_unavailable` when PostgreSQL is unreachable, else 500 `internal_error`.
 
     A plain ASGI middleware rather than an `Exception` handler, because
     Starlette re-raises after running such a handler.
