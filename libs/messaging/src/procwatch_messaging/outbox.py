@@ -19,7 +19,7 @@ stays the safety net: what the fast path did not publish and mark, a pass does.
 `ordered()` holds the relay's lock across the commit and the publish, so two
 writers' events (and a pass) go out in commit order.
 
-    relay = OutboxRelay(database_url, js)
+    relay = OutboxRelay(database_url, js)   # js: a JetStreamContext, or a function returning the current one
     task = asyncio.create_task(relay.run())
     ...
     async with relay.ordered():
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -63,13 +63,14 @@ class OutboxRelay:
     def __init__(
         self,
         database_url: str,
-        js: JetStreamContext,
+        js: JetStreamContext | Callable[[], JetStreamContext],
         *,
         poll_interval: float = 1.0,
         batch_size: int = 500,
         publish_timeout: float = 5.0,
     ) -> None:
         self._conninfo = libpq_url(database_url)
+        # A function when the relay is built before its worker connects (procwatch_messaging.worker).
         self._js = js
         self._poll_interval = poll_interval
         self._batch_size = batch_size
@@ -80,6 +81,9 @@ class OutboxRelay:
         # True once a pass found nothing left behind and no fast publish failed since:
         # only then may publish_committed() send rows itself without breaking id order.
         self._drained = False
+
+    def _jetstream(self) -> JetStreamContext:
+        return self._js() if callable(self._js) else self._js
 
     def wake(self) -> None:
         """Publish soon: call right after a commit that wrote outbox rows."""
@@ -178,7 +182,7 @@ class OutboxRelay:
         published: list[int] = []
         for row_id, subject, msg_id, payload in rows:
             try:
-                await self._js.publish(
+                await self._jetstream().publish(
                     subject,
                     payload.encode("utf-8"),
                     timeout=self._publish_timeout,

@@ -33,3 +33,15 @@ class ConnectionSettings(BaseSettings):
     # GC generation (procwatch_runtime.gc_tuning: why not the default 700); 0 keeps CPython's defaults.
     # With the service's prefix, e.g. PROCWATCH_INGEST_GC_GEN0_THRESHOLD.
     gc_gen0_threshold: int = Field(default=DEFAULT_GEN0_THRESHOLD, ge=0)
+
+
+class WorkerSettings(ConnectionSettings):
+    """What every broker worker (procwatch_runtime.worker) shares; ingest and the alerter extend it."""
+
+    # ingest and alerter: port of the health endpoint (GET /healthz, /readyz; procwatch_runtime.health); off
+    # unless set, 0 picks a free port. With the service's prefix, e.g. PROCWATCH_INGEST_HEALTH_PORT.
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    # Address the health endpoint listens on (0.0.0.0 in a container).
+    health_host: str = "127.0.0.1"
+    # Seconds each readiness check may take before it counts as failed (/readyz answers 503).
+    health_timeout_s: float = Field(default=2.0, gt=0)

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 from procwatch_contracts import subjects
 from procwatch_contracts.fast import decode_sample_recorded
 from procwatch_contracts.messages import ProcessChanged, SampleRecorded
+from procwatch_messaging import acks
 from procwatch_alerter.repository import AlerterRepository
 from procwatch_alerter.service import AlerterService, Outcome, SampleEvent
 from procwatch_alerter.settings import AlerterSettings
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("procwatch.alerter")
 
-ORIGINAL_SUBJECT_HEADER = "Procwatch-Original-Subject"
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout, OSError)
 Work = Callable[[AlerterService], Awaitable[Outcome]]
 
@@ -236,28 +236,22 @@ class Handlers:
         return outcome
 
     async def _nak(self, msgs: Sequence[Msg], delay: float = 0.0) -> None:
-        for msg in msgs:
-            with suppress(Exception):  # connection gone: redelivered after ack_wait anyway
-                await msg.nak(delay=delay or None)
+        await acks.nak(msgs, delay)
 
     async def _dead_letter(self, msg: Msg, subject: str, reason: str) -> None:
+        """Park it (procwatch_messaging.acks), retrying the publish until it is stored: the message
+        stays in hand meanwhile, so nothing after it is handled first."""
         delay = 0.1
-        headers = {subjects.REASON_HEADER: reason, ORIGINAL_SUBJECT_HEADER: msg.subject}
-        with suppress(Exception):
-            # The stored message's sequence: a redelivered poison message is parked once.
-            headers["Nats-Msg-Id"] = f"dl-{msg.metadata.stream}-{msg.metadata.sequence.stream}"
         while True:
             try:
-                await self._js().publish(subject, msg.data, headers=headers, timeout=5.0)
-                break
+                await acks.dead_letter(acks.js_publisher(self._js()), subject, [(msg, reason)])
+                return
             except Exception as exc:  # broker trouble: keep the message until it is parked
                 if self.stopping.is_set():
                     return
                 log.warning("dead-letter publish failed; retrying", extra={"error": type(exc).__name__})
                 await asyncio.sleep(delay)
                 delay = min(self._settings.max_backoff_s, delay * 2)
-        log.warning("event dead-lettered", extra={"subject": msg.subject, "deadletter": subject, "reason": reason})
-        await msg.ack()
 
 
 _SPLIT = object()

@@ -1,4 +1,4 @@
-"""Alerter settings: the shared connection URLs plus `PROCWATCH_ALERTER_*`."""
+"""Alerter settings: the shared connection URLs and health endpoint (WorkerSettings) plus `PROCWATCH_ALERTER_*`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_contracts import subjects
-from procwatch_runtime.settings import ConnectionSettings
+from procwatch_runtime.settings import WorkerSettings
 
 
-class AlerterSettings(ConnectionSettings):
+class AlerterSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="PROCWATCH_ALERTER_", extra="ignore")
 
     # Durable consumer name (the lifecycle consumer is `<durable>-lifecycle`).
@@ -48,10 +48,6 @@ class AlerterSettings(ConnectionSettings):
     # Unexpected (non-transient) errors: attempts before the event is dead-lettered.
     max_attempts_on_error: int = 3
     log_level: str = "INFO"
-    # Health endpoint (GET /healthz, /readyz; see procwatch_runtime.health): off unless a port is set.
-    health_port: int | None = None
-    health_host: str = "127.0.0.1"
-    health_timeout_s: float = 2.0
 
     @property
     def batch_timeout_s(self) -> float:

@@ -1,38 +1,32 @@
-"""Wiring: the FastStream app of the ingest service (`procwatch ingest` runs `main()`).
+"""Wiring of the ingest service (`procwatch ingest` runs `main()`): what runs, handed to the worker
+runtime (procwatch_messaging.worker), which connects, declares the streams, drains and reports health.
 
-    broker  = NatsBroker(NATS_URL)
-    AGENT_SAMPLES --(durable pull consumer, batches, manual ack)--> SampleBatchHandler
+    AGENT_SAMPLES --(durable pull consumer, BatchPullLoop, batches, manual ack)--> SampleBatchHandler
     agent.config.* --(core request-reply, queue group)--> WatchListHandler
     SampleBatchHandler --> samples.recorded.<server_id> (SAMPLE_EVENTS), deadletter.agent.samples
+    jobs: ingest-stats (every replica), retention (procwatch_ingest.retention, one replica at a time)
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import uvloop
-import yaml
 
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.params import NoCast
-from faststream.specification import AsyncAPI
 from nats.js.api import AckPolicy as AckPolicyNats
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from psycopg_pool import AsyncConnectionPool
 
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AgentSample, SampleRecorded, WatchListReply, WatchListRequest
-from procwatch_db.urls import libpq_url
 from procwatch_messaging.publish import AckedPublisher
-from procwatch_messaging.pull import BatchPullLoop
-from procwatch_messaging.streams import ensure_streams
+from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool
 from procwatch_runtime.gc_tuning import tune_gc
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_ingest.handlers import SampleBatchHandler, WatchListHandler
-from procwatch_ingest.health import health_server
 from procwatch_ingest.repository import configure_connection
 from procwatch_ingest.retention import RetentionConfig, RetentionTask
 from procwatch_ingest.service import IngestService
@@ -41,12 +35,9 @@ from procwatch_ingest.stats import IngestStats
 
 log = logging.getLogger("procwatch.ingest")
 
-ASYNCAPI_TITLE = "procwatch broker API (ingest)"
-ASYNCAPI_VERSION = "1"
-
 
 class IngestApp:
-    """The service: FastStream app + its resources, startable in-process (tests) or by `main()`."""
+    """The service's parts on a Worker; startable in-process (tests, bench) or by `main()`."""
 
     def __init__(self, settings: IngestSettings):
         self.settings = settings
@@ -58,66 +49,74 @@ class IngestApp:
             max_future_s=settings.max_future_s,
             stats=self.stats,
         )
-        self.pool = AsyncConnectionPool(
-            libpq_url(settings.database_url),
-            min_size=settings.pool_min_size,
-            max_size=max(settings.pool_min_size, settings.pool_max_size),
-            timeout=settings.pool_timeout_s,
-            check=AsyncConnectionPool.check_connection,
-            configure=configure_connection,
-            open=False,
-            name="ingest",
-        )
-        self.broker = NatsBroker(
-            settings.nats_url,
-            max_reconnect_attempts=-1,  # wait out broker outages
-            reconnect_time_wait=0.5,
-            logger=logging.getLogger("procwatch.ingest.broker"),
-            log_level=logging.DEBUG,
-        )
+        self.worker = Worker("ingest", settings, stream_limits=settings.stream_limits(), pool=WorkerPool(
+            min_size=settings.pool_min_size, max_size=settings.pool_max_size, timeout_s=settings.pool_timeout_s,
+            check_on_checkout=True, configure=configure_connection,
+        ))
+        self.broker = self.worker.broker
+        self.pool = self.worker.pool
         self._publisher: AckedPublisher | None = None
         self.batches = SampleBatchHandler(
             self.service, self.pool, self._events_publisher,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
         )
         self.watch_lists = WatchListHandler(self.service, self.pool, settings.interval_seconds)
-        self.pull_loop = BatchPullLoop(
-            self._subscribe_samples, self.batches.handle, batch_size=settings.batch_size,
-            batch_timeout_s=settings.batch_timeout_s, max_in_flight=settings.max_in_flight, name="ingest-pull-loop",
+        self.pull_loop = self.worker.pull_loop(
+            PullConsumer(subjects.AGENT_SAMPLES_SUBJECTS, subjects.AGENT_SAMPLES_STREAM, settings.durable,
+                         self._consumer_config()),
+            self.batches.handle, batch_size=settings.batch_size, batch_timeout_s=settings.batch_timeout_s,
+            max_in_flight=settings.max_in_flight, name="ingest-pull-loop", check="consumer",
         )
-        self.docs_broker = NatsBroker(settings.nats_url)
-        self._register()
-        self.app = FastStream(
-            self.broker,
-            specification=AsyncAPI(
-                self.docs_broker, self.broker, title=ASYNCAPI_TITLE, version=ASYNCAPI_VERSION,
-                description="Messages the ingest service consumes, answers and publishes (contracts v1).",
-            ),
-            on_startup=[self._open],
-            after_startup=[self.pull_loop.start, self._start_health],
-            on_shutdown=[self._drain],
-            after_shutdown=[self._close],
-            logger=log,
-        )
-        self._stats_task: asyncio.Task | None = None
-        self.health = health_server(self)  # None unless health_port is set
+        # A batch fetched from now on goes straight back (nak, no delay) to another replica.
+        self.worker.on_drain(self._start_draining)
+        self.worker.periodic("ingest-stats", self._log_stats, every_s=settings.stats_log_interval_s, jitter=0.0,
+                             exclusive=False)
+        self.worker.on_stopped(lambda: log.info("ingest stopped", extra=self.stats.snapshot()))
         self.retention = RetentionTask(settings.database_url, RetentionConfig(
             interval_s=settings.retention_interval_s, partitions_ahead_days=settings.partitions_ahead_days,
             batch_rows=settings.retention_batch_rows, lock_timeout_ms=settings.retention_lock_timeout_ms,
         )) if settings.retention_enabled else None
+        if self.retention is not None:
+            # Its own schedule and advisory lock (a pass runs in a thread; docs/retention.md).
+            self.worker.on_started(self.retention.start)
+            self.worker.on_drain(self.retention.stop)
+        # Documentation only (never started): the AsyncAPI document (procwatch_ingest.spec).
+        self.docs_broker = NatsBroker(settings.nats_url)
+        self._register()
+
+    @property
+    def health(self):
+        """The health endpoint (None unless PROCWATCH_INGEST_HEALTH_PORT is set)."""
+        return self.worker.health
 
     def _events_publisher(self) -> AckedPublisher:
-        """The publisher of SampleRecorded and dead-letter messages, on the broker's current client."""
-        nc = self.broker.config.connection_state.connection
+        """The publisher of SampleRecorded and dead-letter messages, on the worker's client."""
+        nc = self.worker.nc
         if self._publisher is None or self._publisher.nc is not nc:
             self._publisher = AckedPublisher(nc)
         return self._publisher
+
+    def _consumer_config(self) -> ConsumerConfig:
+        s = self.settings
+        return ConsumerConfig(
+            ack_policy=AckPolicyNats.EXPLICIT,  # acked per message, only after commit (or dead-lettering)
+            ack_wait=s.ack_wait_s,
+            max_ack_pending=max(1000, 4 * s.batch_size),
+            max_deliver=-1,  # outages are waited out; poison messages are dead-lettered, not retried
+            deliver_policy=DeliverPolicy.NEW if s.deliver_policy == "new" else DeliverPolicy.ALL,
+        )
+
+    def _start_draining(self) -> None:
+        self.batches.draining = True
+
+    async def _log_stats(self) -> None:
+        log.info("ingest stats", extra=self.stats.snapshot())
 
     def _register(self) -> None:
         s = self.settings
         watch_lists = self.watch_lists
 
-        @self.broker.subscriber(
+        @self.worker.subscriber(
             subjects.AGENT_CONFIG_SUBJECTS,
             queue=s.watchlist_queue,
             include_in_schema=False,  # documented with its real types on the docs broker below
@@ -172,90 +171,20 @@ class IngestApp:
         async def doc_agent_samples(body: list[AgentSample]) -> None:  # pragma: no cover - docs only
             raise NotImplementedError
 
-    async def _subscribe_samples(self):
-        s = self.settings
-        js = self.broker.config.connection_state.stream
-        return await js.pull_subscribe(
-            subjects.AGENT_SAMPLES_SUBJECTS,
-            durable=s.durable,
-            stream=subjects.AGENT_SAMPLES_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicyNats.EXPLICIT,  # acked per message, only after commit (or dead-lettering)
-                ack_wait=s.ack_wait_s,
-                max_ack_pending=max(1000, 4 * s.batch_size),
-                max_deliver=-1,  # outages are waited out; poison messages are dead-lettered, not retried
-                deliver_policy=DeliverPolicy.NEW if s.deliver_policy == "new" else DeliverPolicy.ALL,
-            ),
-        )
-
-    # --- lifecycle -------------------------------------------------------------
-
-    async def _open(self) -> None:
-        client = await self.broker.connect()
-        await ensure_streams(client.jetstream(), self.settings.stream_limits())
-        await self.pool.open(wait=False)
-        self._stats_task = asyncio.create_task(self._log_stats())
-        if self.retention is not None:
-            self.retention.start()
-        log.info("ingest starting", extra={"durable": self.settings.durable, "batch_size": self.settings.batch_size,
-                                           "batch_timeout_ms": self.settings.batch_timeout_ms})
-
-    async def _drain(self) -> None:
-        """Stop taking batches, let the one in flight commit, publish and ack."""
-        self.batches.draining = True  # a batch fetched from now on goes straight back (nak, no delay)
-        await self.pull_loop.stop()
-        if self.retention is not None:
-            await self.retention.stop()
-
-    async def _start_health(self) -> None:
-        if self.health is not None:
-            await self.health.start()
-
-    async def _close(self) -> None:
-        if self.health is not None:
-            await self.health.stop()
-        if self._stats_task:
-            self._stats_task.cancel()
-        await self.pool.close()
-        log.info("ingest stopped", extra=self.stats.snapshot())
-
-    async def _log_stats(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.stats_log_interval_s)
-            log.info("ingest stats", extra=self.stats.snapshot())
-
     async def start(self) -> None:
-        """Start in the running loop (tests, bench); `stop()` shuts down gracefully."""
-        await self.app.start()
+        """Start in the running loop (tests, bench); `stop()` drains."""
+        await self.worker.start()
 
     async def stop(self) -> None:
-        await self.app.stop()
+        await self.worker.stop()
 
     async def run(self) -> None:
-        """Block until SIGTERM / SIGINT, then shut down gracefully."""
-        await self.app.run()
+        """Until SIGTERM / SIGINT, then drain."""
+        await self.worker.run()
 
 
 def create_app(settings: IngestSettings | None = None) -> IngestApp:
     return IngestApp(settings or IngestSettings())
-
-
-def asyncapi_yaml(settings: IngestSettings | None = None) -> str:
-    """The AsyncAPI document of the broker API, as committed in docs/asyncapi.yaml."""
-    settings = settings or IngestSettings(
-        database_url="postgresql://unused/none", nats_url="nats://127.0.0.1:4222",
-        watchlist_queue="procwatch-ingest", durable="procwatch-ingest",
-    )
-    app = create_app(settings)
-    doc = app.app.schema.to_specification().to_jsonable()
-    # FastStream's channel order depends on hash order (PYTHONHASHSEED): sort for a stable file.
-    for key in ("channels", "operations"):
-        if key in doc:
-            doc[key] = dict(sorted(doc[key].items()))
-    for key in ("messages", "schemas"):
-        if key in doc.get("components", {}):
-            doc["components"][key] = dict(sorted(doc["components"][key].items()))
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
 def main() -> None:

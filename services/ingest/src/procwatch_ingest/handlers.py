@@ -21,6 +21,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import WatchListReply
+from procwatch_messaging import acks
+from procwatch_messaging.acks import retry_delay
 from procwatch_messaging.publish import AckedPublisher
 from procwatch_ingest import inbound
 from procwatch_ingest.inbound import Rejected
@@ -31,11 +33,6 @@ log = logging.getLogger("procwatch.ingest")
 
 TRANSIENT_DB_ERRORS = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
                        psycopg.errors.DeadlockDetected, psycopg.errors.ForeignKeyViolation, PoolTimeout, OSError)
-
-
-def retry_delay(num_delivered: int, base_s: float, max_s: float) -> float:
-    """Redelivery delay after a transient failure: base * 2^(attempt-1), capped."""
-    return min(max_s, base_s * (2 ** max(0, min(num_delivered, 30) - 1)))
 
 
 class SampleBatchHandler:
@@ -57,17 +54,11 @@ class SampleBatchHandler:
         self.retry_max_s = retry_max_s
         self.publish_timeout_s = publish_timeout_s
         self.draining = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         # Batches may overlap (parse/COPY of one while another commits), but commit + publish
         # happen one batch at a time, so events leave in commit order.
         self._commit_publish = asyncio.Lock()
         # ... and take their row locks in the order they were pulled (service.LockOrder: why).
         self._lock_order = LockOrder()
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
 
     async def handle(self, batch: list[Msg]) -> None:
         if not batch:
@@ -76,17 +67,11 @@ class SampleBatchHandler:
             # Shutting down: hand the batch straight back to another replica.
             await self._nak(batch, delay=0)
             return
-        self._in_flight += 1
-        self._idle.clear()
         try:
             await self._handle(batch)
         except Exception:
             log.exception("batch failed unexpectedly; redelivering", extra={"batch_size": len(batch)})
             await self._nak(batch)
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
 
     async def _handle(self, batch: list[Msg]) -> None:
         # Taken before the first await: batches get their turns in the order they were pulled.
@@ -183,12 +168,7 @@ class SampleBatchHandler:
             log.warning("agent message dead-lettered",
                         extra={"server_id": server_id, "reason": reason.code, "detail": reason.text,
                                "subject": msg.subject})
-            headers = {
-                subjects.REASON_HEADER: reason.header,
-                inbound.ORIGINAL_SUBJECT_HEADER: msg.subject,
-                # The stored message's sequence: a redelivered poison message dead-letters once.
-                "Nats-Msg-Id": f"dl-{msg.metadata.stream}-{msg.metadata.sequence.stream}",
-            }
+            headers = acks.dead_letter_headers(msg, reason.header)
             original_id = (msg.headers or {}).get(inbound.MSG_ID_HEADER)
             if original_id:
                 headers[inbound.ORIGINAL_MSG_ID_HEADER] = original_id[:200]
@@ -204,13 +184,9 @@ class SampleBatchHandler:
             await msg.ack()
 
     async def _nak(self, batch: list[Msg], delay: float | None = None) -> None:
-        for msg in batch:
-            try:
-                d = delay if delay is not None else retry_delay(
-                    msg.metadata.num_delivered or 1, self.retry_base_s, self.retry_max_s)
-                await msg.nak(delay=d)
-            except Exception:  # connection gone: the server redelivers after ack_wait anyway
-                log.debug("nak failed", exc_info=True)
+        """Hand the batch back: after `delay`, else after the retry backoff of each message."""
+        await acks.nak(batch, delay if delay is not None else (
+            lambda msg: retry_delay(acks.num_delivered(msg), self.retry_base_s, self.retry_max_s)))
 
 
 class WatchListHandler:

@@ -1,4 +1,5 @@
-"""Ingest settings: `PROCWATCH_INGEST_*` environment variables (URLs come from ConnectionSettings)."""
+"""Ingest settings: `PROCWATCH_INGEST_*` environment variables (URLs and the health endpoint come from
+WorkerSettings)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_messaging.streams import StreamLimits
-from procwatch_runtime.settings import ConnectionSettings
+from procwatch_runtime.settings import WorkerSettings
 
 
-class IngestSettings(ConnectionSettings):
+class IngestSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="PROCWATCH_INGEST_", extra="ignore")
 
     # Batching ("natural", procwatch_messaging.pull): a batch is whatever waited, up to
@@ -57,10 +58,6 @@ class IngestSettings(ConnectionSettings):
     pool_timeout_s: float = Field(default=5.0, gt=0)
 
     stats_log_interval_s: float = Field(default=60.0, gt=0)
-    # Health endpoint (GET /healthz, /readyz; see procwatch_runtime.health): off unless a port is set.
-    health_port: int | None = Field(default=None, ge=0, le=65535)
-    health_host: str = "127.0.0.1"
-    health_timeout_s: float = Field(default=2.0, gt=0)
 
     # Retention (docs/retention.md): one replica at a time (advisory lock) keeps the daily
     # partitions of process_samples and removes samples older than the owner's plan retention.
