@@ -259,8 +259,9 @@ class Worker:
         if self.health is not None:
             await self.health.start()
         self.started = True
-        log.info("worker started", extra={
-            "worker": self.name, "pull_loops": len(self.pull_loops), "subscribers": len(self.broker.subscribers),
+        # "<name> started" on the service's own logger (operators and tests look for it).
+        logging.getLogger(f"procwatch.{self.name}").info(f"{self.name} started", extra={
+            "pull_loops": len(self.pull_loops), "subscribers": len(self.broker.subscribers),
             "jobs": len(self.jobs), "background": len(self.background_tasks),
             "event_loop": type(asyncio.get_running_loop()).__module__})
 
