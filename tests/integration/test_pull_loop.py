@@ -202,3 +202,50 @@ async def test_the_loop_batches_a_backlog_with_fetch_waiting_and_waits_for_new_m
     assert sizes[:3] == [100, 100, 50]
     assert [d for _, b in rec.batches for d in b] == [f"m{i}".encode() for i in range(250)] + [b"late"]
     assert rec.batches[-1][0] - sent < 1.0
+
+
+# --- the nats-py internals fetch_waiting and BatchPullLoop.stop read ----------------------------
+
+
+async def test_nats_py_internals_used_by_fetch_waiting__if_this_fails_re_check_pull_py_against_the_new_nats_py(
+        stream):
+    """procwatch_messaging.pull reads private attributes of nats-py's pull subscription; nats-py is
+    pinned (libs/messaging/pyproject.toml) to the minor version this test was last green on.
+
+    If this fails after a nats-py upgrade: read nats-py's `PullSubscription.fetch` /
+    `_fetch_one` / `_fetch_n` and `Subscription.next_msg` in the new version, adapt
+    `fetch_waiting` and `BatchPullLoop.stop` in libs/messaging/src/procwatch_messaging/pull.py
+    (or go back to `psub.fetch`), run this file, then widen the pin."""
+    import importlib.metadata
+
+    import nats.js.api
+    from nats.aio.client import Client
+    from nats.aio.subscription import Subscription
+
+    version = importlib.metadata.version("nats-py")
+    assert version.startswith("2.16."), (
+        f"nats-py {version} is outside the range pull.py was checked against (2.16.x): "
+        "re-check fetch_waiting / BatchPullLoop.stop, then update the pin in libs/messaging/pyproject.toml")
+    js, subject, name = stream
+    psub = await _pull_subscription(js, subject, name)
+    try:
+        what = "re-check procwatch_messaging.pull against this nats-py"
+        assert isinstance(psub._nc, Client), what
+        assert isinstance(psub._sub, Subscription), what
+        assert isinstance(psub._sub._pending_queue, asyncio.Queue), what
+        assert isinstance(psub._sub._pending_size, int), what
+        # The pull request's subject and the inbox the messages come back to.
+        assert isinstance(psub._nms, str) and psub._nms.startswith("$JS.API.CONSUMER.MSG.NEXT."), what
+        assert psub._nms.endswith(f".{name}.{(await psub.consumer_info()).name}"), what
+        assert isinstance(psub._deliver, str) and psub._deliver == psub._sub.subject, what
+        assert nats.js.api.Header.STATUS == "Status", what
+        assert nats.js.api.StatusCode.CONTROL_MESSAGE == "100", what
+        # What the queue holds: the messages themselves, their size counted in _pending_size.
+        await js.publish(subject, b"probe")
+        await psub._nc.publish(psub._nms, b'{"batch": 1, "no_wait": true}', psub._deliver)
+        msg = await asyncio.wait_for(psub._sub._pending_queue.get(), 5)
+        assert msg.data == b"probe" and psub._sub._pending_size >= len(b"probe"), what
+        psub._sub._pending_size -= len(msg.data)
+        await msg.ack()
+    finally:
+        await psub.unsubscribe()

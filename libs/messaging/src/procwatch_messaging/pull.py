@@ -182,7 +182,11 @@ async def fetch_waiting(psub, n: int, timeout: float) -> list[Msg]:
     the next batch starting under load (bench ingest). Here the messages the server sent together
     are taken from the subscription's queue in one go. Same protocol as nats-py's first request
     (`no_wait` without `expires`: the server sends what it has, then 404 if that was fewer than
-    asked); it reads nats-py's subscription internals, pinned by tests/integration/test_pull_loop.py.
+    asked). It reads nats-py's private subscription internals (`_sub._pending_queue`,
+    `_sub._pending_size`, `_nms`, `_deliver`, `_nc`), so nats-py is pinned to one minor version in
+    libs/messaging/pyproject.toml, and tests/integration/test_pull_loop.py::
+    test_nats_py_internals_used_by_fetch_waiting__if_this_fails_re_check_pull_py_against_the_new_nats_py
+    checks them.
     """
     sub = psub._sub
     queue: asyncio.Queue = sub._pending_queue

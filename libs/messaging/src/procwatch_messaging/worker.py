@@ -99,16 +99,17 @@ class Background:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
+        if self._task is None:
+            return
         if self._flush is not None:
             try:  # one last pass, so what is pending goes out now rather than at the next start
                 await asyncio.wait_for(self._flush(), self._flush_timeout_s)
             except Exception as exc:
                 log.warning("final flush failed", extra={"task": self.name, "error": type(exc).__name__})
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        self._task.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await self._task
+        self._task = None
 
 
 class Worker:
@@ -298,8 +299,8 @@ class Worker:
         delay = 0.5
         while not stop.is_set():
             try:
-                await self.start()
-                break
+                if await self._start_unless(stop):
+                    break
             except Exception as exc:
                 log.warning("worker start failed; retrying",
                             extra={"worker": self.name, "error": type(exc).__name__, "retry_in_s": delay})
@@ -307,8 +308,30 @@ class Worker:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 delay = min(START_MAX_BACKOFF_S, delay * 2)
+        if not self.started:  # stopped before it ever started
+            await self._undo_start()
+            if self.pool is not None:
+                await self.pool.close()
+            return
         await stop.wait()
         await self.stop()
+
+    async def _start_unless(self, stop: asyncio.Event) -> bool:
+        """start(), abandoned if `stop` is set first (the NATS client retries its first connection
+        forever while the server is down). Returns whether it started; raises what start() raised."""
+        starting = asyncio.create_task(self.start())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await starting
+            return False
+        starting.result()
+        return True
 
     async def _undo_start(self) -> None:
         """What a failed start began, stopped (the pool stays: psycopg pools do not reopen)."""
