@@ -8,18 +8,19 @@ A service's app.py only declares what runs, then hands over:
     worker.subscriber(subject, stream=JStream(...), ack_policy=AckPolicy.MANUAL, ...)(handler)
     worker.background("outbox_relay", relay.run, flush=relay.publish_pending)
     worker.periodic("offline-servers", detect, every_s=15)           # one replica at a time
+    worker.part("retention", retention.start, retention.stop)           # a part with its own schedule
     worker.on_drain(lambda: handlers.stopping.set())
     await worker.run()                                                 # until SIGTERM / SIGINT
 
 Start (`start()`): connect to NATS (reconnecting forever), declare the streams
 (procwatch_messaging.streams), open the PostgreSQL pool, start the FastStream subscribers, the
-pull loops, the background tasks and the periodic jobs, then the health endpoint.
+pull loops, the background tasks, the periodic jobs and the parts, then the health endpoint.
 `run()` retries a start that fails (dependencies not up yet) with backoff.
 
 Drain (`stop()`, on SIGTERM / SIGINT in `run()`): the on_drain hooks (handlers stop taking
 work), then stop pulling: the pull loops finish their batches in flight (commit, publish,
 ack) and nak what else reached them; the FastStream subscribers finish the message in hand;
-the periodic jobs finish their run; the background tasks get one last `flush` and are
+the periodic jobs finish their run and the parts stop; the background tasks get one last `flush` and are
 cancelled; then the broker connection is drained, the pool and the health endpoint closed.
 
 Health (procwatch_runtime.health, one implementation): `postgres` and `nats` always, plus one
@@ -47,8 +48,8 @@ from psycopg_pool import AsyncConnectionPool
 from procwatch_db.urls import libpq_url
 from procwatch_messaging.pull import BatchPullLoop, Handle
 from procwatch_messaging.streams import StreamLimits, ensure_streams
-from procwatch_runtime.health import Check, HealthServer, nats_check, postgres_check
 from procwatch_messaging.jobs import Job, PeriodicJob
+from procwatch_runtime.health import Check, HealthServer, nats_check, postgres_check
 from procwatch_runtime.settings import WorkerSettings
 
 log = logging.getLogger("procwatch.messaging.worker")
@@ -132,7 +133,8 @@ class Worker:
             self.pool = AsyncConnectionPool(
                 libpq_url(settings.database_url), min_size=pool.min_size,
                 max_size=max(pool.min_size, pool.max_size), timeout=pool.timeout_s,
-                check=AsyncConnectionPool.check_connection if pool.check_on_checkout else None, configure=pool.configure,
+                check=AsyncConnectionPool.check_connection if pool.check_on_checkout else None,
+                configure=pool.configure,
                 kwargs={"connect_timeout": 5, "application_name": f"procwatch-{name}"[:63], **pool.kwargs},
                 open=False, name=name,
             )
@@ -141,8 +143,7 @@ class Worker:
         self.pull_loops: list[BatchPullLoop] = []
         self.jobs: list[PeriodicJob] = []
         self.background_tasks: list[Background] = []
-        self._checks: dict[str, Check] = {}
-        self._on_started: list[Hook] = []
+        self._parts: list[tuple[str, Hook, Hook]] = []
         self._on_drain: list[Hook] = []
         self._on_stopped: list[Hook] = []
         self.draining = False
@@ -173,7 +174,6 @@ class Worker:
 
     def add_check(self, name: str, check: Check) -> None:
         """A readiness check: an async callable that raises while its dependency is unusable."""
-        self._checks[name] = check
         if self.health is not None:
             self.health.checks[name] = check
 
@@ -227,9 +227,10 @@ class Worker:
         self.jobs.append(job)
         return job
 
-    def on_started(self, hook: Hook) -> None:
-        """Called at the end of start (e.g. a part with its own task and schedule)."""
-        self._on_started.append(hook)
+    def part(self, name: str, start: Hook, stop: Hook) -> None:
+        """A part with its own task and schedule: `start` after the consumers started, `stop` on
+        drain once the consumers stopped (with the periodic jobs)."""
+        self._parts.append((name, start, stop))
 
     def on_drain(self, hook: Hook) -> None:
         """Called first on stop (e.g. handlers stop taking new work)."""
@@ -255,8 +256,8 @@ class Worker:
             task.start()
         for job in self.jobs:
             job.start()
-        for hook in self._on_started:
-            await _call(hook)
+        for _, start, _ in self._parts:
+            await _call(start)
         if self.health is not None:
             await self.health.start()
         self.started = True
@@ -275,7 +276,8 @@ class Worker:
             await _call(hook)
         await asyncio.gather(*(_quietly(loop.stop(), loop.name) for loop in self.pull_loops))
         await asyncio.gather(*(_quietly(sub.stop(), "subscriber") for sub in self.broker.subscribers))
-        await asyncio.gather(*(_quietly(job.stop(), job.name) for job in self.jobs))
+        await asyncio.gather(*(_quietly(job.stop(), job.name) for job in self.jobs),
+                             *(_quietly(_call(stop), name) for name, _, stop in self._parts))
         for task in self.background_tasks:
             await _quietly(task.stop(), task.name)
         await _quietly(self.broker.stop(), "broker")
@@ -339,6 +341,8 @@ class Worker:
             await _quietly(loop.stop(), loop.name)
         for job in self.jobs:
             await _quietly(job.stop(), job.name)
+        for name, _, stop in self._parts:
+            await _quietly(_call(stop), name)
         for task in self.background_tasks:
             await _quietly(task.stop(), task.name)
         if self.health is not None:

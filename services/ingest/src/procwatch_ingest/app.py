@@ -78,8 +78,7 @@ class IngestApp:
         )) if settings.retention_enabled else None
         if self.retention is not None:
             # Its own schedule and advisory lock (a pass runs in a thread; docs/retention.md).
-            self.worker.on_started(self.retention.start)
-            self.worker.on_drain(self.retention.stop)
+            self.worker.part("retention", self.retention.start, self.retention.stop)
         # Documentation only (never started): the AsyncAPI document (procwatch_ingest.spec).
         self.docs_broker = NatsBroker(settings.nats_url)
         self._register()
