@@ -25,6 +25,7 @@ from procwatch_contracts import subjects
 from procwatch_messaging.outbox import OutboxRelay
 from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool
 from procwatch_runtime.gc_tuning import tune_gc
+from procwatch_runtime.health import HealthServer
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_alerter.handlers import Handlers
@@ -65,7 +66,7 @@ class AlerterApp:
         self.worker.on_stopped(lambda: log.info("alerter stopped", extra=asdict(self.handlers.stats)))
 
     @property
-    def health(self):
+    def health(self) -> HealthServer | None:
         """The health endpoint (None unless PROCWATCH_ALERTER_HEALTH_PORT is set)."""
         return self.worker.health
 

@@ -24,6 +24,7 @@ from procwatch_contracts.messages import AgentSample, SampleRecorded, WatchListR
 from procwatch_messaging.publish import AckedPublisher
 from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool
 from procwatch_runtime.gc_tuning import tune_gc
+from procwatch_runtime.health import HealthServer
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_ingest.handlers import SampleBatchHandler, WatchListHandler
@@ -84,7 +85,7 @@ class IngestApp:
         self._register()
 
     @property
-    def health(self):
+    def health(self) -> HealthServer | None:
         """The health endpoint (None unless PROCWATCH_INGEST_HEALTH_PORT is set)."""
         return self.worker.health
 
