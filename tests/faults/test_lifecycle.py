@@ -169,7 +169,8 @@ async def test_alerter_health_endpoint_reports_ready_and_a_dead_database(databas
     try:
         r = await _get(app.health.port, "/readyz")
         assert r.status_code == 200, r.text
-        assert r.json() == {"status": "ready", "checks": {"postgres": "ok", "nats": "ok", "outbox_relay": "ok"}}
+        assert r.json() == {"status": "ready", "checks": {"postgres": "ok", "nats": "ok", "consumer": "ok",
+                                                         "outbox_relay": "ok"}}
         assert (await _get(app.health.port, "/healthz")).status_code == 200
     finally:
         await app.stop()

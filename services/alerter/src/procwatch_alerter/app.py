@@ -56,7 +56,7 @@ class AlerterApp:
             self.handlers.on_sample_batch,
             batch_size=settings.batch_size, batch_timeout_s=settings.batch_timeout_s,
             idle_poll_s=settings.fetch_timeout_s, max_in_flight=1,  # one batch at a time: stream order
-            drain_timeout_s=max(5.0, settings.ack_wait_s), name="alerter-sample-loop",
+            drain_timeout_s=max(5.0, settings.ack_wait_s), name="alerter-sample-loop", check="consumer",
         )
         self._register_lifecycle_consumer()
         # One last relay pass on drain, so what was committed goes out now rather than at next start.
