@@ -74,7 +74,7 @@ class Rule:
 
 
 def _flag(condition: str, default: bool) -> Setting:
-    return Setting(f"alert_on_{condition}", bool, default, description=f"alert on the {condition} rule (0/1)")
+    return Setting(f"alert_on_{condition}", bool, default, description=f"whether the {condition} rule alerts")
 
 
 def _percent_threshold(name: str, default: float, what: str) -> Setting:
