@@ -294,6 +294,9 @@ class AlerterService:
             if row is None:
                 outcome.skipped_missing += 1  # deleted since: its own event resolves
                 return outcome
+            if row.server_id != event.server_id or row.user_id != event.user_id:
+                outcome.skipped_foreign += 1  # not this server's process: the API never sends that
+                return outcome
             # Decide on the row as it is now (locked), not on the event: a later
             # change may already have re-enabled what this event disabled.
             firing = parse_alerted_state(row.alerted_state)
