@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from procwatch_contracts import subjects
-from procwatch_contracts.messages import MAX_CPU_PCT, MAX_MEMORY_PCT
 from tests.integration.ingest.conftest import (  # noqa: F401  (ingest, nc: fixtures)
     eventually, ingest, nc, now_utc, publish, query, reading, sample_body, stream_messages,
 )
@@ -21,6 +20,10 @@ from tests.support.factories import make_process, make_server, make_user
 pytestmark = pytest.mark.integration
 
 TWO_DAYS_AGO = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+# Beyond the documented bounds (cpu_pct ≤ 1e7, memory_pct ≤ 1e6; the exact edges are unit-tested
+# in tests/unit/ingest/test_inbound.py), and a busy but real reading within them.
+CPU_BEYOND, MEMORY_BEYOND = 2e7, 2e6
+BUSY_CPU, BUSY_MEMORY = 6400.0, 180.0
 
 
 async def test_out_of_bounds_samples_are_dead_lettered_and_never_stored(ingest, nc, database_url):
@@ -34,19 +37,18 @@ async def test_out_of_bounds_samples_are_dead_lettered_and_never_stored(ingest, 
         "1970": (sample_body(hobby.id, datetime(1970, 1, 1, tzinfo=UTC), [ok]), "sampled_at_too_old"),
         "beyond the plan": (sample_body(hobby.id, TWO_DAYS_AGO, [ok]), "sampled_at_too_old"),
         "cpu 1e300": (sample_body(hobby.id, now_utc(-30), [reading("nginx", cpu=1e300)]), "invalid_message"),
-        "cpu beyond": (sample_body(hobby.id, now_utc(-20), [reading("nginx", cpu=MAX_CPU_PCT * 2)]),
+        "cpu beyond": (sample_body(hobby.id, now_utc(-20), [reading("nginx", cpu=CPU_BEYOND)]),
                        "invalid_message"),
-        "memory beyond": (sample_body(hobby.id, now_utc(-10), [reading("nginx", mem=MAX_MEMORY_PCT * 2)]),
+        "memory beyond": (sample_body(hobby.id, now_utc(-10), [reading("nginx", mem=MEMORY_BEYOND)]),
                           "invalid_message"),
     }
     ids = {}
     for name, (data, _) in cases.items():
         ids[name] = f"bounds-{uuid.uuid4().hex[:8]}"
         await publish(nc, hobby, data, msg_id=ids[name])
-    # Within bounds: stored (two days ago is fine on a seven-day plan; the bounds themselves pass).
+    # Within bounds: stored (two days ago is fine on a seven-day plan).
     await publish(nc, pro, sample_body(pro.id, TWO_DAYS_AGO, [ok]))
-    await publish(nc, hobby, sample_body(hobby.id, now_utc(-1), [reading("nginx", cpu=MAX_CPU_PCT,
-                                                                         mem=MAX_MEMORY_PCT)]))
+    await publish(nc, hobby, sample_body(hobby.id, now_utc(-1), [reading("nginx", cpu=BUSY_CPU, mem=BUSY_MEMORY)]))
 
     await eventually(lambda: query(database_url, "select samples_total from watched_processes where id = %s",
                                    (pro_pid,)) == [(1,)])
@@ -65,6 +67,6 @@ async def test_out_of_bounds_samples_are_dead_lettered_and_never_stored(ingest, 
     assert "memory_pct" in by_id[ids["memory beyond"]].headers[subjects.REASON_HEADER]
     # Only the in-bounds samples are rows; nothing landed in the default partition or at 1e300.
     assert query(database_url, "select cpu_pct, memory_pct from process_samples where watched_process_id = %s",
-                 (hobby_pid,)) == [(MAX_CPU_PCT, MAX_MEMORY_PCT)]
+                 (hobby_pid,)) == [(BUSY_CPU, BUSY_MEMORY)]
     assert query(database_url, "select recorded_at from process_samples where watched_process_id = %s",
                  (pro_pid,)) == [(TWO_DAYS_AGO,)]
