@@ -59,7 +59,7 @@ def test_the_table_has_a_column_per_setting_with_its_type_and_default():
     for setting in rules.SETTINGS:
         column = table.columns[setting.name]
         assert isinstance(column.type, kinds[setting.type]) and not column.nullable
-        default = column.server_default.arg.text
+        default = column.server_default.arg
         assert (default == str(setting.default).lower()) if setting.is_flag else float(default) == setting.default
     width = table.columns["alerted_state"].type.length
     assert len(",".join(rules.STATEFUL_CONDITIONS)) <= width, "alerted_state cannot hold every condition"

@@ -106,11 +106,12 @@ class WatchedProcess(SQLModel, table=True):
 
 
 def _setting_column(setting: Setting) -> Column:
-    """The column of an alert setting: NOT NULL, its registry default as the server default."""
+    """The column of an alert setting: NOT NULL, its registry default as the server default
+    (a plain string: rendered as a quoted literal, which PostgreSQL casts to the column type)."""
     if setting.is_flag:
-        return Column(setting.name, Boolean, nullable=False, server_default=text(str(setting.default).lower()))
+        return Column(setting.name, Boolean, nullable=False, server_default=str(setting.default).lower())
     kind = Integer if setting.type is int else Float
-    return Column(setting.name, kind, nullable=False, server_default=text(f"{setting.default:g}"))
+    return Column(setting.name, kind, nullable=False, server_default=f"{setting.default:g}")
 
 
 for _setting in SETTINGS:
