@@ -26,7 +26,7 @@ from procwatch_contracts.fast import (
     parse_agent_sample,
     parse_sample_recorded,
 )
-from procwatch_domain.rules import SETTINGS
+from procwatch_domain.rules import SETTING_DEFAULTS, SETTINGS
 from procwatch_contracts.messages import (
     MAX_CPU_PCT,
     MAX_MEMORY_PCT,
@@ -308,8 +308,7 @@ def _event_dict(**over) -> dict:
     sample = {"sample_id": 1, "watched_process_id": 2, "process_name": "nginx", "count": 1, "cpu_pct": 1.5,
               "memory_pct": 2.5, "oldest_start_unix": 100, "recorded_at": "2026-11-28T10:00:00Z",
               "previous_count": None, "previous_oldest_start_unix": None, "previous_recorded_at": None,
-              "is_latest": True, "config": {"alert_on_down": True, "alert_on_restart": True, "alert_on_cpu": False,
-                                            "alert_on_memory": False, "cpu_threshold_pct": 90.0,
+              "is_latest": True, "config": {**SETTING_DEFAULTS, "alert_on_restart": True, "cpu_threshold_pct": 90.0,
                                             "memory_threshold_pct": 90.0}}
     event = {"v": 1, "server_id": 3, "hostname": "web-01", "user_id": 4, "agent_version": "1",
              "sampled_at": "2026-11-28T10:00:00Z", "samples": [sample]}

@@ -89,11 +89,15 @@ def test_each_number_setting_is_validated_within_its_bounds(setting):
 
 @pytest.mark.parametrize("rule", [r for r in rules.RULES if not r.one_shot], ids=lambda r: r.condition)
 def test_every_stateful_rule_fires_only_with_its_flag_on(rule):
-    """Each rule is reachable through evaluate_transition: with all flags on, some sample makes it
-    fire; with only its flag off, that sample does not."""
-    bad = SampleView(count=0, cpu_pct=100.0, memory_pct=100.0)
+    """Each rule is reachable through evaluate_transition: with all flags on and the parameters at
+    their minimum, an extreme sample makes it fire; with only its flag off, none does."""
+    extremes = [SampleView(count=count, cpu_pct=100.0, memory_pct=100.0) for count in (0, 2**31 - 1)]
     all_on = ProcessAlertConfig(**{**rules.SETTING_DEFAULTS, **{s.name: True for s in rules.FLAG_SETTINGS},
-                                   **{s.name: s.minimum for s in rules.PARAMETER_SETTINGS}})
-    assert rule.condition in {t.condition for t in evaluate_transition(frozenset(), all_on, None, bad)}
+                                   **{s.name: s.type(s.minimum) for s in rules.PARAMETER_SETTINGS}})
     off = all_on.model_copy(update={rule.flag.name: False})
-    assert rule.condition not in {t.condition for t in evaluate_transition(frozenset(), off, None, bad)}
+
+    def fired(config) -> bool:
+        return any(t.condition == rule.condition for sample in extremes
+                   for t in evaluate_transition(frozenset(), config, None, sample))
+
+    assert fired(all_on) and not fired(off)
