@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import field, make_dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -18,18 +18,14 @@ from procwatch_domain.alerts import (
     resolve_all,
     resolve_for_change,
 )
+from procwatch_domain.rules import SETTINGS
 
 pytestmark = pytest.mark.unit
 
 
-@dataclass(frozen=True)
-class Cfg:
-    alert_on_down: bool = True
-    alert_on_restart: bool = False
-    alert_on_cpu: bool = False
-    alert_on_memory: bool = False
-    cpu_threshold_pct: float = 50.0
-    memory_threshold_pct: float = 25.0
+# A process's alert settings: every setting of the registry with its default (down on, the
+# rest off, cpu 50 %, memory 25 %); a test overrides what it needs, e.g. Cfg(alert_on_cpu=True).
+Cfg = make_dataclass("Cfg", [(x.name, x.type, field(default=x.default)) for x in SETTINGS], frozen=True)
 
 
 ALL_ON = Cfg(alert_on_down=True, alert_on_restart=True, alert_on_cpu=True, alert_on_memory=True)

@@ -1,5 +1,7 @@
-"""procwatch_contracts.fast mirrors messages.AgentSample: whatever the fast decoder accepts,
-the pydantic model accepts with the same values (it may refuse more; the model then decides)."""
+"""procwatch_contracts.fast mirrors messages.AgentSample and SampleRecorded: whatever the fast
+decoder accepts, the pydantic model accepts with the same values (it may refuse more; the model
+then decides), and whatever the model accepts, `parse_*` returns as the fast type with the same
+values (the services' one runtime type); what the model refuses, `parse_*` refuses with its error."""
 
 from __future__ import annotations
 
@@ -21,8 +23,18 @@ from procwatch_contracts.fast import (
     decode_agent_sample,
     decode_sample_recorded,
     encode_sample_recorded,
+    parse_agent_sample,
+    parse_sample_recorded,
 )
-from procwatch_contracts.messages import AgentSample, ProcessAlertConfig, RecordedSample, SampleRecorded
+from procwatch_domain.rules import SETTING_DEFAULTS, SETTINGS
+from procwatch_contracts.messages import (
+    MAX_CPU_PCT,
+    MAX_MEMORY_PCT,
+    AgentSample,
+    ProcessAlertConfig,
+    RecordedSample,
+    SampleRecorded,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -47,12 +59,16 @@ def _model(data: bytes) -> AgentSample | None:
         return None
 
 
-def assert_mirrors(data: bytes) -> None:
-    fast = decode_agent_sample(data)
-    model = _model(data)
-    if fast is None:
-        return  # refusing is always allowed: the model decides
-    assert model is not None, f"fast decoder accepted what AgentSample refuses: {data!r}"
+def assert_parsed_like_the_model(data: bytes, model: AgentSample | None) -> None:
+    """parse_agent_sample: the model's verdict, as the fast type."""
+    if model is None:
+        with pytest.raises(ValidationError):
+            parse_agent_sample(data)
+        return
+    assert_same_values(parse_agent_sample(data), model)
+
+
+def assert_same_values(fast, model: AgentSample) -> None:
     assert (fast.v, fast.server_id, fast.agent_version, fast.sampled_at) == (
         model.v, model.server_id, model.agent_version, model.sampled_at)
     assert fast.sampled_at.utcoffset() == model.sampled_at.utcoffset()
@@ -61,6 +77,16 @@ def assert_mirrors(data: bytes) -> None:
         for name in ("process_name", "count", "cpu_pct", "memory_pct", "oldest_start_unix"):
             fv, mv = getattr(f, name), getattr(m, name)
             assert fv == mv and type(fv) is type(mv), (name, fv, mv)
+
+
+def assert_mirrors(data: bytes) -> None:
+    fast = decode_agent_sample(data)
+    model = _model(data)
+    assert_parsed_like_the_model(data, model)
+    if fast is None:
+        return  # refusing is always allowed: the model decides
+    assert model is not None, f"fast decoder accepted what AgentSample refuses: {data!r}"
+    assert_same_values(fast, model)
 
 
 def test_a_plain_message_takes_the_fast_path_with_the_models_values():
@@ -78,6 +104,11 @@ EDGE_CASES = {
     "int percent": _sample(processes=[_reading(cpu_pct=3)]),
     "negative percent": _sample(processes=[_reading(memory_pct=-0.1)]),
     "bool percent": _sample(processes=[_reading(cpu_pct=False)]),
+    "cpu at its bound": _sample(processes=[_reading(cpu_pct=MAX_CPU_PCT)]),
+    "cpu beyond its bound": _sample(processes=[_reading(cpu_pct=MAX_CPU_PCT * 1.0001)]),
+    "cpu 1e300": _sample(processes=[_reading(cpu_pct=1e300)]),
+    "memory at its bound": _sample(processes=[_reading(memory_pct=MAX_MEMORY_PCT)]),
+    "memory beyond its bound": _sample(processes=[_reading(memory_pct=MAX_MEMORY_PCT + 1)]),
     "oldest over bound": _sample(processes=[_reading(oldest_start_unix=2**62 + 1)]),
     "missing oldest": _sample(processes=[{k: v for k, v in _reading().items() if k != "oldest_start_unix"}]),
     "extra reading field": _sample(processes=[_reading(pid=1)]),
@@ -112,8 +143,16 @@ def test_edge_cases_are_never_accepted_by_the_fast_path_alone(case):
     assert_mirrors(json.dumps(case).encode())
 
 
+@pytest.mark.parametrize("name", ["cpu beyond its bound", "cpu 1e300", "memory beyond its bound"])
+def test_readings_beyond_the_bounds_are_refused_by_both_with_the_models_reason(name):
+    data = json.dumps(EDGE_CASES[name]).encode()
+    assert decode_agent_sample(data) is None
+    with pytest.raises(ValidationError, match="less than or equal to"):
+        parse_agent_sample(data)
+
+
 @pytest.mark.parametrize("name", ["int percent", "unicode name at limit", "offset time", "nanosecond time",
-                                  "no processes", "at the process limit"])
+                                  "no processes", "at the process limit", "cpu at its bound", "memory at its bound"])
 def test_valid_edge_cases_take_the_fast_path(name):
     data = json.dumps(EDGE_CASES[name]).encode()
     assert decode_agent_sample(data) is not None
@@ -203,8 +242,9 @@ def test_encoder_structs_have_the_models_fields_in_order(mirror, model):
     assert mirror.__struct_fields__ == tuple(model.model_fields)
 
 
-_config = st.builds(ProcessAlertConfigView, st.booleans(), st.booleans(), st.booleans(), st.booleans(),
-                    st.floats(0, 1000), st.floats(0, 1000))
+_config = st.builds(ProcessAlertConfigView, **{
+    s.name: st.booleans() if s.is_flag else st.integers(0, 1000) if s.type is int else st.floats(0, 1000)
+    for s in SETTINGS})
 _aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).flatmap(
     lambda d: st.sampled_from([d.replace(tzinfo=UTC), d.replace(tzinfo=ZoneInfo("Etc/UTC")),
                                d.replace(tzinfo=timezone(timedelta(hours=5, minutes=30)))]))
@@ -241,12 +281,22 @@ def test_encoded_events_decode_on_the_fast_path_to_the_same_event(event):
 
 def assert_event_mirrors(data: bytes) -> None:
     fast = decode_sample_recorded(data)
-    if fast is None:
-        return  # refusing is always allowed: the model decides
     try:
         model = SampleRecorded.model_validate_json(data)
     except ValidationError:
-        raise AssertionError(f"fast decoder accepted what SampleRecorded refuses: {data!r}") from None
+        model = None
+    # parse_sample_recorded: the model's verdict, as the fast type with the model's values.
+    if model is None:
+        with pytest.raises(ValidationError):
+            parse_sample_recorded(data)
+    else:
+        parsed = parse_sample_recorded(data)
+        assert isinstance(parsed, SampleRecordedView)
+        assert model.model_dump() == msgspec.to_builtins(parsed, builtin_types=(datetime,))
+    if fast is None:
+        return  # refusing is always allowed: the model decides
+    if model is None:
+        raise AssertionError(f"fast decoder accepted what SampleRecorded refuses: {data!r}")
     assert model.model_dump() == msgspec.to_builtins(fast, builtin_types=(datetime,))
     for f, m in zip(fast.samples, model.samples):
         for name in RecordedSample.model_fields:
@@ -258,8 +308,7 @@ def _event_dict(**over) -> dict:
     sample = {"sample_id": 1, "watched_process_id": 2, "process_name": "nginx", "count": 1, "cpu_pct": 1.5,
               "memory_pct": 2.5, "oldest_start_unix": 100, "recorded_at": "2026-11-28T10:00:00Z",
               "previous_count": None, "previous_oldest_start_unix": None, "previous_recorded_at": None,
-              "is_latest": True, "config": {"alert_on_down": True, "alert_on_restart": True, "alert_on_cpu": False,
-                                            "alert_on_memory": False, "cpu_threshold_pct": 90.0,
+              "is_latest": True, "config": {**SETTING_DEFAULTS, "alert_on_restart": True, "cpu_threshold_pct": 90.0,
                                             "memory_threshold_pct": 90.0}}
     event = {"v": 1, "server_id": 3, "hostname": "web-01", "user_id": 4, "agent_version": "1",
              "sampled_at": "2026-11-28T10:00:00Z", "samples": [sample]}

@@ -20,6 +20,7 @@ from procwatch_alerter.settings import AlerterSettings
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AlertEvent, ProcessAlertConfig, ProcessChanged, RecordedSample, SampleRecorded
 from procwatch_db.urls import libpq_url
+from procwatch_domain.rules import SETTING_NAMES
 from procwatch_messaging.streams import ensure_streams
 from tests.support.factories import TestServer, make_process, make_server, make_user
 
@@ -78,11 +79,7 @@ class World:
     def process(self, name: str = "nginx", **cols) -> Proc:
         pid = make_process(self.database_url, self.server, name, **cols)
         row = self.row(pid)
-        config = ProcessAlertConfig(
-            alert_on_down=row["alert_on_down"], alert_on_restart=row["alert_on_restart"],
-            alert_on_cpu=row["alert_on_cpu"], alert_on_memory=row["alert_on_memory"],
-            cpu_threshold_pct=row["cpu_threshold_pct"], memory_threshold_pct=row["memory_threshold_pct"],
-        )
+        config = ProcessAlertConfig(**{name: row[name] for name in SETTING_NAMES})
         return Proc(pid, name, self.server, config)
 
     async def start_alerter(self, durable: str | None = None) -> AlerterApp:

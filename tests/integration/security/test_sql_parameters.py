@@ -21,9 +21,11 @@ SQL_CALLS = {"execute", "executemany", "exec_driver_sql", "text", "SQL", "fetch"
 
 # (path relative to the repo, enclosing function) -> why the dynamic part is safe.
 ALLOWLIST: dict[tuple[str, str], str] = {
-    # `_PROCESS_COLUMNS` is a module constant (column names); the ids are a bound parameter.
+    # `PROCESS_COLUMNS` is a module constant (column names); the ids are a bound parameter.
     ("services/alerter/src/procwatch_alerter/repository.py", "lock_processes"): "constant column list",
     ("services/alerter/src/procwatch_alerter/repository.py", "read_processes"): "constant column list",
+    # The alert settings' column names come from the rule registry (procwatch_domain.rules): constants.
+    ("services/ingest/src/procwatch_ingest/repository.py", "lock_processes"): "constant column list",
     # CREATE DATABASE takes no parameters; the name is the embedded server's own setting, not user input.
     ("src/procwatch/embedded.py", "_ensure_database"): "database identifier from settings",
     # DDL takes no parameters: partition names and bounds are formatted from `date`s the migration

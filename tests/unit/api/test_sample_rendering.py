@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from procwatch_api.responses import json_response
 from procwatch_api.service import iso, json_time, num, present_process, present_samples
+from procwatch_domain.rules import SETTING_DEFAULTS
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +62,7 @@ def test_json_time_renders_like_iso(value):
 @given(st.none() | timestamps, timestamps, timestamps)
 def test_a_process_renders_the_same_from_naive_utc_and_aware_timestamps(last_sample_at, created_at, updated_at):
     """The hot reads select naive UTC; the unit-of-work routes get aware values from SQLAlchemy."""
-    row = {"id": 1, "server_id": 2, "user_id": 3, "process_name": "nginx", "enabled": True, "alert_on_down": True,
+    row = {**SETTING_DEFAULTS, "id": 1, "server_id": 2, "user_id": 3, "process_name": "nginx", "enabled": True, "alert_on_down": True,
            "alert_on_restart": False, "alert_on_cpu": True, "alert_on_memory": False, "cpu_threshold_pct": 80.0,
            "memory_threshold_pct": 25.5, "last_count": 2, "last_cpu_pct": 1.0, "last_memory_pct": 0.5,
            "alerted_state": None, "last_sample_at": last_sample_at, "created_at": created_at, "updated_at": updated_at}

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from procwatch_contracts.messages import MAX_CPU_PCT, MAX_MEMORY_PCT
 from procwatch_ingest import inbound
 from procwatch_ingest.inbound import Accepted, Rejected, check_message
 
@@ -116,3 +117,46 @@ def test_reason_header_is_code_then_text_and_bounded():
 def test_reasons_never_echo_the_key():
     result = check(body(server_id=13), headers={"Authorization": "Bearer pwa_topsecret"})
     assert "pwa_topsecret" not in result.header
+
+
+# --- sample bounds (docs/ingest.md, "Sample bounds") ------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value", "accepted"), [
+    ("cpu_pct", MAX_CPU_PCT, True),
+    ("cpu_pct", 6400.0, True),  # a busy 64-core host
+    ("cpu_pct", MAX_CPU_PCT * 1.001, False),
+    ("cpu_pct", 1e300, False),
+    ("memory_pct", MAX_MEMORY_PCT, True),
+    ("memory_pct", MAX_MEMORY_PCT + 0.5, False),
+    ("memory_pct", 1e300, False),
+])
+def test_percentages_beyond_their_bounds_are_invalid_with_the_field_named(field, value, accepted):
+    result = check(body(processes=[reading(**{field: value})]))
+    if accepted:
+        assert isinstance(result, Accepted)
+    else:
+        assert code(result) == inbound.INVALID_MESSAGE
+        assert f"processes.0.{field}" in result.text and "less than or equal to" in result.text
+
+
+@pytest.mark.parametrize(("sampled_at", "expected"), [
+    (NOW, None),
+    (NOW + FIVE_MIN, None),
+    (NOW + FIVE_MIN + timedelta(seconds=1), inbound.SAMPLED_IN_FUTURE),
+    (NOW - timedelta(days=7), None),  # exactly the retention: kept
+    (NOW - timedelta(days=7, seconds=1), inbound.SAMPLED_TOO_OLD),
+    (datetime(1970, 1, 1, tzinfo=UTC), inbound.SAMPLED_TOO_OLD),
+    (datetime(1, 1, 1, tzinfo=UTC), inbound.SAMPLED_TOO_OLD),
+])
+def test_sampled_at_window_with_a_seven_day_retention(sampled_at, expected):
+    result = inbound.check_sampled_at(sampled_at, NOW, FIVE_MIN, retention_days=7)
+    assert (result.code if result else None) == expected
+    if expected == inbound.SAMPLED_TOO_OLD:
+        assert "7-day retention" in result.text
+
+
+def test_without_a_retention_only_the_future_is_checked():
+    assert inbound.check_sampled_at(datetime(1, 1, 1, tzinfo=UTC), NOW, FIVE_MIN) is None
+    # check_message runs before the server (and its plan) is known: a year-1 sample passes it.
+    assert isinstance(check(body(sampled_at="0001-01-01T00:00:00Z")), Accepted)

@@ -1,11 +1,16 @@
-"""A fast decoder for the hot message, AgentSample v1 (ingest decodes tens of thousands of readings/s).
+"""The runtime types of the hot messages, AgentSample v1 and SampleRecorded v1 (ingest decodes
+tens of thousands of readings/s; the alerter reads every sample event).
 
-`messages.AgentSample` stays the one definition of the shape: this module mirrors its
-fields with msgspec (≈ 5-10× faster than building pydantic models) and is held to it
-by tests/unit/test_contracts_fast.py, which checks on generated and hand-picked
-inputs that whatever `decode_agent_sample` accepts, AgentSample accepts with the
-same values. The decoder may refuse more than the model does: a refusal (None) means
-"ask the pydantic model", which then accepts it or explains the error.
+`messages.py` stays the one definition of the shapes (the schema, and the explanation of
+what is refused): this module mirrors their fields with msgspec (much faster than building
+pydantic models) and is held to them by tests/unit/test_contracts_fast.py, which checks on
+generated and hand-picked inputs that whatever the fast decoders accept, the models accept
+with the same values, and that whatever the models accept converts to the fast types.
+
+Inside the services there is ONE runtime type per hot message, the fast one:
+`parse_agent_sample` / `parse_sample_recorded` decode with msgspec; when it refuses, the
+pydantic model decides: it accepts (the result is converted to the fast type) or raises
+its `ValidationError`, whose text is the dead-letter reason.
 
 `sampled_at` is parsed by pydantic itself (once per message, not per reading), so
 the accepted timestamp formats are pydantic's by construction.
@@ -13,7 +18,6 @@ the accepted timestamp formats are pydantic's by construction.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
@@ -21,10 +25,18 @@ from typing import Annotated, Literal
 import msgspec
 from pydantic import AwareDatetime, ConfigDict, TypeAdapter, ValidationError
 
-from procwatch_contracts.messages import MAX_PROCESSES_PER_MESSAGE
+from procwatch_contracts.messages import (
+    MAX_CPU_PCT,
+    MAX_MEMORY_PCT,
+    MAX_PROCESSES_PER_MESSAGE,
+    AgentSample,
+    SampleRecorded,
+)
+from procwatch_domain.rules import SETTINGS
 
-# The float bound rejects the infinities a JSON number like 1e400 decodes to (allow_inf_nan=False).
-_Percent = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]
+# The messages' bounds (the upper one also refuses the infinity a JSON number like 1e400 decodes to).
+_CpuPercent = Annotated[float, msgspec.Meta(ge=0, le=MAX_CPU_PCT)]
+_MemoryPercent = Annotated[float, msgspec.Meta(ge=0, le=MAX_MEMORY_PCT)]
 
 
 class ProcessReadingView(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -32,8 +44,8 @@ class ProcessReadingView(msgspec.Struct, forbid_unknown_fields=True, frozen=True
 
     process_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     count: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
-    cpu_pct: _Percent
-    memory_pct: _Percent
+    cpu_pct: _CpuPercent
+    memory_pct: _MemoryPercent
     oldest_start_unix: Annotated[int, msgspec.Meta(ge=0, le=2**62)] | None
 
 
@@ -75,6 +87,22 @@ def decode_agent_sample(data: bytes) -> AgentSampleView | None:
     return AgentSampleView(wire.v, wire.server_id, wire.agent_version, sampled_at, wire.processes)
 
 
+def agent_sample_from_model(model: AgentSample) -> AgentSampleView:
+    """A message the model accepted, as the fast type (the rare path: the fast decoder refused it)."""
+    return AgentSampleView(model.v, model.server_id, model.agent_version, model.sampled_at, [
+        ProcessReadingView(r.process_name, r.count, r.cpu_pct, r.memory_pct, r.oldest_start_unix)
+        for r in model.processes
+    ])
+
+
+def parse_agent_sample(data: bytes) -> AgentSampleView:
+    """The message as the fast type; raises the model's `pydantic.ValidationError` when invalid."""
+    sample = decode_agent_sample(data)
+    if sample is None:  # refused by the fast path: the model accepts it or says why not
+        sample = agent_sample_from_model(AgentSample.model_validate_json(data))
+    return sample
+
+
 def _plain_text(wire: _AgentSampleWire) -> bool:
     """False if a string holds a lone surrogate (valid JSON escape, not encodable as UTF-8):
     left to the model, which refuses it, instead of failing later in the database driver."""
@@ -93,13 +121,11 @@ def _plain_text(wire: _AgentSampleWire) -> bool:
 # and property-test decoding against SampleRecorded.model_validate_json.
 
 
-class ProcessAlertConfigView(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    alert_on_down: bool
-    alert_on_restart: bool
-    alert_on_cpu: bool
-    alert_on_memory: bool
-    cpu_threshold_pct: float
-    memory_threshold_pct: float
+# One field per setting of the rule registry, like messages.ProcessAlertConfig.
+ProcessAlertConfigView = msgspec.defstruct(
+    "ProcessAlertConfigView", [(s.name, s.type) for s in SETTINGS],
+    forbid_unknown_fields=True, frozen=True, module=__name__,
+)
 
 
 class RecordedSampleView(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -145,3 +171,16 @@ def decode_sample_recorded(data: bytes) -> SampleRecordedView | None:
         return _event_decoder.decode(data)
     except msgspec.DecodeError:
         return None
+
+
+def sample_recorded_from_model(model: SampleRecorded) -> SampleRecordedView:
+    """An event the model accepted, as the fast type (the rare path: the fast decoder refused it)."""
+    return msgspec.convert(model, SampleRecordedView, from_attributes=True)
+
+
+def parse_sample_recorded(data: bytes) -> SampleRecordedView:
+    """The event as the fast type; raises the model's `pydantic.ValidationError` when invalid."""
+    event = decode_sample_recorded(data)
+    if event is None:
+        event = sample_recorded_from_model(SampleRecorded.model_validate_json(data))
+    return event

@@ -5,12 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+
+from procwatch_domain import rules
 
 MAX_PROCESSES_PER_MESSAGE = 1000
 MAX_MESSAGE_BYTES = 1024 * 1024
 
-Percent = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Bounds of a reading (docs/ingest.md, "Sample bounds"). cpu_pct is per-core percent like
+# `ps`, summed over the PIDs: at most 100 per core, for up to 100 000 cores. memory_pct sums
+# RSS, which counts shared pages once per PID: up to 10 000 times the machine's memory.
+# Generous for any real host; a value beyond is a broken or hostile agent, never stored.
+MAX_CORES = 100_000
+MAX_CPU_PCT = 100.0 * MAX_CORES
+MAX_MEMORY_PCT = 100.0 * 10_000
+
+CpuPercent = Annotated[float, Field(ge=0, le=MAX_CPU_PCT, allow_inf_nan=False)]
+MemoryPercent = Annotated[float, Field(ge=0, le=MAX_MEMORY_PCT, allow_inf_nan=False)]
 NonNegativeInt = Annotated[int, Field(ge=0, le=2**31 - 1)]
 UnixTime = Annotated[int, Field(ge=0, le=2**62)]
 
@@ -29,8 +40,8 @@ class ProcessReading(_Message):
     count: NonNegativeInt
     # Per-core percent like `ps`, so a busy multi-threaded process may exceed 100;
     # summed RSS counts shared pages once per PID, so memory may too.
-    cpu_pct: Percent
-    memory_pct: Percent
+    cpu_pct: CpuPercent
+    memory_pct: MemoryPercent
     oldest_start_unix: UnixTime | None
 
 
@@ -62,13 +73,14 @@ class WatchListReply(_Message):
 # --- ingest -> alerter -----------------------------------------------------
 
 
-class ProcessAlertConfig(_Message):
-    alert_on_down: bool
-    alert_on_restart: bool
-    alert_on_cpu: bool
-    alert_on_memory: bool
-    cpu_threshold_pct: float
-    memory_threshold_pct: float
+# A process's alert settings: one required field per setting of the rule registry
+# (procwatch_domain.rules.SETTINGS), in its order.
+ProcessAlertConfig = create_model(
+    "ProcessAlertConfig",
+    __base__=_Message,
+    __module__=__name__,
+    **{s.name: (s.type, ...) for s in rules.SETTINGS},  # type: ignore[call-overload]
+)
 
 
 class RecordedSample(_Message):
@@ -129,7 +141,7 @@ class ProcessChanged(_Message):
 
 # --- alerter -> integrations ----------------------------------------------
 
-AlertType = Literal["process_down", "process_restarted", "process_cpu_high", "process_memory_high"]
+AlertType = Literal[rules.ALERT_TYPES]  # type: ignore[valid-type]  # one per rule of the registry
 AlertState = Literal["firing", "resolved"]
 
 

@@ -1,8 +1,12 @@
 """The schema, as SQLModel tables: the one description of every stored row.
 
 Alembic migrations (`procwatch_db/migrations`) create and change the schema in
-every real database; these classes are what the code queries with. A test
-checks that the two agree.
+every real database; these classes describe the schema they produce (the
+services query with raw SQL, not through these classes). A test
+(tests/integration/test_schema.py) checks that the two agree.
+
+The alert settings' columns of watched_processes are not spelled out here: one per
+setting of the rule registry (`procwatch_domain.rules.SETTINGS`), see `_setting_column`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from sqlalchemy import (
     text,
 )
 from sqlmodel import Field, SQLModel
+
+from procwatch_domain.rules import SETTINGS, Setting
 
 
 def _now_column(**kw) -> Column:
@@ -80,12 +86,7 @@ class WatchedProcess(SQLModel, table=True):
     user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     process_name: str = Field(sa_column=Column(String(100), nullable=False))
     enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
-    alert_on_down: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
-    alert_on_restart: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
-    alert_on_cpu: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
-    alert_on_memory: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
-    cpu_threshold_pct: float = Field(default=50, sa_column=Column(Float, nullable=False, server_default=text("50")))
-    memory_threshold_pct: float = Field(default=25, sa_column=Column(Float, nullable=False, server_default=text("25")))
+    # + one column per alert setting (after the class: `_setting_column`)
     last_count: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     last_cpu_pct: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
     last_memory_pct: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
@@ -102,6 +103,19 @@ class WatchedProcess(SQLModel, table=True):
     samples_total: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
     created_at: datetime | None = Field(default=None, sa_column=_now_column())
     updated_at: datetime | None = Field(default=None, sa_column=_now_column())
+
+
+def _setting_column(setting: Setting) -> Column:
+    """The column of an alert setting: NOT NULL, its registry default as the server default
+    (a plain string: rendered as a quoted literal, which PostgreSQL casts to the column type)."""
+    if setting.is_flag:
+        return Column(setting.name, Boolean, nullable=False, server_default=str(setting.default).lower())
+    kind = Integer if setting.type is int else Float
+    return Column(setting.name, kind, nullable=False, server_default=f"{setting.default:g}")
+
+
+for _setting in SETTINGS:
+    WatchedProcess.__table__.append_column(_setting_column(_setting))
 
 
 # process_samples_id_seq's INCREMENT BY: each nextval owns the ids [v, v + SAMPLE_ID_BLOCK).

@@ -1,17 +1,10 @@
-"""The alert rules: one alert per state transition, never one per sample.
+"""The alert rules' evaluation: one alert per state transition, never one per sample.
 
 Pure functions, no I/O. The alerter feeds them what is currently firing for a
 process (its `alerted_state`), the process's alert settings, the previous and the
-new sample, and writes down what they return.
-
-    down     fires when a sample has count 0 (alert_on_down); resolves on the
-             first sample with count > 0.
-    cpu      fires when cpu_pct is strictly above cpu_threshold_pct
-             (alert_on_cpu); resolves when it is at or below it.
-    memory   the same with memory_pct / memory_threshold_pct / alert_on_memory.
-    restart  one-shot: fires when oldest_start_unix increased between the
-             previous and this sample (`procwatch_domain.restarts.is_restart`)
-             and alert_on_restart is on. It never resolves.
+new sample, and writes down what they return. The rules themselves (down, restart,
+cpu, memory: when each fires and resolves, and the settings it reads) are defined
+once in `procwatch_domain.rules`.
 
 A flag that is off never fires, and an open alert whose flag was turned off is
 resolved with reason `flag_disabled`. Pausing or deleting a process resolves
@@ -23,40 +16,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal
 
-from procwatch_domain.restarts import is_restart
-from procwatch_domain.status import ALERT_CONDITIONS
+from procwatch_domain.rules import RULE_BY_CONDITION, RULES, STATEFUL_CONDITIONS
 
-Condition = Literal["down", "cpu", "memory", "restart"]
+Condition = str  # a rule's condition (procwatch_domain.rules.RULES)
 TransitionState = Literal["firing", "resolved"]
-
-# condition -> AlertEvent.type
-ALERT_TYPES: dict[str, str] = {
-    "down": "process_down",
-    "restart": "process_restarted",
-    "cpu": "process_cpu_high",
-    "memory": "process_memory_high",
-}
-CONDITION_OF_TYPE: dict[str, str] = {v: k for k, v in ALERT_TYPES.items()}
 
 # Resolve reasons.
 RECOVERED = "recovered"  # the measured value is back to normal
 FLAG_DISABLED = "flag_disabled"  # the alert flag was turned off
 PAUSED = "paused"  # the process was paused (enabled = false)
 DELETED = "deleted"  # the process was deleted
-RESOLVE_REASONS = (RECOVERED, FLAG_DISABLED, PAUSED, DELETED)
 
 
-class AlertConfig(Protocol):
-    """What the rules read from a process's settings (e.g. contracts.ProcessAlertConfig)."""
-
-    alert_on_down: bool
-    alert_on_restart: bool
-    alert_on_cpu: bool
-    alert_on_memory: bool
-    cpu_threshold_pct: float
-    memory_threshold_pct: float
+# What the rules read from a process's settings: any object with an attribute per setting of
+# `procwatch_domain.rules.SETTINGS` (contracts.ProcessAlertConfig, the alerter's database row).
+AlertConfig = Any
 
 
 @dataclass(frozen=True)
@@ -80,20 +56,7 @@ class Transition:
 
     @property
     def alert_type(self) -> str:
-        return ALERT_TYPES[self.condition]
-
-
-def _flag(config: AlertConfig, condition: str) -> bool:
-    return bool(getattr(config, f"alert_on_{condition}"))
-
-
-def _level(condition: str, config: AlertConfig, sample: SampleView) -> tuple[bool, float, float | None]:
-    """(is the condition true for this sample, the measured value, the threshold)."""
-    if condition == "down":
-        return sample.count == 0, float(sample.count), None
-    if condition == "cpu":
-        return sample.cpu_pct > config.cpu_threshold_pct, sample.cpu_pct, config.cpu_threshold_pct
-    return sample.memory_pct > config.memory_threshold_pct, sample.memory_pct, config.memory_threshold_pct
+        return RULE_BY_CONDITION[self.condition].alert_type
 
 
 def evaluate_transition(
@@ -101,30 +64,31 @@ def evaluate_transition(
 ) -> list[Transition]:
     """The transitions `sample` causes, given what is `firing` before it.
 
-    `firing` holds conditions among `down`, `cpu`, `memory` (restart is one-shot
-    and never "firing"). Returned in the order down, restart, cpu, memory.
+    `firing` holds stateful conditions (one-shot ones never stay "firing").
+    Returned in rule order (procwatch_domain.rules.RULES).
     """
     out: list[Transition] = []
-    for condition in ALERT_CONDITIONS:
-        is_bad, value, threshold = _level(condition, config, sample)
-        enabled = _flag(config, condition)
-        if condition in firing:
+    for rule in RULES:
+        enabled = getattr(config, rule.flag.name)
+        if rule.level is None:  # one-shot
+            if enabled and previous is not None and rule.fires_between(previous, sample):  # type: ignore[misc]
+                out.append(Transition(rule.condition, "firing", None, None))
+            continue
+        is_bad, value, threshold = rule.level(config, sample)
+        if rule.condition in firing:
             if not enabled:
-                out.append(Transition(condition, "resolved", value, threshold, FLAG_DISABLED))  # type: ignore[arg-type]
+                out.append(Transition(rule.condition, "resolved", value, threshold, FLAG_DISABLED))
             elif not is_bad:
-                out.append(Transition(condition, "resolved", value, threshold, RECOVERED))  # type: ignore[arg-type]
+                out.append(Transition(rule.condition, "resolved", value, threshold, RECOVERED))
         elif enabled and is_bad:
-            out.append(Transition(condition, "firing", value, threshold))  # type: ignore[arg-type]
-        if condition == "down" and config.alert_on_restart and previous is not None:
-            if is_restart(previous.oldest_start_unix, sample.oldest_start_unix):
-                out.append(Transition("restart", "firing", None, None))
+            out.append(Transition(rule.condition, "firing", value, threshold))
     return out
 
 
 def resolve_all(firing: Iterable[str], reason: str) -> list[Transition]:
     """Resolve every open alert (pause, delete), in alerted_state order."""
     firing = set(firing)
-    return [Transition(c, "resolved", reason=reason) for c in ALERT_CONDITIONS if c in firing]  # type: ignore[arg-type]
+    return [Transition(c, "resolved", reason=reason) for c in STATEFUL_CONDITIONS if c in firing]
 
 
 def resolve_for_change(firing: Iterable[str], *, deleted: bool, enabled: bool, config: AlertConfig) -> list[Transition]:
@@ -136,9 +100,9 @@ def resolve_for_change(firing: Iterable[str], *, deleted: bool, enabled: bool, c
         return resolve_all(firing, PAUSED)
     firing = set(firing)
     return [
-        Transition(c, "resolved", reason=FLAG_DISABLED)  # type: ignore[arg-type]
-        for c in ALERT_CONDITIONS
-        if c in firing and not _flag(config, c)
+        Transition(c, "resolved", reason=FLAG_DISABLED)
+        for c in STATEFUL_CONDITIONS
+        if c in firing and not getattr(config, RULE_BY_CONDITION[c].flag.name)
     ]
 
 
@@ -146,7 +110,7 @@ def apply_transitions(firing: frozenset[str], transitions: Iterable[Transition])
     """What is firing after `transitions` (restarts are one-shot and never stay firing)."""
     state = set(firing)
     for t in transitions:
-        if t.condition == "restart":
+        if RULE_BY_CONDITION[t.condition].one_shot:
             continue
         if t.state == "firing":
             state.add(t.condition)

@@ -6,16 +6,19 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
+from procwatch_domain.rules import STATEFUL_CONDITIONS
+
 Status = Literal["paused", "pending", "down", "alerting", "up"]
 
-# The conditions that can be "currently firing", in the order alerted_state lists them.
-ALERT_CONDITIONS: tuple[str, ...] = ("down", "cpu", "memory")
+# The conditions that can be "currently firing", in the order alerted_state lists them
+# (the stateful rules of procwatch_domain.rules).
+ALERT_CONDITIONS: tuple[str, ...] = STATEFUL_CONDITIONS
 
 
 def process_status(
     *, enabled: bool, last_sample_at: datetime | None, last_count: int | None, alerted_state: str | None
 ) -> Status:
-    """Precedence: paused > pending > down > alerting > up (DESIGN.md)."""
+    """Precedence: paused > pending > down > alerting > up (docs/decisions.md, "Status")."""
     if not enabled:
         return "paused"
     if last_sample_at is None:

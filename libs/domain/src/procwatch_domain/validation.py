@@ -12,24 +12,18 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from procwatch_domain.rules import FLAG_SETTINGS, PARAMETER_SETTINGS, SETTING_DEFAULTS, Setting
+
 PROCESS_NAME_MAX = 100
-THRESHOLD_MIN = 0.01
-THRESHOLD_MAX = 100.0
 SHELL_METACHARACTERS = frozenset(";&$`\\\"'<>(){}|")
 
-BOOLEAN_FIELDS = ("enabled", "alert_on_down", "alert_on_restart", "alert_on_cpu", "alert_on_memory")
-THRESHOLD_FIELDS = ("cpu_threshold_pct", "memory_threshold_pct")
-UPDATABLE_FIELDS = ("process_name", *BOOLEAN_FIELDS, *THRESHOLD_FIELDS)
+# The alert settings come from the rule registry (procwatch_domain.rules): a rule added
+# there is validated, defaulted and listed here without a change to this module.
+BOOLEAN_FIELDS = ("enabled", *(s.name for s in FLAG_SETTINGS))
+NUMBER_SETTINGS: dict[str, Setting] = {s.name: s for s in PARAMETER_SETTINGS}
+UPDATABLE_FIELDS = ("process_name", *BOOLEAN_FIELDS, *NUMBER_SETTINGS)
 
-CREATE_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "alert_on_down": True,
-    "alert_on_restart": False,
-    "alert_on_cpu": False,
-    "alert_on_memory": False,
-    "cpu_threshold_pct": 50.0,
-    "memory_threshold_pct": 25.0,
-}
+CREATE_DEFAULTS: dict[str, Any] = {"enabled": True, **SETTING_DEFAULTS}
 
 # Fields of the process representation a client may echo back in a PUT; they
 # are not settable and are ignored rather than rejected.
@@ -79,13 +73,26 @@ def _boolean(value: Any) -> bool | None:
     return None
 
 
-def _threshold(value: Any) -> float | None:
+def _number(value: Any, setting: Setting) -> float | int | None:
+    """The value as the setting's type, or None when it is not one within its bounds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
-    if not math.isfinite(value) or not THRESHOLD_MIN <= value <= THRESHOLD_MAX:
+    if setting.type is int:
+        if isinstance(value, float) and not value.is_integer():
+            return None
+        value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+    if not setting.minimum <= value <= setting.maximum:  # type: ignore[operator]
         return None
     return value
+
+
+def number_problem(setting: Setting) -> str:
+    what = "an integer" if setting.type is int else "a number"
+    return f"must be {what} from {setting.minimum:g} to {setting.maximum:g}"
 
 
 def validate_process_fields(body: dict[str, Any], *, for_update: bool) -> dict[str, Any]:
@@ -106,10 +113,11 @@ def validate_process_fields(body: dict[str, Any], *, for_update: bool) -> dict[s
                 issues.append(Issue(field, "must be a boolean (true/false or 0/1)"))
             else:
                 clean[field] = flag
-        elif field in THRESHOLD_FIELDS:
-            number = _threshold(value)
+        elif field in NUMBER_SETTINGS:
+            setting = NUMBER_SETTINGS[field]
+            number = _number(value, setting)
             if number is None:
-                issues.append(Issue(field, f"must be a number from {THRESHOLD_MIN} to {THRESHOLD_MAX:g}"))
+                issues.append(Issue(field, number_problem(setting)))
             else:
                 clean[field] = number
         elif field not in READ_ONLY_FIELDS:

@@ -37,11 +37,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, ValidationError
 
 from procwatch_contracts import subjects
-from procwatch_contracts.fast import decode_sample_recorded
+from procwatch_contracts.fast import SampleRecordedView, parse_sample_recorded
 from procwatch_contracts.messages import ProcessChanged, SampleRecorded
 from procwatch_messaging import acks
 from procwatch_alerter.repository import AlerterRepository
-from procwatch_alerter.service import AlerterService, Outcome, SampleEvent
+from procwatch_alerter.service import AlerterService, Outcome
 from procwatch_alerter.settings import AlerterSettings
 
 if TYPE_CHECKING:
@@ -94,15 +94,11 @@ class Handlers:
         self.stats.batches += 1
         self.stats.messages += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        valid: list[tuple[Msg, SampleEvent]] = []
+        valid: list[tuple[Msg, SampleRecordedView]] = []
         poison: list[tuple[Msg, str]] = []
         for msg in batch:
-            event = decode_sample_recorded(msg.data)  # the fast path; the model decides the rest
-            if event is not None:
-                valid.append((msg, event))
-                continue
-            try:
-                valid.append((msg, SampleRecorded.model_validate_json(msg.data)))
+            try:  # the fast decoder; the model decides what it refuses, and explains a refusal
+                valid.append((msg, parse_sample_recorded(msg.data)))
             except ValidationError as exc:
                 poison.append((msg, _invalid_reason(SampleRecorded, exc)))
         if valid:
@@ -129,7 +125,7 @@ class Handlers:
         for msg, reason in poison:
             await self._dead_letter(msg, subjects.DEADLETTER_SAMPLE_EVENTS, reason)
 
-    async def _one_by_one(self, valid: Sequence[tuple[Msg, SampleEvent]]) -> None:
+    async def _one_by_one(self, valid: Sequence[tuple[Msg, SampleRecordedView]]) -> None:
         """A batch that kept failing unexpectedly: one transaction per event, in order."""
         for i, (msg, event) in enumerate(valid):
             started = time.perf_counter()
@@ -169,6 +165,9 @@ class Handlers:
                        "server_id": alert.server.id, "process_id": alert.process.id, "reason": alert.reason,
                        "handled_ms": round(handled_ms, 1)},
             )
+        if outcome.skipped_foreign:
+            log.warning("samples naming another server's processes ignored",
+                        extra={"count": outcome.skipped_foreign, "subject": subject})
         if outcome.skipped_stale:
             log.debug("stale samples skipped", extra={"count": outcome.skipped_stale, "subject": subject})
 

@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from datetime import datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import args_row
 
+from procwatch_domain.rules import SETTINGS, setting_columns_sql
 from procwatch_messaging.outbox import INSERT_OUTBOX_ROW_SQL
 
 
-@dataclass(slots=True)
-class ProcessRow:
-    """A watched process as the alerter sees it (fields in `_PROCESS_COLUMNS` order)."""
-
-    id: int
-    server_id: int
-    user_id: int
-    process_name: str
-    enabled: bool
-    alert_on_down: bool
-    alert_on_restart: bool
-    alert_on_cpu: bool
-    alert_on_memory: bool
-    cpu_threshold_pct: float
-    memory_threshold_pct: float
-    alerted_state: str | None
-    alert_evaluated_at: datetime | None
+# A watched process as the alerter sees it, with its server's hostname (fields in
+# `PROCESS_COLUMNS` order). Its alert settings are one field per setting of the rule
+# registry, so the row itself is the `AlertConfig` the rules read.
+ProcessRow = make_dataclass(
+    "ProcessRow",
+    [
+        ("id", int), ("server_id", int), ("user_id", int), ("process_name", str), ("hostname", str),
+        ("enabled", bool),
+        *((s.name, s.type) for s in SETTINGS),
+        ("alerted_state", "str | None"), ("alert_evaluated_at", "datetime | None"),
+    ],
+    slots=True,
+)
+ProcessRow.__module__ = __name__
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,13 @@ class OutboxRow:
     payload: str
 
 
-_PROCESS_COLUMNS = (
-    "id, server_id, user_id, process_name, enabled, alert_on_down, alert_on_restart, alert_on_cpu,"
-    " alert_on_memory, cpu_threshold_pct, memory_threshold_pct, alerted_state, alert_evaluated_at"
+# The names (process, server) come from the database, never from an event: what the
+# alerter writes into alerts carries no text a publisher of events chose.
+PROCESS_COLUMNS = (
+    "wp.id, wp.server_id, wp.user_id, wp.process_name, s.hostname, wp.enabled, "
+    + setting_columns_sql("wp.") + ", wp.alerted_state, wp.alert_evaluated_at"
 )
+_PROCESSES_WITH_SERVER = "watched_processes wp join servers s on s.id = wp.server_id"
 
 
 # Positional: one call per row (a sample batch reads thousands of rows a second).
@@ -88,8 +89,8 @@ class AlerterRepository:
             return {}
         async with self._conn.cursor(row_factory=_process_row) as cur:
             await cur.execute(
-                f"select {_PROCESS_COLUMNS} from watched_processes"  # columns are ours
-                " where id = any(%s) order by id for update",
+                f"select {PROCESS_COLUMNS} from {_PROCESSES_WITH_SERVER}"  # columns are ours
+                " where wp.id = any(%s) order by wp.id for update of wp",
                 (sorted(set(process_ids)),),
             )
             return {row.id: row for row in await cur.fetchall()}
@@ -100,7 +101,7 @@ class AlerterRepository:
             return {}
         async with self._conn.cursor(row_factory=_process_row) as cur:
             await cur.execute(
-                f"select {_PROCESS_COLUMNS} from watched_processes where id = any(%s)",  # columns are ours
+                f"select {PROCESS_COLUMNS} from {_PROCESSES_WITH_SERVER} where wp.id = any(%s)",  # ours
                 (sorted(set(process_ids)),),
             )
             return {row.id: row for row in await cur.fetchall()}

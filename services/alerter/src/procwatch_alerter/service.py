@@ -18,14 +18,7 @@ from datetime import UTC, datetime
 
 from procwatch_contracts import subjects
 from procwatch_contracts.fast import RecordedSampleView, SampleRecordedView
-from procwatch_contracts.messages import (
-    AlertEvent,
-    AlertProcess,
-    AlertServer,
-    ProcessChanged,
-    RecordedSample,
-    SampleRecorded,
-)
+from procwatch_contracts.messages import AlertEvent, AlertProcess, AlertServer, ProcessChanged
 from procwatch_domain.alerts import (
     SampleView,
     Transition,
@@ -34,6 +27,7 @@ from procwatch_domain.alerts import (
     evaluate_transition,
     resolve_for_change,
 )
+from procwatch_domain.rules import ONE_SHOT_FLAGS
 from procwatch_domain.status import format_alerted_state, parse_alerted_state
 from procwatch_messaging.outbox import OutboxRecord
 
@@ -49,10 +43,6 @@ from procwatch_alerter.repository import (
 log = logging.getLogger("procwatch.alerter")
 
 
-# A sample event as the handler decoded it: the fast path's view, or the pydantic model.
-SampleEvent = SampleRecordedView | SampleRecorded
-Sample = RecordedSampleView | RecordedSample
-
 @dataclass
 class Outcome:
     """What one event or batch did: the alert events written to the outbox, and samples skipped."""
@@ -64,13 +54,15 @@ class Outcome:
     skipped_stale: int = 0
     skipped_missing: int = 0
     skipped_paused: int = 0
+    # Samples naming a process of another server or user than the event's (a forged event).
+    skipped_foreign: int = 0
 
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def sample_payload(sample: Sample) -> dict:
+def sample_payload(sample: RecordedSampleView) -> dict:
     return {
         "sample_id": sample.sample_id,
         "count": sample.count,
@@ -184,11 +176,11 @@ class AlerterService:
         self._repo = repo
         self._write_transaction = write_transaction or nullcontext
 
-    async def on_samples_recorded(self, event: SampleEvent) -> Outcome:
+    async def on_samples_recorded(self, event: SampleRecordedView) -> Outcome:
         """One event: a batch of one (see `on_samples_recorded_batch`)."""
         return await self.on_samples_recorded_batch([event])
 
-    async def on_samples_recorded_batch(self, events: Sequence[SampleEvent]) -> Outcome:
+    async def on_samples_recorded_batch(self, events: Sequence[SampleRecordedView]) -> Outcome:
         """Evaluate every `is_latest` sample of a batch of committed agent messages, in order.
 
         `events` are in stream order; inside one event the samples go in time
@@ -205,7 +197,7 @@ class AlerterService:
         no transition is idempotent: evaluating it again yields nothing again.
         """
         outcome = Outcome()
-        work: list[tuple[SampleEvent, Sample]] = []
+        work: list[tuple[SampleRecordedView, RecordedSampleView]] = []
         for event in events:
             latest = sorted((s for s in event.samples if s.is_latest), key=lambda s: s.recorded_at)
             work.extend((event, s) for s in latest)
@@ -224,7 +216,7 @@ class AlerterService:
 
     def _evaluate(
         self,
-        work: Sequence[tuple[SampleEvent, Sample]],
+        work: Sequence[tuple[SampleRecordedView, RecordedSampleView]],
         rows: dict[int, ProcessRow],
         writes: _Writes,
         outcome: Outcome,
@@ -234,8 +226,11 @@ class AlerterService:
         changing: set[int] = set()
         for event, sample in work:
             row = rows.get(sample.watched_process_id)
-            if row is None or row.server_id != event.server_id:
+            if row is None:
                 outcome.skipped_missing += 1  # deleted since ingest committed
+                continue
+            if row.server_id != event.server_id or row.user_id != event.user_id:
+                outcome.skipped_foreign += 1  # not this server's process: ingest never sends that
                 continue
             if not row.enabled:
                 outcome.skipped_paused += 1
@@ -245,11 +240,11 @@ class AlerterService:
                 continue
             outcome.evaluated += 1
             firing = parse_alerted_state(row.alerted_state) if row.alerted_state else NOTHING_FIRING
-            # The previous sample only matters to the restart rule (flag on): not built otherwise,
-            # this loop runs for every sample of the fleet.
+            # The previous sample only matters to the one-shot rules (restart), flag on: not
+            # built otherwise, this loop runs for every sample of the fleet.
             previous = (
                 SampleView(count=sample.previous_count or 0, oldest_start_unix=sample.previous_oldest_start_unix)
-                if sample.previous_recorded_at is not None and row.alert_on_restart
+                if sample.previous_recorded_at is not None and any(getattr(row, f) for f in ONE_SHOT_FLAGS)
                 else None
             )
             current = SampleView(
@@ -270,7 +265,7 @@ class AlerterService:
                 process_id=row.id,
                 process_name=row.process_name,
                 server_id=row.server_id,
-                hostname=event.hostname,
+                hostname=row.hostname,
                 user_id=row.user_id,
                 sample=sample_payload(sample),
             )
@@ -299,6 +294,9 @@ class AlerterService:
             if row is None:
                 outcome.skipped_missing += 1  # deleted since: its own event resolves
                 return outcome
+            if row.server_id != event.server_id or row.user_id != event.user_id:
+                outcome.skipped_foreign += 1  # not this server's process: the API never sends that
+                return outcome
             # Decide on the row as it is now (locked), not on the event: a later
             # change may already have re-enabled what this event disabled.
             firing = parse_alerted_state(row.alerted_state)
@@ -310,7 +308,9 @@ class AlerterService:
                 process_id=event.process_id,
                 process_name=row.process_name if row is not None else event.process_name,
                 server_id=event.server_id,
-                hostname=event.hostname or await self._repo.server_hostname(event.server_id) or "",
+                # From the database while the rows exist; a deleted server's name only the event has.
+                hostname=(row.hostname if row is not None
+                          else await self._repo.server_hostname(event.server_id) or event.hostname or ""),
                 user_id=event.user_id,
                 sample=None,
                 write_history=row is not None,  # a deleted process's history went with it

@@ -22,11 +22,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from procwatch_api.restart_window import Run, runs_from_boundaries
+from procwatch_domain.rules import setting_columns_sql
 
 PROCESS_COLUMNS = (
-    "id, server_id, user_id, process_name, enabled, alert_on_down, alert_on_restart, alert_on_cpu,"
-    " alert_on_memory, cpu_threshold_pct, memory_threshold_pct, last_count, last_cpu_pct, last_memory_pct,"
-    " last_sample_at, alerted_state, samples_total, created_at, updated_at"
+    "id, server_id, user_id, process_name, enabled, " + setting_columns_sql() + ", last_count, last_cpu_pct,"
+    " last_memory_pct, last_sample_at, alerted_state, samples_total, created_at, updated_at"
 )
 SERVER_COLUMNS = "id, hostname, last_agent_version, created_at"
 # Allocated in the statement that changes the process, so the event id is known before the outbox insert.

@@ -2,16 +2,41 @@
 
 Request bodies are parsed by hand (orjson, then procwatch_domain.validation) so
 every input error has the project's error shape; these models only describe
-the shapes, they never validate a request.
+the shapes, they never validate a request. The alert settings' fields (flags,
+thresholds: name, default, bounds) come from the rule registry
+(procwatch_domain.rules), like the validation that enforces them.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from procwatch_domain.rules import ALERT_TYPES, SETTINGS, Setting
 
 Flag = Literal[0, 1]
+
+
+def _number_type(setting: Setting) -> type:
+    return int if setting.type is int else float
+
+
+def _create_field(setting: Setting) -> tuple[Any, Any]:
+    if setting.is_flag:
+        return bool | Flag, Field(setting.default, description=setting.description)
+    return _number_type(setting), Field(setting.default, ge=setting.minimum, le=setting.maximum,
+                                        description=setting.description)
+
+
+def _update_field(setting: Setting) -> tuple[Any, Any]:
+    if setting.is_flag:
+        return bool | Flag | None, None
+    return _number_type(setting) | None, Field(None, ge=setting.minimum, le=setting.maximum)
+
+
+def _shown_field(setting: Setting) -> tuple[Any, Any]:
+    return (Flag if setting.is_flag else _number_type(setting)), ...
 
 
 class Error(BaseModel):
@@ -43,7 +68,7 @@ class RateLimitError(Error):
     retry_after: int
 
 
-class ProcessCreate(BaseModel):
+class _ProcessCreateHead(BaseModel):
     model_config = ConfigDict(extra="forbid", title="ProcessCreate")
 
     process_name: str = Field(
@@ -51,15 +76,15 @@ class ProcessCreate(BaseModel):
         description="No whitespace, control characters or shell metacharacters ; & $ ` \\ \" ' < > ( ) { } |",
     )
     enabled: bool | Flag = Field(True, description="JSON boolean or 0/1")
-    alert_on_down: bool | Flag = True
-    alert_on_restart: bool | Flag = False
-    alert_on_cpu: bool | Flag = False
-    alert_on_memory: bool | Flag = False
-    cpu_threshold_pct: float = Field(50, ge=0.01, le=100)
-    memory_threshold_pct: float = Field(25, ge=0.01, le=100)
 
 
-class ProcessUpdate(BaseModel):
+ProcessCreate = create_model(  # + one field per alert setting
+    "ProcessCreate", __base__=_ProcessCreateHead, __module__=__name__,
+    **{s.name: _create_field(s) for s in SETTINGS},  # type: ignore[call-overload]
+)
+
+
+class _ProcessUpdateHead(BaseModel):
     model_config = ConfigDict(
         extra="forbid", title="ProcessUpdate",
         json_schema_extra={"description": "At least one field. Read-only fields of the representation are ignored."},
@@ -67,12 +92,12 @@ class ProcessUpdate(BaseModel):
 
     process_name: str | None = Field(None, min_length=1, max_length=100)
     enabled: bool | Flag | None = None
-    alert_on_down: bool | Flag | None = None
-    alert_on_restart: bool | Flag | None = None
-    alert_on_cpu: bool | Flag | None = None
-    alert_on_memory: bool | Flag | None = None
-    cpu_threshold_pct: float | None = Field(None, ge=0.01, le=100)
-    memory_threshold_pct: float | None = Field(None, ge=0.01, le=100)
+
+
+ProcessUpdate = create_model(  # + one optional field per alert setting
+    "ProcessUpdate", __base__=_ProcessUpdateHead, __module__=__name__,
+    **{s.name: _update_field(s) for s in SETTINGS},  # type: ignore[call-overload]
+)
 
 
 class ServerCreate(BaseModel):
@@ -81,26 +106,28 @@ class ServerCreate(BaseModel):
     hostname: str = Field(min_length=1, max_length=255, description="No whitespace or control characters")
 
 
-class Process(BaseModel):
+class _ProcessHead(BaseModel):
+    model_config = ConfigDict(title="Process")
+
     id: int
     server_id: int
     user_id: int
     process_name: str
     enabled: Flag
-    alert_on_down: Flag
-    alert_on_restart: Flag
-    alert_on_cpu: Flag
-    alert_on_memory: Flag
-    cpu_threshold_pct: float
-    memory_threshold_pct: float
-    last_count: int | None
-    last_cpu_pct: float | None
-    last_memory_pct: float | None
-    last_sample_at: str | None = Field(description="ISO 8601 UTC, e.g. 2026-05-24T18:41:00Z")
-    alerted_state: str | None = Field(description='null or firing conditions, e.g. "cpu,memory"')
-    status: Literal["paused", "pending", "down", "alerting", "up"]
-    created_at: str
-    updated_at: str
+
+
+Process = create_model(  # + one field per alert setting, then the state
+    "Process", __base__=_ProcessHead, __module__=__name__,
+    **{s.name: _shown_field(s) for s in SETTINGS},  # type: ignore[call-overload]
+    last_count=(int | None, ...),
+    last_cpu_pct=(float | None, ...),
+    last_memory_pct=(float | None, ...),
+    last_sample_at=(str | None, Field(description="ISO 8601 UTC, e.g. 2026-05-24T18:41:00Z")),
+    alerted_state=(str | None, Field(description='null or firing conditions, e.g. "cpu,memory"')),
+    status=(Literal["paused", "pending", "down", "alerting", "up"], ...),
+    created_at=(str, ...),
+    updated_at=(str, ...),
+)
 
 
 class ServerSummary(BaseModel):
@@ -129,7 +156,7 @@ class Sample(BaseModel):
 
 class Alert(BaseModel):
     id: int
-    type: Literal["process_down", "process_restarted", "process_cpu_high", "process_memory_high"]
+    type: Literal[ALERT_TYPES]  # type: ignore[valid-type]
     state: Literal["firing", "resolved"]
     value: float | None
     threshold: float | None

@@ -31,7 +31,8 @@ from procwatch_contracts import subjects
 from procwatch_contracts.messages import ProcessAlertConfig, ProcessChanged
 from procwatch_domain.secrets import hash_secret, new_agent_key
 from procwatch_domain.status import process_status
-from procwatch_domain.validation import ProcessValidationError, validate_process_fields
+from procwatch_domain.rules import PARAMETER_SETTINGS, SETTINGS
+from procwatch_domain.validation import BOOLEAN_FIELDS, ProcessValidationError, validate_process_fields
 
 SAMPLES_SHOWN = 100
 RESTART_WINDOW = timedelta(hours=24)
@@ -40,7 +41,9 @@ ALERTS_MAX_LIMIT = 200
 HOSTNAME_MAX = 255
 MAX_ID = 2**63 - 1
 _ID_RE = re.compile(r"[0-9]{1,19}", re.ASCII)
-_BOOL_FIELDS = ("enabled", "alert_on_down", "alert_on_restart", "alert_on_cpu", "alert_on_memory")
+# The 0/1 fields and the numeric alert settings of a process (procwatch_domain.rules).
+_BOOL_FIELDS = BOOLEAN_FIELDS
+_NUMBER_FIELDS = tuple(s.name for s in PARAMETER_SETTINGS)
 
 # --- representation ---------------------------------------------------------
 
@@ -84,8 +87,7 @@ def present_process(row: dict[str, Any]) -> dict[str, Any]:
         "user_id": row["user_id"],
         "process_name": row["process_name"],
         **{field: int(bool(row[field])) for field in _BOOL_FIELDS},
-        "cpu_threshold_pct": num(row["cpu_threshold_pct"]),
-        "memory_threshold_pct": num(row["memory_threshold_pct"]),
+        **{field: num(row[field]) for field in _NUMBER_FIELDS},
         "last_count": row["last_count"],
         "last_cpu_pct": num(row["last_cpu_pct"]),
         "last_memory_pct": num(row["last_memory_pct"]),
@@ -440,14 +442,7 @@ async def _record_change(repo: Repository, change: str, row: dict[str, Any], hos
         process_name=row["process_name"],
         hostname=hostname,
         enabled=bool(row["enabled"]),
-        config=ProcessAlertConfig(
-            alert_on_down=bool(row["alert_on_down"]),
-            alert_on_restart=bool(row["alert_on_restart"]),
-            alert_on_cpu=bool(row["alert_on_cpu"]),
-            alert_on_memory=bool(row["alert_on_memory"]),
-            cpu_threshold_pct=float(row["cpu_threshold_pct"]),
-            memory_threshold_pct=float(row["memory_threshold_pct"]),
-        ),
+        config=ProcessAlertConfig(**{s.name: s.type(row[s.name]) for s in SETTINGS}),
         alerted_state=row["alerted_state"],
         occurred_at=datetime.now(UTC),
     )

@@ -1,7 +1,9 @@
-"""Checks on one agent message that need nothing but the message itself (pure).
+"""Checks on one agent message (pure).
 
-`check_message` either returns the parsed sample with the presented agent key,
-or a `Rejected` with a reason code. Codes are stable (operators alert on them);
+`check_message` needs nothing but the message itself: it either returns the
+parsed sample with the presented agent key, or a `Rejected` with a reason code.
+`check_sampled_at` is the time window of a sample; the service applies it again
+with the server's plan retention once the server is known. Codes are stable (operators alert on them);
 the text is a short human explanation. See docs/ingest.md for the table.
 """
 
@@ -13,8 +15,8 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 
 from procwatch_contracts import subjects
-from procwatch_contracts.fast import AgentSampleView, decode_agent_sample
-from procwatch_contracts.messages import MAX_MESSAGE_BYTES, MAX_PROCESSES_PER_MESSAGE, AgentSample
+from procwatch_contracts.fast import AgentSampleView, parse_agent_sample
+from procwatch_contracts.messages import MAX_MESSAGE_BYTES, MAX_PROCESSES_PER_MESSAGE
 
 AUTH_HEADER = "Authorization"
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -29,13 +31,14 @@ INVALID_MESSAGE = "invalid_message"
 TOO_MANY_PROCESSES = "too_many_processes"
 SERVER_MISMATCH = "server_mismatch"
 SAMPLED_IN_FUTURE = "sampled_at_in_future"
+SAMPLED_TOO_OLD = "sampled_at_too_old"
 MISSING_CREDENTIALS = "missing_credentials"
 UNKNOWN_SERVER = "unknown_server"
 UNAUTHORIZED = "unauthorized"
 
 REASON_CODES = (
     TOO_LARGE, BAD_SUBJECT, MALFORMED_JSON, INVALID_MESSAGE, TOO_MANY_PROCESSES,
-    SERVER_MISMATCH, SAMPLED_IN_FUTURE, MISSING_CREDENTIALS, UNKNOWN_SERVER, UNAUTHORIZED,
+    SERVER_MISMATCH, SAMPLED_IN_FUTURE, SAMPLED_TOO_OLD, MISSING_CREDENTIALS, UNKNOWN_SERVER, UNAUTHORIZED,
 )
 
 
@@ -52,8 +55,7 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    # The fast decoder's view for a plain message; the pydantic model when only it could vouch.
-    sample: AgentSampleView | AgentSample
+    sample: AgentSampleView
     agent_key: str
 
 
@@ -95,17 +97,28 @@ def check_message(
     subject_server = subjects.server_id_from_subject(subject)
     if subject_server is None:
         return Rejected(BAD_SUBJECT, "subject does not end in a server id")
-    sample = decode_agent_sample(data)
-    if sample is None:  # refused by the fast path: the model accepts it or says why not
-        try:
-            sample = AgentSample.model_validate_json(data)
-        except ValidationError as err:
-            return _describe(err)
+    try:  # the fast decoder; the model decides what it refuses, and explains a refusal
+        sample = parse_agent_sample(data)
+    except ValidationError as err:
+        return _describe(err)
     if sample.server_id != subject_server:
         return Rejected(SERVER_MISMATCH, f"body server_id {sample.server_id} != subject {subject_server}")
-    if sample.sampled_at - now > max_future:
-        return Rejected(SAMPLED_IN_FUTURE, f"sampled_at more than {int(max_future.total_seconds())}s ahead")
+    too_new = check_sampled_at(sample.sampled_at, now, max_future)
+    if too_new is not None:
+        return too_new
     key = bearer_key(headers)
     if key is None:
         return Rejected(MISSING_CREDENTIALS, "no Authorization: Bearer <agent key> header")
     return Accepted(sample, key)
+
+
+def check_sampled_at(sampled_at: datetime, now: datetime, max_future: timedelta,
+                     retention_days: int | None = None) -> Rejected | None:
+    """Why a sample's time is refused, or None: more than `max_future` ahead of `now` (clock
+    skew), or, when the plan's `retention_days` is given, older than the retention (the row
+    would be dropped with its partition, or land in the default partition)."""
+    if sampled_at - now > max_future:
+        return Rejected(SAMPLED_IN_FUTURE, f"sampled_at more than {int(max_future.total_seconds())}s ahead")
+    if retention_days is not None and now - sampled_at > timedelta(days=retention_days):
+        return Rejected(SAMPLED_TOO_OLD, f"sampled_at older than the plan's {retention_days}-day retention")
+    return None

@@ -9,6 +9,8 @@ from typing import NamedTuple
 import psycopg
 from psycopg import AsyncConnection
 
+from procwatch_domain.rules import SETTINGS, setting_columns_sql
+
 
 @dataclass(frozen=True, slots=True)
 class ServerRow:
@@ -16,24 +18,19 @@ class ServerRow:
     user_id: int
     hostname: str
     agent_key_hash: str
+    # Its owner's plan's sample retention: an older sample is refused (it would be dropped anyway).
+    retention_days: int
 
 
-class LockedProcess(NamedTuple):
-    """A watched process as locked for a batch (a tuple: thousands are built per batch)."""
-
-    id: int
-    server_id: int
-    process_name: str
-    enabled: bool
-    alert_on_down: bool
-    alert_on_restart: bool
-    alert_on_cpu: bool
-    alert_on_memory: bool
-    cpu_threshold_pct: float
-    memory_threshold_pct: float
-    last_count: int | None
-    last_oldest_start_unix: int | None
-    last_sample_at: datetime | None
+# A watched process as locked for a batch (a tuple: thousands are built per batch), fields in
+# `lock_processes`' column order. Its alert settings (one field per setting of the rule
+# registry) are the slice `ALERT_SETTINGS`, in `ProcessAlertConfig` field order.
+LockedProcess = NamedTuple("LockedProcess", [  # type: ignore[misc]
+    ("id", int), ("server_id", int), ("process_name", str), ("enabled", bool),
+    *((s.name, s.type) for s in SETTINGS),
+    ("last_count", int | None), ("last_oldest_start_unix", int | None), ("last_sample_at", datetime | None),
+])
+ALERT_SETTINGS = slice(4, 4 + len(SETTINGS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +104,9 @@ class IngestRepository:
 
     async def load_servers(self, server_ids: list[int]) -> dict[int, ServerRow]:
         cur = await self.conn.execute(
-            "select id, user_id, hostname, agent_key_hash from servers where id = any(%s::bigint[])",
+            "select s.id, s.user_id, s.hostname, s.agent_key_hash, p.retention_days"
+            " from servers s join users u on u.id = s.user_id join plans p on p.name = u.plan"
+            " where s.id = any(%s::bigint[])",
             (server_ids,),
         )
         return {r[0]: ServerRow(*r) for r in await cur.fetchall()}
@@ -134,8 +133,7 @@ class IngestRepository:
     async def lock_processes(self, process_ids: list[int]) -> dict[int, LockedProcess]:
         """Lock the rows in id order (replicas then never deadlock) and read their current state."""
         cur = await self.conn.execute(
-            "select id, server_id, process_name, enabled, alert_on_down, alert_on_restart, alert_on_cpu,"
-            " alert_on_memory, cpu_threshold_pct, memory_threshold_pct, last_count,"
+            "select id, server_id, process_name, enabled, " + setting_columns_sql() + ", last_count,"
             " last_oldest_start_unix, last_sample_at"
             " from watched_processes where id = any(%s::bigint[]) order by id for no key update",
             (bigint_array(sorted(process_ids)),),

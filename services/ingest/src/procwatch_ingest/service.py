@@ -24,22 +24,18 @@ from procwatch_contracts.fast import (
     SampleRecordedView,
     encode_sample_recorded,
 )
-from procwatch_contracts.messages import AgentSample
 from procwatch_db.tables import SAMPLE_ID_BLOCK
 from procwatch_domain.secrets import secret_matches
 
 from procwatch_ingest import inbound
 from procwatch_ingest.caches import TtlCache
 from procwatch_ingest.inbound import Accepted, Rejected
-from procwatch_ingest.repository import IngestRepository, LockedProcess, ProcessUpdate, ServerRow
+from procwatch_ingest.repository import ALERT_SETTINGS, IngestRepository, LockedProcess, ProcessUpdate, ServerRow
 from procwatch_ingest.stats import IngestStats
 
 log = logging.getLogger("procwatch.ingest")
 
 _MISS = object()
-
-# An accepted message as screening left it: the fast decoder's view, or the pydantic model.
-Sample = AgentSampleView | AgentSample
 
 
 class LockTurn:
@@ -93,7 +89,7 @@ class Plan:
     """
 
     rejected: dict[int, Rejected] = field(default_factory=dict)  # message index -> reason
-    messages: list[tuple[Sample, ServerRow, Sequence[int]]] = field(default_factory=list)
+    messages: list[tuple[AgentSampleView, ServerRow, Sequence[int]]] = field(default_factory=list)
     rows: list[tuple] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     dropped: int = 0  # readings of unknown / paused process names
@@ -120,8 +116,7 @@ def event_msg_id(server_id: int, sampled_at: datetime) -> str:
 
 
 def _alert_config(p: LockedProcess) -> ProcessAlertConfigView:
-    return ProcessAlertConfigView(p.alert_on_down, p.alert_on_restart, p.alert_on_cpu, p.alert_on_memory,
-                                 p.cpu_threshold_pct, p.memory_threshold_pct)
+    return ProcessAlertConfigView(*p[ALERT_SETTINGS])
 
 
 class SampleIdPool:
@@ -221,9 +216,14 @@ class IngestService:
         plan.rejected = {i: c for i, c in enumerate(checked) if isinstance(c, Rejected)}
         servers = await self._servers(repo, {a.sample.server_id for a in accepted.values()})
         authed: dict[int, tuple[Accepted, ServerRow]] = {}
+        now = self._now()
         for i, a in accepted.items():
             sid = a.sample.server_id
             result = self._check_key(servers.get(sid), sid, a.agent_key)
+            if not isinstance(result, Rejected):
+                # Now that the plan is known: not older than it keeps samples.
+                result = inbound.check_sampled_at(a.sample.sampled_at, now, self.max_future,
+                                                  result.retention_days) or result
             if isinstance(result, Rejected):
                 plan.rejected[i] = result
             else:
