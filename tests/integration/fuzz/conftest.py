@@ -51,7 +51,8 @@ class _ThreadedServer:
 
 def live_api(database_url: str, redis_url: str, nats_url: str, **overrides) -> _ThreadedServer:
     settings = ApiSettings(database_url=database_url, redis_url=redis_url, nats_url=nats_url,
-                           **{"rate_limit_per_minute": 1_000_000, "outbox_poll_interval_s": 0.2, **overrides})
+                           **{"rate_limit_per_minute": 1_000_000, "failed_auth_per_minute": 1_000_000, "outbox_poll_interval_s": 0.2,
+           **overrides})
     return _ThreadedServer(settings)
 
 

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from procwatch_api import health, routes
-from procwatch_api.errors import install_error_handlers
+from procwatch_api.error_handlers import install_error_handlers
 from procwatch_api.ratelimit import RateLimiter, redis_client
 from procwatch_api.repository import Reads
 from procwatch_api.restart_window import RestartWindows
@@ -96,6 +96,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state.rate_limiter = RateLimiter(
             state.redis, settings.rate_limit_per_minute, retry_after_s=settings.redis_retry_after_s
         )
+        state.failed_auth_limiter = RateLimiter(
+            state.redis, settings.failed_auth_per_minute, retry_after_s=settings.redis_retry_after_s
+        )
         state.nats = None
         state.relay = None
         state.wake_relay = lambda: state.relay.wake() if state.relay is not None else None
@@ -123,6 +126,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         description="Watched processes per server. Every route except /healthz and /readyz needs "
         "`Authorization: Bearer <token>`. Errors are `{\"error\": code, \"message\": text, ...}`.",
         lifespan=lifespan,
+        # A trailing slash is another path: 404, not a redirect that echoes the Host header.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     app.include_router(health.router)

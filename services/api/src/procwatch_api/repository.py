@@ -186,6 +186,11 @@ class Reads:
             samples.sort(key=_recorded_at, reverse=True)
         return ProcessWithSamples(row[0], row[1] is not None, dict(zip(_PROCESS_NAMES, row[2:end])), samples)
 
+    async def user_id_for_token(self, token_hash: str) -> int | None:
+        """The user of an unrevoked token (every route but the two hot reads, which join this in)."""
+        rows = await self._rows(_TOKEN, {"h": token_hash})
+        return rows[0][0] if rows else None
+
     async def restart_runs_since(self, process_id: int, since: datetime) -> list[Run]:
         """`since` naive UTC. Range scan of uq_process_samples_process_time over the window (at most 24 h of one process)."""
         return runs_from_boundaries(await self._rows(RESTART_RUNS_SQL, {"pid": process_id, "since": since}))
@@ -211,14 +216,6 @@ class Repository:
         result = await self.conn.execute(text(sql), params)
         row = result.mappings().first()
         return dict(row) if row is not None else None
-
-    # --- auth ---------------------------------------------------------------
-
-    async def user_id_for_token_hash(self, token_hash: str) -> int | None:
-        row = await self._one(
-            "select user_id from api_tokens where token_hash = :h and revoked_at is null", h=token_hash
-        )
-        return row["user_id"] if row else None
 
     # --- servers ------------------------------------------------------------
 

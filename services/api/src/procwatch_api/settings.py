@@ -20,6 +20,8 @@ class ApiSettings(ConnectionSettings):
 
     # Requests per token per minute (fixed one-minute window in Redis).
     rate_limit_per_minute: int = 600
+    # Requests with a missing-user token (401) per client address per minute; beyond it, 429.
+    failed_auth_per_minute: int = 120
     # Redis is only an optimisation: a dead Redis must not slow requests much.
     redis_timeout_s: float = 0.25
     # After a Redis failure, skip it for this long instead of timing out on every request.
