@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from psycopg_pool import PoolTimeout
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Match
 
 from procwatch_api.errors import (
@@ -122,6 +122,10 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # The client went away before its request was complete: nobody to answer, nothing broken.
+            log.info("client disconnected during the request", extra={"method": scope.get("method"),
+                                                                       "path": scope.get("path")})
         except Exception as exc:
             error = unexpected_error(exc, scope)
             if started:

@@ -39,15 +39,15 @@ _PROCESS_TIMES = ("last_sample_at", "created_at", "updated_at")
 _WP_COLUMNS = ", ".join(f"wp.{c} at time zone 'UTC' as {c}" if c in _PROCESS_TIMES else f"wp.{c}"
                         for c in _PROCESS_NAMES)
 # A SampleRow: these columns in this order, recorded_at as a naive datetime in UTC (decoding and
-# formatting a naive timestamp costs a fraction of an aware one, 100 times per get).
+# formatting a naive timestamp is much cheaper than an aware one, 100 times per get).
 SAMPLE_NAMES = ("id", "watched_process_id", "count", "cpu_pct", "memory_pct", "oldest_start_unix", "recorded_at")
 SampleRow = tuple
 _recorded_at = itemgetter(len(SAMPLE_NAMES) - 1)
 # The get route's samples leave PostgreSQL as one array per column in a single row: a row per
-# sample carried every process column as NULL, and 101 rows cost the API ~50 µs more to receive.
+# sample carried every process column as NULL, which cost the API more to receive.
 # The aggregates take the rows in the order of their sorted subquery (PostgreSQL documents this as
-# what "will usually work"; an ORDER BY per aggregate would sort 7 times, +60 µs of PostgreSQL
-# CPU), so Reads checks the order and sorts if it was ever not kept.
+# what "will usually work"; an ORDER BY per aggregate would sort once per
+# column), so Reads checks the order and sorts if it was ever not kept.
 _SAMPLE_ARRAYS = ", ".join(
     f"array_agg({c})" for c in SAMPLE_NAMES[:-1]
 ) + ", array_agg(recorded_at at time zone 'UTC')"
@@ -161,7 +161,7 @@ class Reads:
                                           limit: int, recent_since: datetime) -> ProcessWithSamples:
         """The newest `limit` samples, looked for first among those since `recent_since` (naive UTC):
         PostgreSQL then opens only the partitions from that day on, not every day kept (up to 90;
-        a generic plan over 100 partitions cost ~6x the PostgreSQL CPU). When fewer turn up than
+        a generic plan over every partition costs PostgreSQL CPU in proportion). When fewer turn up than
         the process has samples, the older ones are read across every partition."""
         found = await self._newest(token_hash, server_id, process_id, limit, recent_since)
         process = found.process
