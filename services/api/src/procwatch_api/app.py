@@ -18,6 +18,7 @@ from procwatch_api.ratelimit import RateLimiter, redis_client
 from procwatch_api.repository import Reads
 from procwatch_api.restart_window import RestartWindows
 from procwatch_api.schemas import REQUEST_MODELS, Error
+from procwatch_api.service import ALERTS_DEFAULT_LIMIT, ALERTS_MAX_LIMIT
 from procwatch_api.settings import ApiSettings
 from procwatch_api.slow_clients import BodyDeadline, header_deadline_protocol
 from procwatch_db.urls import libpq_url, sqlalchemy_url
@@ -151,6 +152,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                     op.get("responses", {}).pop("422", None)
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)
+            # Query parameters are parsed by hand (service.parse_limit): say what that accepts.
+            for operations in schema["paths"].values():
+                for op in operations.values():
+                    for param in op.get("parameters", ()):
+                        if param["in"] == "query" and param["name"] == "limit":
+                            param["schema"] = {"type": "integer", "minimum": 1, "maximum": ALERTS_MAX_LIMIT,
+                                               "default": ALERTS_DEFAULT_LIMIT}
             for path in ("/healthz", "/readyz"):
                 for op in schema["paths"].get(path, {}).values():
                     op["security"] = []

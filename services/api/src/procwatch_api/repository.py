@@ -105,6 +105,15 @@ class DuplicateName(Exception):
 
 
 @dataclass
+class UserServers:
+    """A user's plan, its server limit, and how many servers the user has."""
+
+    plan: str
+    limit: int
+    count: int
+
+
+@dataclass
 class ServerPlan:
     id: int
     hostname: str
@@ -227,6 +236,17 @@ class Repository:
             sid=server_id, uid=user_id,
         )
         return ServerPlan(**row) if row else None
+
+    async def lock_user_servers(self, user_id: int) -> UserServers:
+        """Locks the user's row until the transaction ends, so concurrent creates of one user's
+        servers count one after another (like the server row for its processes)."""
+        row = await self._one(
+            "select u.plan, p.max_servers as limit, (select count(*) from servers s where s.user_id = u.id) as count"
+            " from users u join plans p on p.name = u.plan where u.id = :uid for update of u",
+            uid=user_id,
+        )
+        assert row is not None  # the caller was just authenticated as this user
+        return UserServers(**row)
 
     async def server_exists(self, user_id: int, server_id: int) -> bool:
         row = await self._one("select 1 as ok from servers where id = :sid and user_id = :uid", sid=server_id, uid=user_id)

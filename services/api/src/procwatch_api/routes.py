@@ -45,7 +45,7 @@ async def list_servers(user_id: UserId, repo: Repo) -> Response:
     return json_response(await service.list_servers(repo, user_id))
 
 
-@router.post("/servers", status_code=201, response_model=ServerCreatedOne, responses=errors(400, 413),
+@router.post("/servers", status_code=201, response_model=ServerCreatedOne, responses=errors(400, 402, 413),
              openapi_extra=request_body(ServerCreate), tags=["servers"])
 async def create_server(request: Request, user_id: UserId, body: Body, repo: Repo) -> Response:
     return json_response(await service.create_server(repo, user_id, json_object(request, body)), status=201)
@@ -100,7 +100,8 @@ async def delete_process(server_id: str, process_id: str, user_id: UserId, repo:
 async def list_alerts(
     server_id: str, process_id: str, user_id: UserId, repo: Repo,
     limit: str | None = Query(None, description="1-200, default 50"),
-    cursor: str | None = Query(None, description="`next_cursor` of the previous page (opaque)"),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page (opaque: any other value"
+                                                 " is answered 400 validation_failed)"),
 ) -> Response:
     return json_response(
         await service.list_alerts(repo, user_id, server_id, process_id, limit=limit, cursor=cursor)

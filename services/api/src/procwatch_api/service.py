@@ -254,6 +254,10 @@ async def list_servers(repo: Repository, user_id: int) -> dict[str, Any]:
 
 async def create_server(repo: Repository, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
     hostname = validate_server_fields(body)
+    servers = await repo.lock_user_servers(user_id)
+    if servers.count >= servers.limit:
+        raise PlanLimitReached(plan=servers.plan, limit=servers.limit, current_count=servers.count,
+                               scope="servers_per_user")
     agent_key = new_agent_key()
     row = await repo.insert_server(user_id, hostname, hash_secret(agent_key))
     return {"server": {**present_server(row), "agent_key": agent_key}}
