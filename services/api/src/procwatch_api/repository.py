@@ -239,14 +239,16 @@ class Repository:
 
     async def lock_user_servers(self, user_id: int) -> UserServers:
         """Locks the user's row until the transaction ends, so concurrent creates of one user's
-        servers count one after another (like the server row for its processes)."""
+        servers count one after another (like the server row for its processes). The count is a
+        second statement: one that waited for the lock would count with its older snapshot."""
         row = await self._one(
-            "select u.plan, p.max_servers as limit, (select count(*) from servers s where s.user_id = u.id) as count"
-            " from users u join plans p on p.name = u.plan where u.id = :uid for update of u",
+            "select u.plan, p.max_servers as limit from users u join plans p on p.name = u.plan"
+            " where u.id = :uid for update of u",
             uid=user_id,
         )
         assert row is not None  # the caller was just authenticated as this user
-        return UserServers(**row)
+        count = await self._one("select count(*) as n from servers where user_id = :uid", uid=user_id)
+        return UserServers(plan=row["plan"], limit=row["limit"], count=int(count["n"]) if count else 0)
 
     async def server_exists(self, user_id: int, server_id: int) -> bool:
         row = await self._one("select 1 as ok from servers where id = :sid and user_id = :uid", sid=server_id, uid=user_id)
