@@ -125,8 +125,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = routes.ProcwatchApi(
         title="procwatch API",
         version="1.0.0",
-        description="Watched processes per server. Every route except /healthz and /readyz needs "
-        "`Authorization: Bearer <token>`. Errors are `{\"error\": code, \"message\": text, ...}`.",
+        description="Watched processes per server. Every route except /healthz, /readyz and this "
+        "document (/openapi.json, /docs) needs `Authorization: Bearer <token>`. HEAD is answered wherever "
+        "GET is. Errors are `{\"error\": code, \"message\": text, ...}`.",
         lifespan=lifespan,
         # A trailing slash is another path: 404, not a redirect that echoes the Host header.
         redirect_slashes=False,
