@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.security.live_api import LiveApi, ThreadedApi
+from tests.integration.fuzz.conftest import LiveApi, live_api
 from tests.support.factories import make_user
 
 pytestmark = pytest.mark.integration
@@ -31,8 +31,8 @@ STALLED = 12  # more than the write pool below (2 connections, no overflow)
 
 @pytest.fixture(scope="module")
 def api(database_url, redis_url, nats_url) -> Iterator[LiveApi]:
-    with ThreadedApi(database_url, redis_url, nats_url, db_pool_size=2, db_max_overflow=0,
-                     header_timeout_s=TIMEOUT_S, body_timeout_s=TIMEOUT_S) as running:
+    with live_api(database_url, redis_url, nats_url, db_pool_size=2, db_max_overflow=0,
+                  header_timeout_s=TIMEOUT_S, body_timeout_s=TIMEOUT_S) as running:
         deadline = time.monotonic() + 20
         while httpx.get(f"{running.base_url}/readyz").status_code != 200:  # NATS connects in the background
             assert time.monotonic() < deadline, "the API never became ready"
