@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 import psycopg
@@ -43,6 +44,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return admin
 
 
+# One "@" between a local part and a dotted domain, no whitespace or control characters: what
+# the tooling refuses is a typo, not an unusual but valid address.
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
+EMAIL_MAX = 254
+
+
+def email_problem(email: str) -> str | None:
+    if not email or len(email) > EMAIL_MAX or not _EMAIL.fullmatch(email):
+        return f"{email!r} is not an email address (name@domain, at most {EMAIL_MAX} characters)"
+    return None
+
+
 def _fail(message: str) -> int:
     print(f"procwatch admin: {message}", file=sys.stderr)
     return 1
@@ -73,6 +86,9 @@ def _user_id(conn: psycopg.Connection, email: str) -> int:
 def _dispatch(conn: psycopg.Connection, args: argparse.Namespace) -> int:
     cmd = args.admin_command
     if cmd == "create-user":
+        problem = email_problem(args.email)
+        if problem:
+            return _fail(problem)
         user_id = accounts.create_user(conn, args.email, args.plan)
         token = accounts.create_api_token(conn, user_id, "admin")
         print(json.dumps({"user_id": user_id, "token": token}) if args.json else token)

@@ -32,7 +32,8 @@ async def running_api(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]
 def api_settings(database_url: str, redis_url: str, nats_url: str, **overrides) -> ApiSettings:
     return ApiSettings(
         database_url=database_url, redis_url=redis_url, nats_url=nats_url,
-        **{"rate_limit_per_minute": 1_000_000, "outbox_poll_interval_s": 0.2, **overrides},
+        **{"rate_limit_per_minute": 1_000_000, "failed_auth_per_minute": 1_000_000, "outbox_poll_interval_s": 0.2,
+           **overrides},
     )
 
 

@@ -1,4 +1,4 @@
-"""GET of the list and get routes is answered before FastAPI's stack (routes.ProcwatchApi); FastAPI's own
+"""GET of the list and get routes is answered before FastAPI's stack (hot_reads.answer); FastAPI's own
 routes still answer it under a root_path. Both must give the same answer, byte for byte, in every case."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from procwatch_api import routes
+from procwatch_api import hot_reads
 from tests.integration.api.conftest import api_settings, insert_samples, running_api, utc
 from tests.support.factories import make_process, make_server, make_user
 
@@ -61,15 +61,18 @@ async def test_the_fast_path_answers_the_hot_reads(client, database_url, user, s
         reached.append(args)
         return await original(*args, **kwargs)
 
-    original = routes.get_process_of
-    monkeypatch.setattr(routes, "get_process_of", spy)
+    original = hot_reads.get_process
+    monkeypatch.setattr(hot_reads, "get_process", spy)
     assert (await client.get(f"/servers/{server.id}/processes/{pid}", headers=user.headers)).status_code == 200
     assert len(reached) == 1 and reached[0][0] is client.app.state  # type: ignore[attr-defined]
-    # Everything else still goes through FastAPI: a trailing slash, another method, HEAD.
-    assert (await client.get(f"/servers/{server.id}/processes/{pid}/", headers=user.headers)).status_code in (
-        307, 404)
+    # HEAD of it too, without the body.
+    head = await client.head(f"/servers/{server.id}/processes/{pid}", headers=user.headers)
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+    assert len(reached) == 2
+    # Everything else still goes through FastAPI: a trailing slash, another method.
+    assert (await client.get(f"/servers/{server.id}/processes/{pid}/", headers=user.headers)).status_code == 404
     assert (await client.patch(f"/servers/{server.id}/processes/{pid}", headers=user.headers)).status_code == 405
-    assert len(reached) == 1
+    assert len(reached) == 2
 
 
 async def test_rate_limit_answers_the_same_on_both_paths(database_url, redis_url, nats_url):

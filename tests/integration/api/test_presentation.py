@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 
 from procwatch_api import service
 from procwatch_api.errors import ValidationFailed
+from procwatch_api.responses import json_response
 
 pytestmark = pytest.mark.unit
 
@@ -21,13 +23,17 @@ def test_parse_id(raw, value):
     assert service.parse_id(raw) == value
 
 
+def rendered_time(value: datetime | None) -> str | None:
+    return orjson.loads(json_response([service.json_time(value)]).body)[0]
+
+
 def test_timestamps_are_utc_with_z_and_fraction_only_when_nonzero():
-    assert service.iso(datetime(2026, 5, 24, 18, 41, tzinfo=UTC)) == "2026-05-24T18:41:00Z"
-    assert service.iso(datetime(2026, 5, 24, 18, 41, 0, 250000, tzinfo=UTC)) == "2026-05-24T18:41:00.25Z"
-    assert service.iso(datetime(2026, 5, 24, 20, 41, tzinfo=timezone(timedelta(hours=2)))) == "2026-05-24T18:41:00Z"
-    assert service.iso(None) is None
+    assert rendered_time(datetime(2026, 5, 24, 18, 41, tzinfo=UTC)) == "2026-05-24T18:41:00Z"
+    assert rendered_time(datetime(2026, 5, 24, 18, 41, 0, 250000, tzinfo=UTC)) == "2026-05-24T18:41:00.25Z"
+    assert rendered_time(datetime(2026, 5, 24, 20, 41, tzinfo=timezone(timedelta(hours=2)))) == "2026-05-24T18:41:00Z"
+    assert rendered_time(None) is None
     # Naive values are UTC (the hot read SQL hands out samples' times that way).
-    assert service.iso(datetime(2026, 5, 24, 18, 41, 0, 120)) == "2026-05-24T18:41:00.00012Z"
+    assert rendered_time(datetime(2026, 5, 24, 18, 41, 0, 120)) == "2026-05-24T18:41:00.00012Z"
 
 
 def test_integral_numbers_render_as_integers():

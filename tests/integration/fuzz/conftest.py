@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 from procwatch_api.app import create_app
 from procwatch_api.settings import ApiSettings
+from procwatch_api.slow_clients import header_deadline_protocol
 
 
 def free_port() -> int:
@@ -24,14 +25,19 @@ def free_port() -> int:
 class LiveApi:
     base_url: str
     app: object
+    host: str = "127.0.0.1"
+    port: int = 0
 
 
 class _ThreadedServer:
     def __init__(self, settings: ApiSettings):
         self.app = create_app(settings)
         self.port = free_port()
+        # As procwatch_api.app.main configures uvicorn (slow-client timeouts), on the test's own loop.
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
-                                loop="asyncio", access_log=False)
+                                loop="asyncio", access_log=False,
+                                http=header_deadline_protocol(settings.header_timeout_s),
+                                timeout_keep_alive=settings.keep_alive_timeout_s)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="live-api", daemon=True)
 
@@ -42,7 +48,7 @@ class _ThreadedServer:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
-        return LiveApi(f"http://127.0.0.1:{self.port}", self.app)
+        return LiveApi(f"http://127.0.0.1:{self.port}", self.app, port=self.port)
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
@@ -51,7 +57,8 @@ class _ThreadedServer:
 
 def live_api(database_url: str, redis_url: str, nats_url: str, **overrides) -> _ThreadedServer:
     settings = ApiSettings(database_url=database_url, redis_url=redis_url, nats_url=nats_url,
-                           **{"rate_limit_per_minute": 1_000_000, "outbox_poll_interval_s": 0.2, **overrides})
+                           **{"rate_limit_per_minute": 1_000_000, "failed_auth_per_minute": 1_000_000,
+                              "outbox_poll_interval_s": 0.2, **overrides})
     return _ThreadedServer(settings)
 
 

@@ -1,5 +1,5 @@
-"""Responses render byte for byte as the representation's conventions say (iso() for timestamps,
-num() for numbers), although json_time hands some timestamps to orjson as datetimes."""
+"""Responses render byte for byte as the representation's conventions say (`documented_time` below for
+timestamps, num() for numbers), although json_time hands most timestamps to orjson as datetimes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from procwatch_api.responses import json_response
-from procwatch_api.service import iso, json_time, num, present_process, present_samples
+from procwatch_api.service import json_time, num, present_process, present_samples
 from procwatch_domain.rules import SETTING_DEFAULTS
 
 pytestmark = pytest.mark.unit
@@ -26,10 +26,22 @@ rows = st.tuples(
 )
 
 
+def documented_time(value: datetime | None) -> str | None:
+    """docs/api.md's format, written out slowly: ISO 8601 UTC with "Z", the fraction only when nonzero."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    if value.microsecond:
+        text += "." + f"{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
 def reference(row: tuple) -> dict:
     sample_id, process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at = row
     return {"id": sample_id, "watched_process_id": process_id, "count": count, "cpu_pct": num(cpu_pct),
-            "memory_pct": num(memory_pct), "oldest_start_unix": oldest_start_unix, "recorded_at": iso(recorded_at)}
+            "memory_pct": num(memory_pct), "oldest_start_unix": oldest_start_unix, "recorded_at": documented_time(recorded_at)}
 
 
 @given(st.lists(rows, max_size=20))
@@ -55,8 +67,10 @@ def test_timestamps_follow_the_documented_format():
 
 @given(timestamps)
 @example(datetime(2026, 5, 24, 18, 41, 0, 120000))
-def test_json_time_renders_like_iso(value):
-    assert json_response([json_time(value)]).body == orjson.dumps([iso(value)])
+def test_json_time_renders_the_documented_format(value):
+    assert json_response([json_time(value)]).body == orjson.dumps([documented_time(value)])
+    aware = value.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=-5))) if value.year > 1 else value
+    assert json_response([json_time(aware)]).body == orjson.dumps([documented_time(value)])
 
 
 @given(st.none() | timestamps, timestamps, timestamps)
@@ -70,4 +84,4 @@ def test_a_process_renders_the_same_from_naive_utc_and_aware_timestamps(last_sam
     aware = {k: v.replace(tzinfo=UTC).astimezone(paris) if isinstance(v, datetime) and v.year < 9999 else v
              for k, v in row.items()}
     assert json_response(present_process(row)).body == json_response(present_process(aware)).body
-    assert orjson.loads(json_response(present_process(row)).body)["created_at"] == iso(created_at)
+    assert orjson.loads(json_response(present_process(row)).body)["created_at"] == documented_time(created_at)

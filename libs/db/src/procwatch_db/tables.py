@@ -41,6 +41,7 @@ class Plan(SQLModel, table=True):
 
     name: str = Field(sa_column=Column(String(32), primary_key=True))
     max_processes_per_server: int = Field(sa_column=Column(Integer, nullable=False))
+    max_servers: int = Field(sa_column=Column(Integer, nullable=False))
     retention_days: int = Field(sa_column=Column(Integer, nullable=False))
 
 
@@ -200,12 +201,12 @@ class Alert(SQLModel, table=True):
     event_id: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
 
 
-PLANS: dict[str, tuple[int, int]] = {
-    # name: (processes per server, retention days)
-    "hobby": (3, 1),
-    "pro": (10, 7),
-    "team": (25, 30),
-    "scale": (50, 90),
+PLANS: dict[str, tuple[int, int, int]] = {
+    # name: (processes per server, retention days, servers per user)
+    "hobby": (3, 1, 5),
+    "pro": (10, 7, 25),
+    "team": (25, 30, 100),
+    "scale": (50, 90, 500),
 }
 
 metadata = SQLModel.metadata

@@ -13,12 +13,14 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from procwatch_api import health, routes
-from procwatch_api.errors import install_error_handlers
+from procwatch_api.error_handlers import install_error_handlers
 from procwatch_api.ratelimit import RateLimiter, redis_client
 from procwatch_api.repository import Reads
 from procwatch_api.restart_window import RestartWindows
 from procwatch_api.schemas import REQUEST_MODELS, Error
+from procwatch_api.service import ALERTS_DEFAULT_LIMIT, ALERTS_MAX_LIMIT
 from procwatch_api.settings import ApiSettings
+from procwatch_api.slow_clients import BodyDeadline, header_deadline_protocol
 from procwatch_db.urls import libpq_url, sqlalchemy_url
 from procwatch_messaging.outbox import OutboxRelay
 from procwatch_messaging.streams import ensure_streams
@@ -83,7 +85,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         # The hot read routes' pool (repository.Reads): autocommit, session time zone UTC, every
         # statement prepared on first use and planned once (a custom plan of the get route's
-        # statement re-plans over every sample partition: ~0.8 ms of PostgreSQL CPU per request).
+        # statement re-plans over every sample partition on every request).
         state.reads = Reads(AsyncConnectionPool(
             libpq_url(settings.database_url), min_size=1, max_size=settings.read_pool_size_per_worker,
             open=False, timeout=READ_POOL_TIMEOUT_S, name="procwatch-api-reads", configure=_configure_read_connection,
@@ -95,6 +97,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state.redis = redis_client(settings.redis_url, settings.redis_timeout_s)
         state.rate_limiter = RateLimiter(
             state.redis, settings.rate_limit_per_minute, retry_after_s=settings.redis_retry_after_s
+        )
+        state.failed_auth_limiter = RateLimiter(
+            state.redis, settings.failed_auth_per_minute, retry_after_s=settings.redis_retry_after_s
         )
         state.nats = None
         state.relay = None
@@ -120,11 +125,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = routes.ProcwatchApi(
         title="procwatch API",
         version="1.0.0",
-        description="Watched processes per server. Every route except /healthz and /readyz needs "
-        "`Authorization: Bearer <token>`. Errors are `{\"error\": code, \"message\": text, ...}`.",
+        description="Watched processes per server. Every route except /healthz, /readyz and this "
+        "document (/openapi.json, /docs) needs `Authorization: Bearer <token>`. HEAD is answered wherever "
+        "GET is. Errors are `{\"error\": code, \"message\": text, ...}`.",
         lifespan=lifespan,
+        # A trailing slash is another path: 404, not a redirect that echoes the Host header.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s)
     app.include_router(health.router)
     app.include_router(routes.router)
 
@@ -144,6 +153,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                     op.get("responses", {}).pop("422", None)
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)
+            # Query parameters are parsed by hand (service.parse_limit): say what that accepts.
+            for operations in schema["paths"].values():
+                for op in operations.values():
+                    for param in op.get("parameters", ()):
+                        if param["in"] == "query" and param["name"] == "limit":
+                            param["schema"] = {"type": "integer", "minimum": 1, "maximum": ALERTS_MAX_LIMIT,
+                                               "default": ALERTS_DEFAULT_LIMIT}
             for path in ("/healthz", "/readyz"):
                 for op in schema["paths"].get(path, {}).values():
                     op["security"] = []
@@ -165,7 +181,8 @@ def main() -> None:
 
     settings = ApiSettings()
     configure_logging(settings.log_level)
-    common = dict(loop="uvloop", http="httptools", log_config=None, lifespan="on", access_log=False)
+    common = dict(loop="uvloop", http=header_deadline_protocol(settings.header_timeout_s), log_config=None,
+                  lifespan="on", access_log=False, timeout_keep_alive=settings.keep_alive_timeout_s)
     if settings.workers > 1:
         # One SO_REUSEPORT socket per worker process (procwatch_api.workers: why); each builds its app itself.
         sys.exit(serve_workers(settings, common))

@@ -1,18 +1,57 @@
-"""Request dependencies: the unit of work (one transaction per request) and the caller.
+"""Request dependencies: the request body, the caller, and the unit of work (one transaction per request).
 
-The list and get routes of processes use neither: they authenticate in the same
-statement that reads (repository.Reads), from `service.caller_token_hash`."""
+A route declares them in that order, so FastAPI resolves them in that order: the body is read
+whole (bounded in size here and in time by slow_clients.BodyDeadline) and the caller
+authenticated and rate-limited before a connection of the write pool is checked out. A slow or
+stalled client therefore holds no pooled connection. The hot reads (hot_reads.py) use none of
+these but authenticate with the same hot_reads.admit.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from procwatch_api import service
 from procwatch_api.errors import BodyTooLarge
+from procwatch_api.hot_reads import admit, client_host
 from procwatch_api.repository import Repository
+
+
+async def read_body(request: Request) -> bytes:
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+Body = Annotated[bytes, Depends(read_body)]
+
+
+async def current_user(request: Request) -> int:
+    """The caller's user id: 401 without a valid token, then 429 over its rate limit. The token is
+    looked up on the read pool (one autocommit statement), not on the request's unit of work."""
+    state = request.app.state
+    token_hash = service.caller_token_hash(request.headers.get("authorization"))
+    user_id = await state.reads.user_id_for_token(token_hash)
+    return await admit(state, token_hash, user_id, client_host(request.scope))
+
+
+UserId = Annotated[int, Depends(current_user)]
+
+
+def json_object(request: Request, body: bytes) -> dict[str, Any]:
+    return service.decode_json_object(body, request.headers.get("content-type"))
 
 
 async def unit_of_work(request: Request) -> AsyncIterator[Repository]:
@@ -35,33 +74,3 @@ async def unit_of_work(request: Request) -> AsyncIterator[Repository]:
 
 
 Repo = Annotated[Repository, Depends(unit_of_work, scope="function")]
-
-
-async def current_user(request: Request, repo: Repo) -> int:
-    """The caller's user id: checked before anything else a route does, then rate-limited."""
-    token_hash = service.caller_token_hash(request.headers.get("authorization"))
-    user_id = await service.authenticate(repo, token_hash)
-    await request.app.state.rate_limiter.check(token_hash)
-    return user_id
-
-
-UserId = Annotated[int, Depends(current_user)]
-
-
-async def read_body(request: Request) -> bytes:
-    limit = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def json_object(request: Request) -> dict:
-    return service.decode_json_object(await read_body(request), request.headers.get("content-type"))

@@ -72,8 +72,8 @@ class RateLimiter:
         self._window = -1
         self._counts: dict[str, _TokenCount] = {}
 
-    async def check(self, token_hash: str) -> None:
-        """Count one request for this token; RateLimited when over the window's limit."""
+    async def check(self, token_hash: str, *, subject: str = "this token") -> None:
+        """Count one request for this token (or other key); RateLimited, naming `subject`, when over the window's limit."""
         if self._limit <= 0 or time.monotonic() < self._skip_until:
             return
         now = time.time()
@@ -95,7 +95,7 @@ class RateLimiter:
                 return
         if total > self._limit:
             retry_after = max(1, math.ceil((window + 1) * WINDOW_S - now))
-            raise RateLimited(limit=self._limit, retry_after=retry_after)
+            raise RateLimited(limit=self._limit, retry_after=retry_after, subject=subject)
 
     async def _flush(self, token_hash: str, count: _TokenCount, window: int) -> int | None:
         """Add the pending requests to the shared counter; the new total, or None when Redis failed."""

@@ -39,15 +39,15 @@ _PROCESS_TIMES = ("last_sample_at", "created_at", "updated_at")
 _WP_COLUMNS = ", ".join(f"wp.{c} at time zone 'UTC' as {c}" if c in _PROCESS_TIMES else f"wp.{c}"
                         for c in _PROCESS_NAMES)
 # A SampleRow: these columns in this order, recorded_at as a naive datetime in UTC (decoding and
-# formatting a naive timestamp costs a fraction of an aware one, 100 times per get).
+# formatting a naive timestamp is much cheaper than an aware one, 100 times per get).
 SAMPLE_NAMES = ("id", "watched_process_id", "count", "cpu_pct", "memory_pct", "oldest_start_unix", "recorded_at")
 SampleRow = tuple
 _recorded_at = itemgetter(len(SAMPLE_NAMES) - 1)
 # The get route's samples leave PostgreSQL as one array per column in a single row: a row per
-# sample carried every process column as NULL, and 101 rows cost the API ~50 µs more to receive.
+# sample carried every process column as NULL, which cost the API more to receive.
 # The aggregates take the rows in the order of their sorted subquery (PostgreSQL documents this as
-# what "will usually work"; an ORDER BY per aggregate would sort 7 times, +60 µs of PostgreSQL
-# CPU), so Reads checks the order and sorts if it was ever not kept.
+# what "will usually work"; an ORDER BY per aggregate would sort once per
+# column), so Reads checks the order and sorts if it was ever not kept.
 _SAMPLE_ARRAYS = ", ".join(
     f"array_agg({c})" for c in SAMPLE_NAMES[:-1]
 ) + ", array_agg(recorded_at at time zone 'UTC')"
@@ -102,6 +102,15 @@ RESTART_RUNS_SQL = (
 
 class DuplicateName(Exception):
     pass
+
+
+@dataclass
+class UserServers:
+    """A user's plan, its server limit, and how many servers the user has."""
+
+    plan: str
+    limit: int
+    count: int
 
 
 @dataclass
@@ -161,7 +170,7 @@ class Reads:
                                           limit: int, recent_since: datetime) -> ProcessWithSamples:
         """The newest `limit` samples, looked for first among those since `recent_since` (naive UTC):
         PostgreSQL then opens only the partitions from that day on, not every day kept (up to 90;
-        a generic plan over 100 partitions cost ~6x the PostgreSQL CPU). When fewer turn up than
+        a generic plan over every partition costs PostgreSQL CPU in proportion). When fewer turn up than
         the process has samples, the older ones are read across every partition."""
         found = await self._newest(token_hash, server_id, process_id, limit, recent_since)
         process = found.process
@@ -185,6 +194,11 @@ class Reads:
         if samples and any(newer < older for newer, older in zip(times, times[1:])):
             samples.sort(key=_recorded_at, reverse=True)
         return ProcessWithSamples(row[0], row[1] is not None, dict(zip(_PROCESS_NAMES, row[2:end])), samples)
+
+    async def user_id_for_token(self, token_hash: str) -> int | None:
+        """The user of an unrevoked token (every route but the two hot reads, which join this in)."""
+        rows = await self._rows(_TOKEN, {"h": token_hash})
+        return rows[0][0] if rows else None
 
     async def restart_runs_since(self, process_id: int, since: datetime) -> list[Run]:
         """`since` naive UTC. Range scan of uq_process_samples_process_time over the window (at most 24 h of one process)."""
@@ -212,14 +226,6 @@ class Repository:
         row = result.mappings().first()
         return dict(row) if row is not None else None
 
-    # --- auth ---------------------------------------------------------------
-
-    async def user_id_for_token_hash(self, token_hash: str) -> int | None:
-        row = await self._one(
-            "select user_id from api_tokens where token_hash = :h and revoked_at is null", h=token_hash
-        )
-        return row["user_id"] if row else None
-
     # --- servers ------------------------------------------------------------
 
     async def server_with_plan(self, user_id: int, server_id: int, *, lock: bool = False) -> ServerPlan | None:
@@ -230,6 +236,19 @@ class Repository:
             sid=server_id, uid=user_id,
         )
         return ServerPlan(**row) if row else None
+
+    async def lock_user_servers(self, user_id: int) -> UserServers:
+        """Locks the user's row until the transaction ends, so concurrent creates of one user's
+        servers count one after another (like the server row for its processes). The count is a
+        second statement: one that waited for the lock would count with its older snapshot."""
+        row = await self._one(
+            "select u.plan, p.max_servers as limit from users u join plans p on p.name = u.plan"
+            " where u.id = :uid for update of u",
+            uid=user_id,
+        )
+        assert row is not None  # the caller was just authenticated as this user
+        count = await self._one("select count(*) as n from servers where user_id = :uid", uid=user_id)
+        return UserServers(plan=row["plan"], limit=row["limit"], count=int(count["n"]) if count else 0)
 
     async def server_exists(self, user_id: int, server_id: int) -> bool:
         row = await self._one("select 1 as ok from servers where id = :sid and user_id = :uid", sid=server_id, uid=user_id)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.responses import Response
 
-from procwatch_api.errors import ApiError
+if TYPE_CHECKING:  # type only: errors.py imports nothing of the rendering
+    from procwatch_api.errors import ApiError
 
-
-# Naive datetimes are UTC and end in "Z": what service.json_time hands over renders like iso().
+# Naive datetimes are UTC and end in "Z": the form service.json_time hands timestamps over in.
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 

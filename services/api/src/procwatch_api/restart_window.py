@@ -3,7 +3,7 @@
 The restart rule (procwatch_domain.restarts) only needs the *runs* of equal
 consecutive `oldest_start_unix` values in the 24-hour window: a day of 10 s
 ticks is 8,640 samples but a few dozen runs. Reading and windowing the 8,640
-rows costs PostgreSQL ~5 ms per request, which would make the get route's cost
+rows on every request would make the get route's cost
 grow with the process's sample rate and history.
 
 So each API process keeps, per watched process, the runs it last computed and

@@ -1,19 +1,19 @@
 """HTTP routes: parse, call the service, render. Ids are taken as strings so a
 malformed id answers like a missing one (404), after authentication. The two hot
-GET reads are also answered straight from the ASGI scope (ProcwatchApi, at the end)."""
+GET reads are answered by hot_reads.py (ProcwatchApi, at the end, hands them over);
+their routes here document them and answer the same way under a root_path.
+
+A route's dependencies come in this order: caller (UserId), body (Body), unit of
+work (Repo), so no connection of the write pool is held while a body arrives."""
 
 from __future__ import annotations
-
-import re
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from starlette.responses import Response
 
-from procwatch_api import service
-from procwatch_api.deps import Repo, UserId, json_object
-from procwatch_api.errors import ApiError, unexpected_error
-from procwatch_api.responses import error_response, json_response
+from procwatch_api import hot_reads, service
+from procwatch_api.deps import Body, Repo, UserId, json_object
+from procwatch_api.responses import json_response
 from procwatch_api.schemas import (
     AlertPage,
     Ok,
@@ -30,7 +30,7 @@ from procwatch_api.schemas import (
     request_body,
 )
 
-router = APIRouter()
+router = APIRouter(redirect_slashes=False)
 
 SERVER = "/servers/{server_id}"
 PROCESSES = SERVER + "/processes"
@@ -41,120 +41,94 @@ PROCESS = PROCESSES + "/{process_id}"
 
 
 @router.get("/servers", response_model=ServerList, responses=errors(), tags=["servers"])
-async def list_servers(repo: Repo, user_id: UserId) -> Response:
+async def list_servers(user_id: UserId, repo: Repo) -> Response:
     return json_response(await service.list_servers(repo, user_id))
 
 
-@router.post("/servers", status_code=201, response_model=ServerCreatedOne, responses=errors(400, 413),
+@router.post("/servers", status_code=201, response_model=ServerCreatedOne, responses=errors(400, 402, 413),
              openapi_extra=request_body(ServerCreate), tags=["servers"])
-async def create_server(request: Request, repo: Repo, user_id: UserId) -> Response:
-    body = await json_object(request)
-    return json_response(await service.create_server(repo, user_id, body), status=201)
+async def create_server(request: Request, user_id: UserId, body: Body, repo: Repo) -> Response:
+    return json_response(await service.create_server(repo, user_id, json_object(request, body)), status=201)
 
 
 @router.get(SERVER, response_model=ServerOne, responses=errors(404), tags=["servers"])
-async def get_server(server_id: str, repo: Repo, user_id: UserId) -> Response:
+async def get_server(server_id: str, user_id: UserId, repo: Repo) -> Response:
     return json_response(await service.get_server(repo, user_id, server_id))
 
 
 @router.delete(SERVER, response_model=Ok, responses=errors(404), tags=["servers"])
-async def delete_server(server_id: str, repo: Repo, user_id: UserId) -> Response:
+async def delete_server(server_id: str, user_id: UserId, repo: Repo) -> Response:
     return json_response(await service.delete_server(repo, user_id, server_id))
 
 
 # --- processes --------------------------------------------------------------
 
 
-# The list and get routes are the hot reads: ProcwatchApi (below) answers them straight from the ASGI
-# scope with `list_processes_of` / `get_process_of` (no dependency resolution, parameter parsing
-# or response_model handling per request). The FastAPI routes declare them for /openapi.json and
-# answer the same way if ever reached (e.g. under a root_path).
-
-
-async def list_processes_of(state: Any, authorization: str | None, server_id: str) -> Response:
-    token_hash = service.caller_token_hash(authorization)
-    return json_response(await service.list_processes(state.reads, state.rate_limiter, token_hash, server_id))
-
-
-async def get_process_of(state: Any, authorization: str | None, server_id: str, process_id: str) -> Response:
-    token_hash = service.caller_token_hash(authorization)
-    return json_response(await service.get_process(
-        state.reads, state.rate_limiter, state.restart_windows, token_hash, server_id, process_id
-    ))
-
-
 @router.get(PROCESSES, response_model=ProcessList, responses=errors(404), tags=["processes"])
 async def list_processes(server_id: str, request: Request) -> Response:
-    return await list_processes_of(request.app.state, request.headers.get("authorization"), server_id)
+    return await hot_reads.list_processes(request.app.state, request.headers.get("authorization"),
+                                          hot_reads.client_host(request.scope), server_id)
 
 
 @router.post(PROCESSES, status_code=201, response_model=ProcessOne, responses=errors(400, 402, 404, 409, 413),
              openapi_extra=request_body(ProcessCreate), tags=["processes"])
-async def create_process(server_id: str, request: Request, repo: Repo, user_id: UserId) -> Response:
-    body = await json_object(request)
-    return json_response(await service.create_process(repo, user_id, server_id, body), status=201)
+async def create_process(server_id: str, request: Request, user_id: UserId, body: Body, repo: Repo) -> Response:
+    return json_response(await service.create_process(repo, user_id, server_id, json_object(request, body)),
+                         status=201)
 
 
 @router.get(PROCESS, response_model=ProcessDetail, responses=errors(404), tags=["processes"])
 async def get_process(server_id: str, process_id: str, request: Request) -> Response:
-    return await get_process_of(request.app.state, request.headers.get("authorization"), server_id, process_id)
+    return await hot_reads.get_process(request.app.state, request.headers.get("authorization"),
+                                       hot_reads.client_host(request.scope), server_id, process_id)
 
 
 @router.put(PROCESS, response_model=ProcessOne, responses=errors(400, 404, 409, 413),
             openapi_extra=request_body(ProcessUpdate), tags=["processes"])
-async def update_process(server_id: str, process_id: str, request: Request, repo: Repo, user_id: UserId) -> Response:
-    body = await json_object(request)
-    return json_response(await service.update_process(repo, user_id, server_id, process_id, body))
+async def update_process(server_id: str, process_id: str, request: Request, user_id: UserId, body: Body,
+                         repo: Repo) -> Response:
+    return json_response(await service.update_process(repo, user_id, server_id, process_id,
+                                                      json_object(request, body)))
 
 
 @router.delete(PROCESS, response_model=Ok, responses=errors(404), tags=["processes"])
-async def delete_process(server_id: str, process_id: str, repo: Repo, user_id: UserId) -> Response:
+async def delete_process(server_id: str, process_id: str, user_id: UserId, repo: Repo) -> Response:
     return json_response(await service.delete_process(repo, user_id, server_id, process_id))
 
 
 @router.get(PROCESS + "/alerts", response_model=AlertPage, responses=errors(400, 404), tags=["alerts"])
 async def list_alerts(
-    server_id: str, process_id: str, repo: Repo, user_id: UserId,
+    server_id: str, process_id: str, user_id: UserId, repo: Repo,
     limit: str | None = Query(None, description="1-200, default 50"),
-    cursor: str | None = Query(None, description="`next_cursor` of the previous page (opaque)"),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page (opaque: any other value"
+                                                 " is answered 400 validation_failed)"),
 ) -> Response:
     return json_response(
         await service.list_alerts(repo, user_id, server_id, process_id, limit=limit, cursor=cursor)
     )
 
 
-# The two hot GET routes, matched like Starlette's `{param}` (anything but "/") on the decoded path.
-_HOT_READ = re.compile(r"/servers/(?P<server_id>[^/]+)/processes(?:/(?P<process_id>[^/]+))?")
-
-
 class ProcwatchApi(FastAPI):
-    """FastAPI, except that GET of the list and get routes of processes is answered before its
-    middleware stack and router: those two carry the read load, and FastAPI's per-request work
-    (middleware layers, dependency resolution, parameter parsing) was ~30 % of their CPU. They
-    keep every behaviour: the same functions answer (`*_of` above), ApiError renders through the
-    one error_response, anything else as errors.unexpected_error decides (503 when PostgreSQL is
-    down, else 500), and the FastAPI routes still document them in /openapi.json."""
+    """FastAPI, except that (1) the two hot reads are answered by hot_reads.answer before the
+    middleware stack and router, unless the app runs under a root_path (then FastAPI's routes
+    above answer them the same way), and (2) HEAD is answered wherever GET is: as GET, without
+    the body (FastAPI's routes answer only the methods they declare)."""
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not self.root_path \
-                and not scope.get("root_path"):
-            match = _HOT_READ.fullmatch(scope["path"])
-            if match is not None:
-                await self._answer_hot_read(scope, send, match["server_id"], match["process_id"])
+        if scope["type"] == "http":
+            if not self.root_path and not scope.get("root_path") and \
+                    await hot_reads.answer(self.state, scope, send):
                 return
+            if scope["method"] == "HEAD":
+                scope = {**scope, "method": "GET"}
+                send = _without_body(send)
         await super().__call__(scope, receive, send)
 
-    async def _answer_hot_read(self, scope, send, server_id: str, process_id: str | None) -> None:
-        authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
-        # The response is built before anything is sent, so every failure can still be answered.
-        try:
-            if process_id is None:
-                response = await list_processes_of(self.state, authorization, server_id)
-            else:
-                response = await get_process_of(self.state, authorization, server_id, process_id)
-        except ApiError as exc:
-            response = error_response(exc)
-        except Exception as exc:
-            response = error_response(unexpected_error(exc, scope))
-        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
+
+def _without_body(send):
+    async def send_headers_only(message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_headers_only

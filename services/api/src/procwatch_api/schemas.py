@@ -9,13 +9,66 @@ thresholds: name, default, bounds) come from the rule registry
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from procwatch_domain.rules import ALERT_TYPES, SETTINGS, Setting
 
+from procwatch_api.service import hostname_problem
+from procwatch_domain.validation import READ_ONLY_FIELDS, UPDATABLE_FIELDS, process_name_problem
+
 Flag = Literal[0, 1]
+_CLASS_SPECIALS = frozenset("\\]^-[")
+
+
+@functools.cache
+def name_pattern(problem: Callable[[str], str | None]) -> str:
+    """The characters a name rule (`problem(name)` -> why not, or None) accepts, as one character
+    class: for process names no whitespace, control, format, private-use, surrogate or unassigned
+    characters (as this Python's Unicode database has them) and no shell metacharacters; hostnames
+    the same but the metacharacters. Computed from the rule itself, once, when the document is built."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(0x110000):
+        if problem(chr(cp)) is None:
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+
+    def char(cp: int) -> str:
+        c = chr(cp)
+        return "\\" + c if c in _CLASS_SPECIALS else c
+
+    body = "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
+    return f"^[{body}]+$"
+
+
+def _process_name_schema(schema: dict[str, Any]) -> None:
+    schema["pattern"] = name_pattern(process_name_problem)
+
+
+def _hostname_schema(schema: dict[str, Any]) -> None:
+    schema["pattern"] = name_pattern(hostname_problem)
+
+
+def _document_request(required_any_of: tuple[str, ...] | None, ignored: frozenset[str]):
+    """json_schema_extra of a request model: fields the server ignores (read-only fields of the
+    representation echoed back) are allowed with any value; no field is nullable; and, for an
+    update, at least one of `required_any_of` must be present."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        properties = schema["properties"]
+        for prop in properties.values():
+            prop.pop("default", None) if required_any_of else None
+        for name in sorted(ignored):
+            properties[name] = {"description": "read-only field of the representation: accepted and ignored"}
+        if required_any_of:
+            schema["anyOf"] = [{"required": [name]} for name in required_any_of]
+
+    return extra
 
 
 def _number_type(setting: Setting) -> type:
@@ -56,7 +109,8 @@ class ValidationFailedError(Error):
 
 class PlanLimitError(Error):
     error: Literal["plan_limit_reached"] = "plan_limit_reached"
-    scope: Literal["per_server"] = "per_server"
+    scope: Literal["per_server", "servers_per_user"] = Field(
+        description="per_server: watched processes of the server; servers_per_user: servers of the user")
     plan: str
     limit: int
     current_count: int
@@ -68,16 +122,25 @@ class RateLimitError(Error):
     retry_after: int
 
 
+<<<<<<< HEAD
 class _ProcessCreateHead(BaseModel):
     model_config = ConfigDict(extra="forbid", title="ProcessCreate")
+=======
+PROCESS_NAME_RULE = ("No whitespace, control, format (invisible), private-use or unassigned characters and no"
+                     " shell metacharacters ; & $ ` \\ \" ' < > ( ) { } |")
+>>>>>>> wip/hotreads
 
-    process_name: str = Field(
-        min_length=1, max_length=100,
-        description="No whitespace, control characters or shell metacharacters ; & $ ` \\ \" ' < > ( ) { } |",
-    )
+
+class ProcessCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="ProcessCreate",
+                              json_schema_extra=_document_request(None, READ_ONLY_FIELDS))
+
+    process_name: str = Field(min_length=1, max_length=100, description=PROCESS_NAME_RULE,
+                              json_schema_extra=_process_name_schema)
     enabled: bool | Flag = Field(True, description="JSON boolean or 0/1")
 
 
+<<<<<<< HEAD
 ProcessCreate = create_model(  # + one field per alert setting
     "ProcessCreate", __base__=_ProcessCreateHead, __module__=__name__,
     **{s.name: _create_field(s) for s in SETTINGS},  # type: ignore[call-overload]
@@ -98,12 +161,33 @@ ProcessUpdate = create_model(  # + one optional field per alert setting
     "ProcessUpdate", __base__=_ProcessUpdateHead, __module__=__name__,
     **{s.name: _update_field(s) for s in SETTINGS},  # type: ignore[call-overload]
 )
+=======
+class ProcessUpdate(BaseModel):
+    """At least one updatable field; none may be null. Read-only fields of the representation are ignored."""
+
+    model_config = ConfigDict(extra="forbid", title="ProcessUpdate",
+                              json_schema_extra=_document_request(UPDATABLE_FIELDS, READ_ONLY_FIELDS))
+
+    # Typed without None: an absent field is unchanged, a null one is refused (400).
+    process_name: str = Field(None, min_length=1, max_length=100, description=PROCESS_NAME_RULE,  # type: ignore[assignment]
+                              json_schema_extra=_process_name_schema)
+    enabled: bool | Flag = None  # type: ignore[assignment]
+    alert_on_down: bool | Flag = None  # type: ignore[assignment]
+    alert_on_restart: bool | Flag = None  # type: ignore[assignment]
+    alert_on_cpu: bool | Flag = None  # type: ignore[assignment]
+    alert_on_memory: bool | Flag = None  # type: ignore[assignment]
+    cpu_threshold_pct: float = Field(None, ge=0.01, le=100)  # type: ignore[assignment]
+    memory_threshold_pct: float = Field(None, ge=0.01, le=100)  # type: ignore[assignment]
+>>>>>>> wip/hotreads
 
 
 class ServerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="ServerCreate")
+    model_config = ConfigDict(extra="forbid", title="ServerCreate",
+                              json_schema_extra=_document_request(None, frozenset({"id", "last_agent_version",
+                                                                                   "created_at"})))
 
-    hostname: str = Field(min_length=1, max_length=255, description="No whitespace or control characters")
+    hostname: str = Field(min_length=1, max_length=255, description="No whitespace, control or invisible characters",
+                          json_schema_extra=_hostname_schema)
 
 
 class _ProcessHead(BaseModel):
@@ -228,7 +312,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         400: (ValidationFailedError, "validation_failed: the body or a parameter is invalid"),
         401: (Error, "unauthorized: missing, invalid or revoked bearer token"),
-        402: (PlanLimitError, "plan_limit_reached: the server has as many processes as the plan allows"),
+        402: (PlanLimitError, "plan_limit_reached: as many watched processes on the server (per_server) or"
+              " servers (servers_per_user) as the plan allows"),
         404: (Error, "server_not_found / not_found (also for resources of other users and malformed ids)"),
         409: (Error, "duplicate_process: the name is taken on this server"),
         413: (Error, "body_too_large"),

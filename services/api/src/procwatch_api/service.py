@@ -24,9 +24,7 @@ from procwatch_api.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from procwatch_api.ratelimit import RateLimiter
-from procwatch_api.repository import DuplicateName, Reads, Repository, SampleRow
-from procwatch_api.restart_window import RestartWindows
+from procwatch_api.repository import DuplicateName, Repository, SampleRow
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import ProcessAlertConfig, ProcessChanged
 from procwatch_domain.secrets import hash_secret, new_agent_key
@@ -48,30 +46,22 @@ _NUMBER_FIELDS = tuple(s.name for s in PARAMETER_SETTINGS)
 # --- representation ---------------------------------------------------------
 
 
-def iso(value: datetime | None) -> str | None:
-    """A naive value is UTC already (the hot read SQL converts `at time zone 'UTC'`)."""
-    # isoformat() and identity checks are much cheaper than strftime.
+def json_time(value: datetime | None) -> datetime | str | None:
+    """The one timestamp renderer of the API: ISO 8601 in UTC ending in "Z", with the fraction of a
+    second only when nonzero and without trailing zeros. Handed over as the naive UTC datetime
+    itself wherever orjson writes exactly that text (responses.JSON_OPTIONS: "Z", six fraction
+    digits when nonzero), so only the values with trailing zeros to strip are formatted here: the
+    hot reads render up to 130 timestamps a request, and orjson formats them in C."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        text = value.isoformat()
-    else:
+    if value.tzinfo is not None:
         if value.tzinfo is not UTC:
             value = value.astimezone(UTC)
-        text = value.isoformat()[:-6]  # without "+00:00"
-    if value.microsecond:
-        text = text.rstrip("0")
-    return text + "Z"
-
-
-def json_time(value: datetime | None) -> datetime | str | None:
-    """A timestamp for a response body: iso()'s text, or the naive (UTC) datetime itself where the
-    renderer writes exactly that text (responses.JSON_OPTIONS: "Z", and six fraction digits when
-    nonzero, so only when there are no trailing zeros to strip). orjson formats a datetime in C at
-    a fraction of iso()'s cost, which counts on the hot reads (up to 130 timestamps a request)."""
-    if value is not None and value.tzinfo is None and (value.microsecond % 10 or not value.microsecond):
+        value = value.replace(tzinfo=None)
+    micro = value.microsecond
+    if micro % 10 or not micro:
         return value
-    return iso(value)
+    return value.isoformat().rstrip("0") + "Z"
 
 
 def num(value: float | int | None) -> float | int | None:
@@ -250,16 +240,6 @@ def caller_token_hash(authorization: str | None) -> str:
     return hash_secret(token)
 
 
-async def authenticate(repo: Repository, token_hash: str) -> int:
-    return _authenticated(await repo.user_id_for_token_hash(token_hash))
-
-
-def _authenticated(user_id: int | None) -> int:
-    if user_id is None:
-        raise Unauthorized("the bearer token is invalid or revoked")
-    return user_id
-
-
 # --- servers ----------------------------------------------------------------
 
 
@@ -276,6 +256,10 @@ async def list_servers(repo: Repository, user_id: int) -> dict[str, Any]:
 
 async def create_server(repo: Repository, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
     hostname = validate_server_fields(body)
+    servers = await repo.lock_user_servers(user_id)
+    if servers.count >= servers.limit:
+        raise PlanLimitReached(plan=servers.plan, limit=servers.limit, current_count=servers.count,
+                               scope="servers_per_user")
     agent_key = new_agent_key()
     row = await repo.insert_server(user_id, hostname, hash_secret(agent_key))
     return {"server": {**present_server(row), "agent_key": agent_key}}
@@ -302,23 +286,6 @@ async def delete_server(repo: Repository, user_id: int, raw_server_id: str) -> d
 
 
 # --- processes --------------------------------------------------------------
-
-
-async def list_processes(reads: Reads, limiter: RateLimiter, token_hash: str, raw_server_id: str) -> dict[str, Any]:
-    # One statement authenticates and reads; the order of answers stays 401, 429, 404.
-    found = await reads.processes_of_server(token_hash, parse_id(raw_server_id) or 0)
-    _authenticated(found.user_id)
-    await limiter.check(token_hash)
-    server = found.server
-    if server is None:
-        raise ServerNotFound()
-    return {
-        "processes": [present_process(r) for r in found.processes],
-        "plan_limit": server.limit,
-        "current_count": len(found.processes),
-        "plan": server.plan,
-        "server": {"id": server.id, "hostname": server.hostname, "last_agent_version": server.last_agent_version},
-    }
 
 
 async def create_process(repo: Repository, user_id: int, raw_server_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -352,37 +319,6 @@ async def _owned_process(repo: Repository, user_id: int, raw_server_id: str, raw
     if row is None:
         raise NotFound("watched process not found")
     return row
-
-
-async def get_process(
-    reads: Reads, limiter: RateLimiter, restart_windows: RestartWindows, token_hash: str, raw_server_id: str,
-    raw_process_id: str, *, now: datetime | None = None,
-) -> dict[str, Any]:
-    server_id = parse_id(raw_server_id)
-    # Naive UTC, like the samples' recorded_at. The newest samples are looked for in the restart window first.
-    since = ((now or datetime.now(UTC)) - RESTART_WINDOW).astimezone(UTC).replace(tzinfo=None)
-    found = await reads.process_with_newest_samples(
-        token_hash, server_id or 0, parse_id(raw_process_id) or 0, SAMPLES_SHOWN, since
-    )
-    _authenticated(found.user_id)
-    await limiter.check(token_hash)
-    if server_id is None or not found.server_found:
-        raise ServerNotFound()
-    row = found.process
-    if row is None:
-        raise NotFound("watched process not found")
-    samples = found.samples
-    restarts = restart_windows.count(row["id"], row["samples_total"], [(s[6], s[5]) for s in samples], since)
-    if restarts is None:
-        restarts = restart_windows.store(
-            row["id"], row["samples_total"], await reads.restart_runs_since(row["id"], since), since
-        )
-    return {
-        "process": present_process(row),
-        "samples": present_samples(samples),
-        "samples_total": row["samples_total"],
-        "recent_restarts": restarts,
-    }
 
 
 async def update_process(

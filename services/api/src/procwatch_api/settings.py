@@ -20,6 +20,8 @@ class ApiSettings(ConnectionSettings):
 
     # Requests per token per minute (fixed one-minute window in Redis).
     rate_limit_per_minute: int = 600
+    # Requests with a missing-user token (401) per client address per minute; beyond it, 429.
+    failed_auth_per_minute: int = 120
     # Redis is only an optimisation: a dead Redis must not slow requests much.
     redis_timeout_s: float = 0.25
     # After a Redis failure, skip it for this long instead of timing out on every request.
@@ -27,13 +29,19 @@ class ApiSettings(ConnectionSettings):
 
     # Request bodies larger than this are refused with 413 before parsing.
     max_body_bytes: int = 64 * 1024
+    # A connection whose request line and headers have not all arrived this long after it opened
+    # (or after the request's first byte) is answered 408 and closed (slow_clients.py).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # A request whose body has not fully arrived this long after the request began: 408.
+    body_timeout_s: float = Field(default=15.0, gt=0)
+    # An idle kept-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+    keep_alive_timeout_s: int = Field(default=5, ge=1)
 
     db_pool_size: int = 10
     # Connections for the two hot reads (one short statement each), in total over the workers
     # (each gets its share, at least 1). Unset: 4 for one worker, 1 per worker for more. A few per
-    # PostgreSQL core is enough: more only run at once and contend (2 shared cores: one worker did
-    # best with 4, 10 gave ~10 % fewer req/s and a 30 % higher p99; 2 workers did best with 1 each,
-    # p99 17-21 ms against 17-39 ms with 2 each). Requests beyond it queue, for at most 1 s (then 503).
+    # PostgreSQL core is enough: more only run at once and contend (bench/RESULTS.md has the
+    # measurements). Requests beyond it queue, for at most app.READ_POOL_TIMEOUT_S (then 503).
     read_pool_size: int | None = Field(default=None, ge=1)
 
     @property
