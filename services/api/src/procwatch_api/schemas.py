@@ -83,9 +83,10 @@ def _create_field(setting: Setting) -> tuple[Any, Any]:
 
 
 def _update_field(setting: Setting) -> tuple[Any, Any]:
+    # Not nullable: an absent field is unchanged, a null one is refused (400).
     if setting.is_flag:
-        return bool | Flag | None, None
-    return _number_type(setting) | None, Field(None, ge=setting.minimum, le=setting.maximum)
+        return bool | Flag, None
+    return _number_type(setting), Field(None, ge=setting.minimum, le=setting.maximum)
 
 
 def _shown_field(setting: Setting) -> tuple[Any, Any]:
@@ -122,16 +123,11 @@ class RateLimitError(Error):
     retry_after: int
 
 
-<<<<<<< HEAD
-class _ProcessCreateHead(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="ProcessCreate")
-=======
 PROCESS_NAME_RULE = ("No whitespace, control, format (invisible), private-use or unassigned characters and no"
                      " shell metacharacters ; & $ ` \\ \" ' < > ( ) { } |")
->>>>>>> wip/hotreads
 
 
-class ProcessCreate(BaseModel):
+class _ProcessCreateHead(BaseModel):
     model_config = ConfigDict(extra="forbid", title="ProcessCreate",
                               json_schema_extra=_document_request(None, READ_ONLY_FIELDS))
 
@@ -140,7 +136,6 @@ class ProcessCreate(BaseModel):
     enabled: bool | Flag = Field(True, description="JSON boolean or 0/1")
 
 
-<<<<<<< HEAD
 ProcessCreate = create_model(  # + one field per alert setting
     "ProcessCreate", __base__=_ProcessCreateHead, __module__=__name__,
     **{s.name: _create_field(s) for s in SETTINGS},  # type: ignore[call-overload]
@@ -148,21 +143,6 @@ ProcessCreate = create_model(  # + one field per alert setting
 
 
 class _ProcessUpdateHead(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", title="ProcessUpdate",
-        json_schema_extra={"description": "At least one field. Read-only fields of the representation are ignored."},
-    )
-
-    process_name: str | None = Field(None, min_length=1, max_length=100)
-    enabled: bool | Flag | None = None
-
-
-ProcessUpdate = create_model(  # + one optional field per alert setting
-    "ProcessUpdate", __base__=_ProcessUpdateHead, __module__=__name__,
-    **{s.name: _update_field(s) for s in SETTINGS},  # type: ignore[call-overload]
-)
-=======
-class ProcessUpdate(BaseModel):
     """At least one updatable field; none may be null. Read-only fields of the representation are ignored."""
 
     model_config = ConfigDict(extra="forbid", title="ProcessUpdate",
@@ -172,13 +152,12 @@ class ProcessUpdate(BaseModel):
     process_name: str = Field(None, min_length=1, max_length=100, description=PROCESS_NAME_RULE,  # type: ignore[assignment]
                               json_schema_extra=_process_name_schema)
     enabled: bool | Flag = None  # type: ignore[assignment]
-    alert_on_down: bool | Flag = None  # type: ignore[assignment]
-    alert_on_restart: bool | Flag = None  # type: ignore[assignment]
-    alert_on_cpu: bool | Flag = None  # type: ignore[assignment]
-    alert_on_memory: bool | Flag = None  # type: ignore[assignment]
-    cpu_threshold_pct: float = Field(None, ge=0.01, le=100)  # type: ignore[assignment]
-    memory_threshold_pct: float = Field(None, ge=0.01, le=100)  # type: ignore[assignment]
->>>>>>> wip/hotreads
+
+
+ProcessUpdate = create_model(  # + one optional, non-nullable field per alert setting
+    "ProcessUpdate", __base__=_ProcessUpdateHead, __module__=__name__,
+    **{s.name: _update_field(s) for s in SETTINGS},  # type: ignore[call-overload]
+)
 
 
 class ServerCreate(BaseModel):
