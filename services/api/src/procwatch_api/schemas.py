@@ -57,8 +57,9 @@ def _document_request(required_any_of: tuple[str, ...] | None, ignored: frozense
 
     def extra(schema: dict[str, Any]) -> None:
         properties = schema["properties"]
-        for prop in properties.values():
-            prop.pop("default", None) if required_any_of else None
+        if required_any_of:  # an update has no defaults: an absent field stays as it is
+            for prop in properties.values():
+                prop.pop("default", None)
         for name in sorted(ignored):
             properties[name] = {"description": "read-only field of the representation: accepted and ignored"}
         if required_any_of:
@@ -123,8 +124,8 @@ class ProcessUpdate(BaseModel):
                               json_schema_extra=_document_request(UPDATABLE_FIELDS, READ_ONLY_FIELDS))
 
     # Typed without None: an absent field is unchanged, a null one is refused (400).
-    process_name: str = Field(None, min_length=1, max_length=100, description=PROCESS_NAME_RULE,  # type: ignore[assignment]
-                              json_schema_extra=_process_name_schema)
+    process_name: str = Field(None, min_length=1, max_length=100,  # type: ignore[assignment]
+                              description=PROCESS_NAME_RULE, json_schema_extra=_process_name_schema)
     enabled: bool | Flag = None  # type: ignore[assignment]
     alert_on_down: bool | Flag = None  # type: ignore[assignment]
     alert_on_restart: bool | Flag = None  # type: ignore[assignment]
