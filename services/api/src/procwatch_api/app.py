@@ -105,9 +105,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state.relay = None
         state.wake_relay = lambda: state.relay.wake() if state.relay is not None else None
         task = asyncio.create_task(_nats_and_relay(app, settings), name="outbox-relay")
-        # Built now, before uvicorn listens: its name patterns walk every code point (schemas.name_pattern),
-        # which must not stall the event loop on the first GET /openapi.json.
-        app.openapi()
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations, so a full collection under load walks only per-request garbage (p99).
         tune_gc(settings.gc_gen0_threshold)
