@@ -41,7 +41,8 @@ def documented_time(value: datetime | None) -> str | None:
 def reference(row: tuple) -> dict:
     sample_id, process_id, count, cpu_pct, memory_pct, oldest_start_unix, recorded_at = row
     return {"id": sample_id, "watched_process_id": process_id, "count": count, "cpu_pct": num(cpu_pct),
-            "memory_pct": num(memory_pct), "oldest_start_unix": oldest_start_unix, "recorded_at": documented_time(recorded_at)}
+            "memory_pct": num(memory_pct), "oldest_start_unix": oldest_start_unix,
+            "recorded_at": documented_time(recorded_at)}
 
 
 @given(st.lists(rows, max_size=20))

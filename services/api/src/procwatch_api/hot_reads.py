@@ -89,7 +89,8 @@ async def get_process(state: Any, authorization: str | None, client: str | None,
     windows = state.restart_windows
     restarts = windows.count(row["id"], row["samples_total"], [(s[6], s[5]) for s in samples], since)
     if restarts is None:
-        restarts = windows.store(row["id"], row["samples_total"], await reads.restart_runs_since(row["id"], since), since)
+        runs = await reads.restart_runs_since(row["id"], since)
+        restarts = windows.store(row["id"], row["samples_total"], runs, since)
     return json_response({
         "process": present_process(row),
         "samples": present_samples(samples),

@@ -73,7 +73,8 @@ class RateLimiter:
         self._counts: dict[str, _TokenCount] = {}
 
     async def check(self, token_hash: str, *, subject: str = "this token") -> None:
-        """Count one request for this token (or other key); RateLimited, naming `subject`, when over the window's limit."""
+        """Count one request for this token (or other key); RateLimited, naming `subject`, when over
+        the window's limit."""
         if self._limit <= 0 or time.monotonic() < self._skip_until:
             return
         now = time.time()
