@@ -2,7 +2,7 @@
 
     uv run python -m bench                 # all benches, 3 runs each, rewrites bench/RESULTS.md
     uv run python -m bench --quick         # shorter windows, 2 runs each
-    uv run python -m bench ingest          # one bench alone (also: alert, api)
+    uv run python -m bench ingest          # one bench alone (also: alert, api, agent, detect)
     uv run python -m bench api --workers 1,2 --runs 3
     uv run python -m bench ingest --runs 1 --py-spy /tmp/ingest.txt --no-write
 
@@ -28,7 +28,7 @@ from dataclasses import asdict
 from bench import common
 from bench.report import Figure, Section, render
 
-BENCHES = ("ingest", "alert", "api")
+BENCHES = ("ingest", "alert", "api", "agent", "detect")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 log = logging.getLogger("bench")
 
@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", default="1,2", help="API bench: uvicorn worker counts to measure")
     ap.add_argument("--seed-scale", type=float, default=1.0,
                     help="API bench: fraction of the 5-million-sample seed (for trying things out)")
+    # agent
+    ap.add_argument("--window", type=float, default=None,
+                    help="agent bench: seconds per measurement window (default 60; 10 with --quick)")
     args = ap.parse_args(argv)
     unknown = set(args.benches) - set(BENCHES)
     if unknown:
@@ -219,6 +222,18 @@ def run_api(servers: common.Servers, args) -> Section:
     return section
 
 
+def run_agent(servers: common.Servers, args) -> Section:
+    from bench import agent_cost
+
+    return agent_cost.section(servers, args)
+
+
+def run_detect(servers: common.Servers, args) -> Section:
+    from bench import detect
+
+    return detect.section(servers, args)
+
+
 def _short(result: dict) -> str:
     def fmt(v):
         if isinstance(v, float):
@@ -229,7 +244,7 @@ def _short(result: dict) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in result.items())
 
 
-RUNNERS = {"ingest": run_ingest, "alert": run_alert, "api": run_api}
+RUNNERS = {"ingest": run_ingest, "alert": run_alert, "api": run_api, "agent": run_agent, "detect": run_detect}
 
 # Reading the figures (rendered under each section at every regeneration; not measurements).
 ANALYSIS = {

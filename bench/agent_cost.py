@@ -1,7 +1,7 @@
 """Agent cost: CPU and memory of the real agent watching one name every second on a ~400-process host.
 
     uv run python -m bench agent                    # 3 windows of 60 s, writes bench/RESULTS.md
-    uv run python -m bench agent --quick            # 3 windows of 10 s
+    uv run python -m bench agent --quick            # 3 windows of 10 s (or --window SECONDS)
     uv run python -m bench.agent_cost --window 10   # alone: prints the figures as JSON
 
 The agent is the real one (`procwatch agent --interval 1`, a subprocess) on a
@@ -210,7 +210,7 @@ def section(servers, args):
     """The `python -m bench agent` section (bench/__main__.py registers it)."""
     from bench.report import Figure, Section
 
-    opts = AgentCostOptions(window_s=10.0 if args.quick else args.agent_window)
+    opts = AgentCostOptions(window_s=args.window or (10.0 if args.quick else 60.0))
     section = Section(
         "Agent cost",
         f"uv run python -m bench agent  # one watched name, {opts.interval_s:g} s interval, "

@@ -105,6 +105,29 @@ async def test_deaths_together_are_one_message_and_a_respawn_is_reported(nc, nat
         await shut(agent, task, stub)
 
 
+async def test_one_of_two_pids_dying_lowers_the_count_at_once(nc, nats_url, tmp_path):
+    name = unique_name()
+    exe = program_copy(tmp_path, name)
+    older = spawn(exe, "600")
+    time.sleep(1.1)  # distinct start seconds
+    younger = spawn(exe, "600")
+    agent, task, reader, stub = await started(nc, nats_url, [name])
+    try:
+        sample, _ = await first_sample(reader, agent)
+        before = reading(sample, name)
+        assert before.count == 2
+
+        older.send_signal(signal.SIGKILL)
+        [msg] = await reader.next(timeout=DEADLINE_S)
+        after = reading(AgentSample.model_validate_json(msg.data), name)
+        # The oldest PID died: the oldest start time increases, which the restart rule counts.
+        assert after.count == 1 and after.oldest_start_unix > before.oldest_start_unix
+        assert after.memory_pct > 0
+    finally:
+        stop(older, younger)
+        await shut(agent, task, stub)
+
+
 async def test_tick_mode_waits_for_the_tick(nc, nats_url, tmp_path):
     name = unique_name()
     proc = spawn(program_copy(tmp_path, name), "600")

@@ -198,10 +198,10 @@ class Agent:
         return build_sample(self.server_id, self._sample_time(), readings)
 
     def urgent_sample(self, names: tuple[str, ...]) -> AgentSample:
-        """An out-of-cadence sample of `names` (still watched ones only), read now (`Collector` peek)."""
+        """An out-of-cadence sample of `names` (still watched ones only): their surviving PIDs
+        re-read now, without a scan of /proc (`Collector.reread`; a respawn is the recheck's)."""
         names = tuple(n for n in names if n in self.names)
-        readings = self.collector.collect(names, peek=True) if names else []
-        self.exits.update(self.collector.matched, frozenset(names))
+        readings = self.collector.reread(self.exits.pids_of(frozenset(names)), names) if names else []
         return build_sample(self.server_id, self._sample_time(), readings)
 
     async def tick(self) -> AgentSample:
