@@ -134,11 +134,11 @@ def agent_for(stack, tmp_path):
     urls, _ = stack
     started: list[subprocess.Popen] = []
 
-    def start(server_id: int, agent_key: str) -> None:
+    def start(server_id: int, agent_key: str, *args: str) -> None:
         env = dict(os.environ, NATS_URL=urls["nats_url"], PROCWATCH_AGENT_SERVER_ID=str(server_id),
                    PROCWATCH_AGENT_KEY=agent_key)
         log = open(tmp_path / "agent.log", "ab")
-        started.append(subprocess.Popen([sys.executable, "-m", "procwatch.cli", "agent", "--interval", "1"],
+        started.append(subprocess.Popen([sys.executable, "-m", "procwatch.cli", "agent", *(args or ("--interval", "1"))],
                                         env=env, stdout=log, stderr=subprocess.STDOUT))
 
     yield start
@@ -199,4 +199,36 @@ def test_a_real_process_dies_restarts_and_runs_hot_and_alerts_come_out(stack, ag
     finally:
         sleeper.kill_all()
         busy.kill_all()
+        alerts.close()
+
+
+def test_a_death_alerts_at_once_and_a_quick_respawn_resolves_long_before_the_next_tick(stack, agent_for, tmp_path):
+    """Agent interval 60 s: the kill is reported out of cadence (pidfd), and a new instance started
+    right after (a supervisor's restart) is found by the respawn recheck, not the next tick."""
+    urls, token = stack
+    api = Api(urls["api_url"], token)
+    created = api.client.post("/servers", json={"hostname": "e2e-exits"})
+    assert created.status_code == 201, created.text
+    server = created.json()["server"]
+    sid = server["id"]
+    sleeper = RealProcesses(tmp_path, "sleep", "pwex")
+    watched = api.client.post(f"/servers/{sid}/processes", json={"process_name": sleeper.name, "alert_on_down": True})
+    assert watched.status_code == 201, watched.text
+    pid = watched.json()["process"]["id"]
+
+    alerts = AlertReader(urls["nats_url"], sid)
+    first = sleeper.start("3600")
+    # --name: the first tick (before the watch list arrives) already reports it.
+    agent_for(sid, server["agent_key"], "--interval", "60", "--name", sleeper.name)
+    try:
+        api.wait_for(sid, pid, lambda p: p["status"] == "up" and p["last_count"] == 1, "up with count 1")
+        killed_at = time.monotonic()
+        sleeper.kill(first)
+        sleeper.start("3600")  # the supervisor restarts it at once
+        alerts.wait_for(pid, "process_down", "firing")
+        alerts.wait_for(pid, "process_down", "resolved")
+        assert time.monotonic() - killed_at < 15  # well inside the 60 s interval: no tick was involved
+        api.wait_for(sid, pid, lambda p: p["status"] == "up" and p["last_count"] == 1, "up again")
+    finally:
+        sleeper.kill_all()
         alerts.close()
