@@ -138,8 +138,8 @@ def agent_for(stack, tmp_path):
         env = dict(os.environ, NATS_URL=urls["nats_url"], PROCWATCH_AGENT_SERVER_ID=str(server_id),
                    PROCWATCH_AGENT_KEY=agent_key)
         log = open(tmp_path / "agent.log", "ab")
-        started.append(subprocess.Popen([sys.executable, "-m", "procwatch.cli", "agent", *(args or ("--interval", "1"))],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT))
+        command = [sys.executable, "-m", "procwatch.cli", "agent", *(args or ("--interval", "1"))]
+        started.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
 
     yield start
     for proc in started:

@@ -13,10 +13,11 @@ The arithmetic is pure (`cpu_percent`, `aggregate`) and tested without /proc;
 - Oldest start: the smallest create time among the PIDs, as int unix seconds.
 
 A *peek* (`collect(names, peek=True)`, or `reread` of the PIDs known from the
-last scan: the out-of-cadence sample sent when a watched PID exits) reads count,
-memory and start times now but leaves the CPU window alone: each PID reports the CPU percent measured at the last regular
-tick (0 for a PID first seen), so CPU figures and CPU alerts keep the tick's
-cadence and a window of a few milliseconds never produces a spike.
+last scan: the out-of-cadence samples sent after a watched PID exits) reads
+count, memory and start times now but leaves the CPU window alone: each PID
+reports the CPU percent measured at the last regular tick (0 for a PID first
+seen), so CPU figures and CPU alerts keep the tick's cadence and a window of a
+few milliseconds never produces a spike.
 """
 
 from __future__ import annotations
