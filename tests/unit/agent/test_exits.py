@@ -43,9 +43,3 @@ def test_unknown_mode_is_refused():
     with pytest.raises(ValueError):
         make_exit_watch("inotify", lambda n: None, None, 0.25)
 
-
-def test_pids_of_names():
-    w = ExitWatch(lambda names: None)
-    w.update({1: Matched(100, ("a",)), 2: Matched(200, ("a", "b")), 3: Matched(300, ("c",))})
-    assert sorted(w.pids_of(frozenset({"a"}))) == [1, 2]
-    assert sorted(w.pids_of(frozenset({"b", "c"}))) == [2, 3]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from procwatch_agent.urgent import WINDOW_S, UrgentSamples
+from procwatch_agent.urgent import RECHECKS, WINDOW_S, UrgentSamples
 
 pytestmark = pytest.mark.unit
 
@@ -68,11 +68,24 @@ def test_recheck_reports_names_whose_count_changed():
     assert u.take(1.0) == ("a",)
 
 
-def test_recheck_with_no_change_sends_nothing():
+def test_rechecks_back_off_then_stop_and_send_nothing_without_a_change():
     u = UrgentSamples(coalesce_s=0.0, max_per_minute=60, recheck_s=1.0)
     u.sent(("a",), (0,), 0.0)
-    u.recheck_done((0,), 1.0)
-    assert u.due_at(1.0) is None
+    at = []
+    while (t := u.recheck_at()) is not None:
+        at.append(t)
+        assert u.recheck_due(t) == ("a",)
+        u.recheck_done((0,), t)
+    assert at == [1.0, 3.0, 7.0, 15.0, 31.0]  # 1, 2, 4, 8, 16 s apart
+    assert len(at) == RECHECKS and u.due_at(31.0) is None
+
+
+def test_a_late_respawn_is_found_by_a_later_recheck():
+    u = UrgentSamples(coalesce_s=0.0, max_per_minute=60, recheck_s=1.0)
+    u.sent(("a",), (0,), 0.0)
+    u.recheck_done((0,), 1.0)  # not back yet
+    u.recheck_done((1,), 3.0)  # back
+    assert u.recheck_at() is None and u.take(3.0) == ("a",)
 
 
 def test_recheck_off():

@@ -12,19 +12,18 @@ The arithmetic is pure (`cpu_percent`, `aggregate`) and tested without /proc;
   (shared pages count once per PID, as `ps` does).
 - Oldest start: the smallest create time among the PIDs, as int unix seconds.
 
-A *peek* (`collect(names, peek=True)`, or `reread` of the PIDs known from the
-last scan: the out-of-cadence samples sent after a watched PID exits) reads
-count, memory and start times now but leaves the CPU window alone: each PID
-reports the CPU percent measured at the last regular tick (0 for a PID first
-seen), so CPU figures and CPU alerts keep the tick's cadence and a window of a
-few milliseconds never produces a spike.
+A *peek* (`collect(names, peek=True)`: the out-of-cadence samples sent after a
+watched PID exits) reads count, memory and start times now but leaves the CPU
+window alone: each PID reports the CPU percent measured at the last regular
+tick (0 for a PID first seen), so CPU figures and CPU alerts keep the tick's
+cadence and a window of a few milliseconds never produces a spike.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -139,26 +138,6 @@ class Collector:
             return None, (), None
         reading, mark = self._reading(pid, st, now, peek)
         return reading, names, mark
-
-    def reread(self, known: Mapping[int, Matched], names: Iterable[str]) -> list[ProcessReading]:
-        """A peek at `names` through the PIDs they had at the last scan (`known`), without listing
-        /proc: the quickest count after an exit. A PID gone, a zombie, or reused since counts no more;
-        a process started since is not seen (the respawn recheck and the next tick scan for it)."""
-        wanted = tuple(dict.fromkeys(names))
-        found: dict[str, list[PidReading]] = {}
-        now = self._clock()
-        for pid, m in known.items():
-            try:
-                st = procfs.stat(pid)
-            except procfs.ProcessGone:
-                continue
-            if st.state == "Z" or st.start_ticks != m.start_ticks:
-                continue
-            reading, _ = self._reading(pid, st, now, peek=True)
-            for name in m.names:
-                if name in wanted:
-                    found.setdefault(name, []).append(reading)
-        return [aggregate(name, found.get(name, []), self._total_memory) for name in wanted]
 
     def _reading(self, pid: int, st: procfs.PidStat, now: float, peek: bool) -> tuple[PidReading, _CpuMark]:
         previous = self._previous.get(pid)

@@ -70,10 +70,6 @@ class ExitWatch:
                 self._watched[pid] = m
                 self._watch(pid, m)
 
-    def pids_of(self, names: frozenset[str]) -> dict[int, Matched]:
-        """The watched PIDs that count for any of `names`."""
-        return {pid: m for pid, m in self._watched.items() if any(n in names for n in m.names)}
-
     def exited(self, pid: int) -> None:
         """The PID is gone: stop watching it and report its names."""
         known = self._watched.pop(pid, None)

@@ -198,10 +198,12 @@ class Agent:
         return build_sample(self.server_id, self._sample_time(), readings)
 
     def urgent_sample(self, names: tuple[str, ...]) -> AgentSample:
-        """An out-of-cadence sample of `names` (still watched ones only): their surviving PIDs
-        re-read now, without a scan of /proc (`Collector.reread`; a respawn is the recheck's)."""
+        """An out-of-cadence sample of `names` (still watched ones only), scanned now (a peek:
+        the CPU window is left to the ticks). The scan also finds an instance started since the
+        last tick, so starting a new instance before stopping the old one is never a false down."""
         names = tuple(n for n in names if n in self.names)
-        readings = self.collector.reread(self.exits.pids_of(frozenset(names)), names) if names else []
+        readings = self.collector.collect(names, peek=True) if names else []
+        self.exits.update(self.collector.matched, frozenset(names))
         return build_sample(self.server_id, self._sample_time(), readings)
 
     async def tick(self) -> AgentSample:

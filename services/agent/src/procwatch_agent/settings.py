@@ -38,5 +38,6 @@ class AgentSettings(ConnectionSettings):
     urgent_coalesce_ms: float = Field(default=5.0, ge=0)
     # At most this many out-of-cadence samples in any 60 s; 0 turns them off (deaths then wait for the tick).
     urgent_max_per_minute: int = Field(default=60, ge=0)
-    # Seconds after an out-of-cadence sample to scan its names again and report a respawn; 0: off.
+    # Seconds after an out-of-cadence sample to scan its names again and report a respawn
+    # (then after 2x, 4x, 8x, 16x that); 0: off.
     respawn_recheck: float = Field(default=1.0, ge=0)

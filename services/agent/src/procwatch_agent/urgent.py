@@ -11,18 +11,29 @@ never floods:
   leaves the window — or until the next regular tick, which reports every name
   anyway and clears them (`covered_by_tick`). `max_per_minute` 0 turns
   out-of-cadence samples off.
-- **Respawn check.** After an out-of-cadence send, the names are scanned again
-  `recheck_s` later (`recheck_due` / `recheck_done`); if their counts changed
-  since (a supervisor started the process again), that is news too and goes
-  through the same coalescing and cap.
+- **Respawn rechecks.** After an out-of-cadence send, its names are scanned
+  again `recheck_s` later, then after 2×, 4×, 8×, 16× that delay
+  (`RECHECKS` in all: 1, 2, 4, 8, 16 s by default; the ticks take over after).
+  The first recheck that finds a count changed since the send (a supervisor
+  started the process again) makes it news too — same coalescing and cap — and
+  ends the series; its send starts a new one.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from typing import NamedTuple
 
 WINDOW_S = 60.0
+RECHECKS = 5
+
+
+class _Recheck(NamedTuple):
+    at: float
+    names: tuple[str, ...]
+    counts: tuple[int, ...]  # as sent
+    number: int  # 1 for the first recheck after a send
 
 
 class UrgentSamples:
@@ -33,7 +44,7 @@ class UrgentSamples:
         self._pending: dict[str, None] = {}  # names, in the order their exits were seen
         self._opened_at: float | None = None
         self._sent: deque[float] = deque()
-        self._recheck: tuple[float, tuple[str, ...], tuple[int, ...]] | None = None
+        self._recheck: _Recheck | None = None
         self.sent_total = 0
 
     @property
@@ -77,25 +88,29 @@ class UrgentSamples:
     def sent(self, names: tuple[str, ...], counts: tuple[int, ...], now: float) -> None:
         """An out-of-cadence sample went out with these counts: look again `recheck_s` later."""
         if self.recheck_s > 0 and names:
-            self._recheck = (now + self.recheck_s, names, counts)
+            self._recheck = _Recheck(now + self.recheck_s, names, counts, 1)
 
     def recheck_at(self) -> float | None:
-        return self._recheck[0] if self._recheck is not None else None
+        return self._recheck.at if self._recheck is not None else None
 
     def recheck_due(self, now: float) -> tuple[str, ...]:
-        if self._recheck is None or now < self._recheck[0]:
+        if self._recheck is None or now < self._recheck.at:
             return ()
-        return self._recheck[1]
+        return self._recheck.names
 
     def recheck_done(self, counts: tuple[int, ...], now: float) -> None:
         """The recheck's counts, in `recheck_due`'s order: the names whose count changed become news."""
-        if self._recheck is None:
+        r = self._recheck
+        if r is None:
             return
-        _, names, before = self._recheck
-        self._recheck = None
-        changed = [n for n, b, c in zip(names, before, counts, strict=True) if b != c]
+        changed = [n for n, b, c in zip(r.names, r.counts, counts, strict=True) if b != c]
         if changed:
+            self._recheck = None
             self.note_exit(changed, now)
+        elif r.number < RECHECKS:
+            self._recheck = r._replace(at=now + self.recheck_s * 2 ** r.number, number=r.number + 1)
+        else:
+            self._recheck = None
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - WINDOW_S:
