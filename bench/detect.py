@@ -34,7 +34,7 @@ import psycopg
 
 from bench.agent_cost import RealProcesses
 from bench.common import (
-    Servers, create_database, drop_database, latency_summary, loadavg_1m, service, wait_for_consumer, wait_until,
+    Servers, fresh_database, latency_summary, loadavg_1m, service, wait_for_consumer, wait_until,
 )
 from procwatch_contracts import subjects
 from procwatch_db import accounts
@@ -76,12 +76,8 @@ def all_up(url: str, server_id: int, n: int) -> bool:
 
 
 def run_once(servers: Servers, opts: DetectOptions) -> dict:
-    with servers.nats() as nats_url:
-        url = create_database(servers.database_url, "procwatch_bench_detect")
-        try:
-            return _measure(servers, url, nats_url, opts)
-        finally:
-            drop_database(url)
+    with servers.nats() as nats_url, fresh_database(servers.database_url, "procwatch_bench_detect") as url:
+        return _measure(servers, url, nats_url, opts)
 
 
 def _measure(servers: Servers, url: str, nats_url: str, opts: DetectOptions) -> dict:

@@ -60,6 +60,11 @@ class Api:
     def __init__(self, base: str, token: str):
         self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
+    def create_server(self, hostname: str) -> dict:
+        created = self.client.post("/servers", json={"hostname": hostname})
+        assert created.status_code == 201, created.text
+        return created.json()["server"]
+
     def process(self, server_id: int, process_id: int) -> dict:
         resp = self.client.get(f"/servers/{server_id}/processes/{process_id}")
         assert resp.status_code == 200, resp.text
@@ -150,9 +155,7 @@ def agent_for(stack, tmp_path):
 def test_a_real_process_dies_restarts_and_runs_hot_and_alerts_come_out(stack, agent_for, tmp_path):
     urls, token = stack
     api = Api(urls["api_url"], token)
-    created = api.client.post("/servers", json={"hostname": "e2e-host"})
-    assert created.status_code == 201, created.text
-    server = created.json()["server"]
+    server = api.create_server("e2e-host")
     sid = server["id"]
 
     sleeper = RealProcesses(tmp_path, "sleep", "pwsl")
@@ -207,9 +210,7 @@ def test_a_death_alerts_at_once_and_a_respawn_resolves_long_before_the_next_tick
     once the alert is out (a supervisor's restart) is found by a respawn recheck, not the next tick."""
     urls, token = stack
     api = Api(urls["api_url"], token)
-    created = api.client.post("/servers", json={"hostname": "e2e-exits"})
-    assert created.status_code == 201, created.text
-    server = created.json()["server"]
+    server = api.create_server("e2e-exits")
     sid = server["id"]
     sleeper = RealProcesses(tmp_path, "sleep", "pwex")
     watched = api.client.post(f"/servers/{sid}/processes", json={"process_name": sleeper.name, "alert_on_down": True})

@@ -103,6 +103,8 @@ class PidfdExitWatch(ExitWatch):
         super().__init__(on_exit)
         self._loop = loop
         self._fds: dict[int, int] = {}
+        self._short_of_fds = False
+        raise_fd_limit()
 
     def _watch(self, pid: int, m: Matched) -> None:
         try:
@@ -111,7 +113,10 @@ class PidfdExitWatch(ExitWatch):
             self._loop.call_soon(self.exited, pid)  # gone since the scan
             return
         except OSError as exc:  # out of descriptors: the next tick still sees the exit
-            log.warning("cannot watch a PID for exit", extra={"pid": pid, "error": type(exc).__name__})
+            if not self._short_of_fds:  # once, not once per PID
+                self._short_of_fds = True
+                log.warning("cannot watch every PID for exit; the others' deaths wait for the tick",
+                            extra={"watched": len(self._fds), "error": type(exc).__name__})
             return
         if not self._still_same(pid, m):
             os.close(fd)
@@ -154,6 +159,18 @@ class PollingExitWatch(ExitWatch):
             self._task = None
 
 
+def raise_fd_limit() -> None:
+    """One descriptor per watched PID: take the soft limit up to the hard one (no privilege needed)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def pidfd_supported() -> bool:
     if not hasattr(os, "pidfd_open"):
         return False
@@ -170,9 +187,10 @@ def make_exit_watch(mode: str, on_exit: OnExit, loop: asyncio.AbstractEventLoop,
         raise ValueError(f"exit watch mode {mode!r} not one of {MODES}")
     if mode == "auto":
         mode = "pidfd" if pidfd_supported() else "poll"
+    if mode == "pidfd" and not pidfd_supported():
+        log.warning("pidfd_open is not available here (Linux >= 5.3 needed); polling instead")
+        mode = "poll"
     if mode == "pidfd":
-        if not pidfd_supported():
-            raise RuntimeError("pidfd_open is not available here (Linux >= 5.3 needed); use poll")
         return PidfdExitWatch(on_exit, loop)
     if mode == "poll":
         return PollingExitWatch(on_exit, loop, poll_interval_s)
