@@ -323,6 +323,27 @@ ANALYSIS = {
         "threshold were within noise (2 workers, get p99 16.8–24.1 vs 19.4–24.8 ms). Left: the 2 cores bound both configurations (2 workers add "
         "≈ 10–15 % req/s); asyncpg for the read pool was measured and rejected (no CPU saved).",
     ],
+    "agent": [
+        "Where the cost went (this bench, 15 s windows, 2026-12-01, on the code before issue 17): 3.3–3.5 % "
+        "CPU and 53.7 MB as the issue measured, with every module compiled at each start "
+        "(PYTHONDONTWRITEBYTECODE is set on this machine; the bench now runs the agent with bytecode cached, "
+        "as an installed agent has it); with bytecode cached and `procwatch agent` no longer importing the "
+        "other commands' dependencies (psycopg) into the agent, the old psutil scan still took 3.7–3.8 % and "
+        "39.1 MB. Reading /proc directly (`comm` of every process, `stat` only of the matches; procfs.py) "
+        "took CPU to the figure above, and dropping psutil ≈ 1 MB. A cProfile of the agent now (400 "
+        "processes, 1 s ticks): opening and reading one `comm` file per process is most of its CPU; the "
+        "watch-list request, the publish and pydantic's encoding of one small message are the rest. The RSS "
+        "left is Python with asyncio and OpenSSL (≈ 19 MB), nats-py (≈ 6 MB) and pydantic with "
+        "pydantic-settings (≈ 11 MB).",
+    ],
+    "detect": [
+        "Where the time goes: the agent's share (pidfd wake-up, 5 ms coalescing, a scan of /proc for the "
+        "name, the publish) and ingest + alerter (commit, SampleRecorded, alerter commit, ALERTS) are "
+        "measured per kill in the same runs. The machine is shared by five engineers' test runs (load "
+        "averages above, 3× the 2 cores): the scan and both services wait for CPU. The Alert latency "
+        "section's probe, on a quieter machine and one warm process, shows what the pipeline costs "
+        "without that contention.",
+    ],
 }
 
 

@@ -202,7 +202,7 @@ def section(servers: Servers, args):
         f"{sum(r['lost'] for r in runs)} of {sum(r['kills'] for r in runs)}. Load average (1 min) when killing "
         "started: " + ", ".join(f"{r['load_1m']:.2f}" for r in runs) + ".",
         "The agent learns of the exit from a pidfd in its event loop (docs/agent.md), waits 5 ms for other "
-        "exits to coalesce, re-reads the affected name's known PIDs and publishes at once; ingest and the "
+        "exits to coalesce, scans /proc for the affected name and publishes at once; ingest and the "
         "alerter treat the sample like any other. Kill → signed webhook through a notifier: not measured, no notifier exists yet.",
     ]
     return section
