@@ -92,3 +92,18 @@ def test_recheck_off():
     u = UrgentSamples(coalesce_s=0.0, max_per_minute=60, recheck_s=0.0)
     u.sent(("a",), (0,), 0.0)
     assert u.recheck_at() is None
+
+
+def test_two_samples_in_one_millisecond_get_distinct_times(monkeypatch):
+    """The message id is <server>-<sampled_at ms>: a tick and an out-of-cadence sample in the same
+    millisecond must not share it (JetStream would drop the second as a duplicate)."""
+    from datetime import UTC, datetime, timedelta
+
+    from procwatch_agent import runner
+    from procwatch_agent.settings import AgentSettings
+
+    frozen = datetime(2026, 12, 1, 12, 0, 0, 5000, tzinfo=UTC)
+    monkeypatch.setattr(runner, "utc_now_ms", lambda: frozen)
+    agent = runner.Agent(AgentSettings(server_id=3, key="pwa_k"))
+    times = [agent.next_sample_time() for _ in range(3)]
+    assert times == [frozen, frozen + timedelta(milliseconds=1), frozen + timedelta(milliseconds=2)]

@@ -181,7 +181,7 @@ class Agent:
         self.watch_list_received = True
         return True
 
-    def _sample_time(self) -> datetime:
+    def next_sample_time(self) -> datetime:
         """Now, to the millisecond, and later than the previous sample: the message id is
         `<server_id>-<sampled_at ms>`, so two samples in one millisecond would be one."""
         at = utc_now_ms()
@@ -195,7 +195,7 @@ class Agent:
         readings = self.collector.collect(self.names)
         self.exits.update(self.collector.matched)
         self.urgent.covered_by_tick()
-        return build_sample(self.server_id, self._sample_time(), readings)
+        return build_sample(self.server_id, self.next_sample_time(), readings)
 
     def urgent_sample(self, names: tuple[str, ...]) -> AgentSample:
         """An out-of-cadence sample of `names` (still watched ones only), scanned now (a peek:
@@ -204,7 +204,7 @@ class Agent:
         names = tuple(n for n in names if n in self.names)
         readings = self.collector.collect(names, peek=True) if names else []
         self.exits.update(self.collector.matched, frozenset(names))
-        return build_sample(self.server_id, self._sample_time(), readings)
+        return build_sample(self.server_id, self.next_sample_time(), readings)
 
     async def tick(self) -> AgentSample:
         await self.refresh_watch_list()
