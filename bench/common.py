@@ -203,6 +203,16 @@ def create_database(server_url: str, prefix: str = "procwatch_bench") -> str:
     return url
 
 
+@contextmanager
+def fresh_database(server_url: str, prefix: str):
+    """`create_database` for the length of a `with` block, dropped after."""
+    url = create_database(server_url, prefix)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 def drop_database(url: str) -> None:
     import psycopg
 

@@ -117,9 +117,14 @@ def _split_agent_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 def main(argv: list[str] | None = None) -> int:
     head, agent_args = _split_agent_args(sys.argv[1:] if argv is None else list(argv))
-    args = build_parser().parse_args(head)
     if agent_args is not None:
-        args.agent_args = agent_args
+        # The agent runs on every monitored server: the full parser would import the other
+        # commands' dependencies (psycopg, ...) into it for nothing.
+        lean = argparse.ArgumentParser(prog="procwatch", add_help=False)
+        lean.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+        configure_logging(lean.parse_known_args(head)[0].log_level)
+        return _run_agent(agent_args)
+    args = build_parser().parse_args(head)
     configure_logging(args.log_level)
     return args.func(args) or 0
 

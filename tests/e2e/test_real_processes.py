@@ -60,6 +60,11 @@ class Api:
     def __init__(self, base: str, token: str):
         self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
+    def create_server(self, hostname: str) -> dict:
+        created = self.client.post("/servers", json={"hostname": hostname})
+        assert created.status_code == 201, created.text
+        return created.json()["server"]
+
     def process(self, server_id: int, process_id: int) -> dict:
         resp = self.client.get(f"/servers/{server_id}/processes/{process_id}")
         assert resp.status_code == 200, resp.text
@@ -134,12 +139,12 @@ def agent_for(stack, tmp_path):
     urls, _ = stack
     started: list[subprocess.Popen] = []
 
-    def start(server_id: int, agent_key: str) -> None:
+    def start(server_id: int, agent_key: str, *args: str) -> None:
         env = dict(os.environ, NATS_URL=urls["nats_url"], PROCWATCH_AGENT_SERVER_ID=str(server_id),
                    PROCWATCH_AGENT_KEY=agent_key)
         log = open(tmp_path / "agent.log", "ab")
-        started.append(subprocess.Popen([sys.executable, "-m", "procwatch.cli", "agent", "--interval", "1"],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT))
+        command = [sys.executable, "-m", "procwatch.cli", "agent", *(args or ("--interval", "1"))]
+        started.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
 
     yield start
     for proc in started:
@@ -150,9 +155,7 @@ def agent_for(stack, tmp_path):
 def test_a_real_process_dies_restarts_and_runs_hot_and_alerts_come_out(stack, agent_for, tmp_path):
     urls, token = stack
     api = Api(urls["api_url"], token)
-    created = api.client.post("/servers", json={"hostname": "e2e-host"})
-    assert created.status_code == 201, created.text
-    server = created.json()["server"]
+    server = api.create_server("e2e-host")
     sid = server["id"]
 
     sleeper = RealProcesses(tmp_path, "sleep", "pwsl")
@@ -199,4 +202,35 @@ def test_a_real_process_dies_restarts_and_runs_hot_and_alerts_come_out(stack, ag
     finally:
         sleeper.kill_all()
         busy.kill_all()
+        alerts.close()
+
+
+def test_a_death_alerts_at_once_and_a_respawn_resolves_long_before_the_next_tick(stack, agent_for, tmp_path):
+    """Agent interval 60 s: the kill is reported out of cadence (pidfd), and a new instance started
+    once the alert is out (a supervisor's restart) is found by a respawn recheck, not the next tick."""
+    urls, token = stack
+    api = Api(urls["api_url"], token)
+    server = api.create_server("e2e-exits")
+    sid = server["id"]
+    sleeper = RealProcesses(tmp_path, "sleep", "pwex")
+    watched = api.client.post(f"/servers/{sid}/processes", json={"process_name": sleeper.name, "alert_on_down": True})
+    assert watched.status_code == 201, watched.text
+    pid = watched.json()["process"]["id"]
+
+    alerts = AlertReader(urls["nats_url"], sid)
+    first = sleeper.start("3600")
+    # --name: the first tick (before the watch list arrives) already reports it.
+    agent_for(sid, server["agent_key"], "--interval", "60", "--name", sleeper.name)
+    try:
+        api.wait_for(sid, pid, lambda p: p["status"] == "up" and p["last_count"] == 1, "up with count 1")
+        killed_at = time.monotonic()
+        sleeper.kill(first)
+        alerts.wait_for(pid, "process_down", "firing")
+        assert time.monotonic() - killed_at < 10  # no tick involved: the next one is a minute away
+        sleeper.start("3600")  # the supervisor restarts it
+        alerts.wait_for(pid, "process_down", "resolved")
+        assert time.monotonic() - killed_at < 40  # a recheck (1, 3, 7, 15, 31 s after the death) found it
+        api.wait_for(sid, pid, lambda p: p["status"] == "up" and p["last_count"] == 1, "up again")
+    finally:
+        sleeper.kill_all()
         alerts.close()

@@ -53,3 +53,16 @@ def test_nats_url_password_is_masked_for_logs():
 
     assert _redact("nats://agent-12:s3cret@broker:4222") == "nats://agent-12:***@broker:4222"
     assert _redact("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
+
+
+def test_procwatch_agent_does_not_load_the_other_commands_dependencies():
+    """The agent runs on every monitored server: `procwatch agent` keeps psycopg & co. out of it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, procwatch.cli as cli\n"
+            "cli._run_agent = lambda args: print(args, 'psycopg' in sys.modules, 'sqlalchemy' in sys.modules) or 0\n"
+            "sys.exit(cli.main(['--log-level', 'WARNING', 'agent', '--once']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['--once'] False False"

@@ -4,10 +4,16 @@ Each tick:
 1. request the watch list on `agent.config.<server_id>` (short timeout; on any
    failure the last known list and interval stay in force);
 2. read the process table for those names (`collector`);
-3. publish the `AgentSample` (`publisher`: buffered through broker outages).
+3. publish the `AgentSample` (`publisher`: buffered through broker outages);
+4. hand the matched PIDs to the exit watch (`exits`).
 
-A `processes.changed.<server_id>` message (the API's lifecycle event, received on
-a plain core-NATS subscription) refreshes the watch list at once, between ticks.
+Between ticks:
+- a watched PID exiting wakes the loop (`exits`), and after a few milliseconds
+  of coalescing an out-of-cadence sample of the affected names goes out
+  (`urgent`: coalescing, the per-minute cap, the respawn recheck);
+- a `processes.changed.<server_id>` message (the API's lifecycle event, received
+  on a plain core-NATS subscription) refreshes the watch list at once.
+
 The broker connection is made in the background and retried forever, so ticks
 are sampled and buffered even while the broker has never been reachable.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 import nats.errors
@@ -25,8 +31,10 @@ from nats.aio.client import Client as NatsClient
 from pydantic import ValidationError
 
 from procwatch_agent.collector import Collector
+from procwatch_agent.exits import ExitWatch, make_exit_watch
 from procwatch_agent.publisher import Publisher
 from procwatch_agent.settings import AgentSettings
+from procwatch_agent.urgent import UrgentSamples
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import (
     MAX_PROCESSES_PER_MESSAGE,
@@ -70,8 +78,14 @@ class Agent:
         self._connect_task: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
+        self._refresh_wanted = False
         self._stopping = False
         self._changes_seen = 0
+        self._last_sampled_at: datetime | None = None
+        self.urgent = UrgentSamples(settings.urgent_coalesce_ms / 1000, settings.urgent_max_per_minute,
+                                    settings.respawn_recheck)
+        # Books only until run() installs the waking kind (pidfd or poll): tick() alone needs no loop.
+        self.exits: ExitWatch = ExitWatch(self._on_exit)
 
     # --- broker connection ------------------------------------------------
 
@@ -101,7 +115,7 @@ class Agent:
 
         async def on_reconnected() -> None:
             log.info("broker reconnected", extra={"buffered": len(self.publisher.buffer)})
-            self._wake.set()  # flush the buffer and refresh the list without waiting a whole tick
+            self._wake_to_refresh()  # flush the buffer and refresh the list without waiting a whole tick
 
         await self.nc.connect(
             servers=[self.settings.nats_url],
@@ -120,11 +134,19 @@ class Agent:
         await self.nc.subscribe(subjects.processes_changed(self.server_id), cb=self._on_process_changed)
         self._connected.set()
         log.info("broker connected", extra={"server_id": self.server_id})
-        self._wake.set()
+        self._wake_to_refresh()
 
     async def _on_process_changed(self, msg) -> None:
         self._changes_seen += 1
         log.info("watched processes changed; refreshing the watch list", extra={"subject": msg.subject})
+        self._wake_to_refresh()
+
+    def _wake_to_refresh(self) -> None:
+        self._refresh_wanted = True
+        self._wake.set()
+
+    def _on_exit(self, names: tuple[str, ...]) -> None:
+        self.urgent.note_exit(names, asyncio.get_running_loop().time())
         self._wake.set()
 
     # --- one tick ---------------------------------------------------------
@@ -159,15 +181,59 @@ class Agent:
         self.watch_list_received = True
         return True
 
+    def next_sample_time(self) -> datetime:
+        """Now, to the millisecond, and later than the previous sample: the message id is
+        `<server_id>-<sampled_at ms>`, so two samples in one millisecond would be one."""
+        at = utc_now_ms()
+        if self._last_sampled_at is not None and at <= self._last_sampled_at:
+            at = self._last_sampled_at + timedelta(milliseconds=1)
+        self._last_sampled_at = at
+        return at
+
     def sample(self) -> AgentSample:
-        sampled_at = utc_now_ms()
-        return build_sample(self.server_id, sampled_at, self.collector.collect(self.names))
+        """A regular tick's sample: every watched name; the matched PIDs are watched for exit."""
+        readings = self.collector.collect(self.names)
+        self.exits.update(self.collector.matched)
+        self.urgent.covered_by_tick()
+        return build_sample(self.server_id, self.next_sample_time(), readings)
+
+    def urgent_sample(self, names: tuple[str, ...]) -> AgentSample:
+        """An out-of-cadence sample of `names` (still watched ones only), scanned now (a peek:
+        the CPU window is left to the ticks). The scan also finds an instance started since the
+        last tick, so starting a new instance before stopping the old one is never a false down."""
+        names = tuple(n for n in names if n in self.names)
+        readings = self.collector.collect(names, peek=True) if names else []
+        self.exits.update(self.collector.matched, frozenset(names))
+        return build_sample(self.server_id, self.next_sample_time(), readings)
 
     async def tick(self) -> AgentSample:
         await self.refresh_watch_list()
-        sample = await asyncio.to_thread(self.sample)
+        sample = self.sample()
         await self.publisher.publish(sample)
         return sample
+
+    async def send_urgent(self, now: float) -> AgentSample | None:
+        """Publish the out-of-cadence sample that is due, if any."""
+        names = self.urgent.take(now)
+        if not names:
+            return None
+        sample = self.urgent_sample(names)
+        if not sample.processes:
+            return None
+        await self.publisher.publish(sample)
+        self.urgent.sent(tuple(p.process_name for p in sample.processes),
+                         tuple(p.count for p in sample.processes), now)
+        log.info("watched process exited; out-of-cadence sample sent",
+                 extra={"names": len(sample.processes), "sent_total": self.urgent.sent_total})
+        return sample
+
+    def recheck(self, now: float) -> None:
+        """The respawn recheck: counts changed since the out-of-cadence sample become news."""
+        names = self.urgent.recheck_due(now)
+        if names:
+            counts = tuple(r.count for r in self.collector.collect(names, peek=True))
+            self.exits.update(self.collector.matched, frozenset(names))
+            self.urgent.recheck_done(counts, now)
 
     # --- the loop ---------------------------------------------------------
 
@@ -177,33 +243,47 @@ class Agent:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self.exits = make_exit_watch(self.settings.exit_watch, self._on_exit, loop, self.settings.exit_poll_interval)
         self.start_connecting()
         log.info("agent started", extra={"server_id": self.server_id, "nats_url": _redact(self.settings.nats_url),
-                                         "buffer_ticks": self.settings.buffer_ticks})
+                                         "buffer_ticks": self.settings.buffer_ticks, "exit_watch": self.exits.mode})
         next_tick = loop.time()
         try:
             while not self._stopping:
-                if loop.time() >= next_tick:
+                now = loop.time()
+                if now >= next_tick:
                     await self.tick()
                     next_tick += self.interval
                     if next_tick <= loop.time():  # a slow tick: skip the missed slots
                         next_tick = loop.time() + self.interval
                     continue
+                urgent_at = self.urgent.due_at(now)
+                if urgent_at is not None and now >= urgent_at:
+                    await self.send_urgent(now)
+                    continue
+                recheck_at = self.urgent.recheck_at()
+                if recheck_at is not None and now >= recheck_at:
+                    self.recheck(now)
+                    continue
+                wake_at = min(t for t in (next_tick, urgent_at, recheck_at) if t is not None)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), next_tick - loop.time())
+                    await asyncio.wait_for(self._wake.wait(), wake_at - now)
                 except TimeoutError:
                     continue
                 self._wake.clear()
                 if self._stopping:
                     break
-                # Connected, reconnected or the watch list changed: act now, not next tick.
-                await self.refresh_watch_list()
-                await self.publisher.flush()
+                if self._refresh_wanted:
+                    # Connected, reconnected or the watch list changed: act now, not next tick.
+                    self._refresh_wanted = False
+                    await self.refresh_watch_list()
+                    await self.publisher.flush()
         finally:
             await self.close()
 
     async def close(self) -> None:
         self._stopping = True
+        self.exits.close()
         if self.nc.is_connected:
             await self.publisher.flush()
         if self._connect_task is not None and not self._connect_task.done():

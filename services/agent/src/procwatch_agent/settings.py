@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -27,3 +29,15 @@ class AgentSettings(ConnectionSettings):
     publish_timeout: float = Field(default=2.0, gt=0)
     # Shortest interval a watch-list reply may ask for (protects the host and the broker).
     min_interval: float = Field(default=1.0, gt=0)
+    # How the agent learns that a watched PID exited between ticks (docs/agent.md):
+    # auto = pidfd where the kernel has it, else poll; tick = only at the next tick.
+    exit_watch: Literal["auto", "pidfd", "poll", "tick"] = "auto"
+    # The poll mode's period (seconds): the watched PIDs' /proc/<pid>/stat is re-read this often.
+    exit_poll_interval: float = Field(default=0.25, gt=0)
+    # Exits this close together go out as one out-of-cadence sample (milliseconds).
+    urgent_coalesce_ms: float = Field(default=5.0, ge=0)
+    # At most this many out-of-cadence samples in any 60 s; 0 turns them off (deaths then wait for the tick).
+    urgent_max_per_minute: int = Field(default=60, ge=0)
+    # Seconds after an out-of-cadence sample to scan its names again and report a respawn
+    # (then after 2x, 4x, 8x, 16x that); 0: off.
+    respawn_recheck: float = Field(default=1.0, ge=0)
