@@ -210,8 +210,8 @@ async def test_publish_committed_on_a_dead_broker_leaves_the_rows_to_the_relay_a
         database_url, nats_url, js):
     subject = fresh_subject()
     dead_nc = await nats.connect(nats_url)
-    dead_js = dead_nc.jetstream()
-    relay = OutboxRelay(database_url, dead_js, poll_interval=60, publish_timeout=0.5)
+    broker = {"js": dead_nc.jetstream()}  # the relay asks for the JetStream context on every publish
+    relay = OutboxRelay(database_url, lambda: broker["js"], poll_interval=60, publish_timeout=5)
     try:
         await relay.publish_pending()  # drained (whatever other tests left is published)
         await dead_nc.close()
@@ -221,7 +221,7 @@ async def test_publish_committed_on_a_dead_broker_leaves_the_rows_to_the_relay_a
         assert unpublished(database_url, ids) == ids
         # Later rows must not overtake it: the fast path is off until a pass drains again.
         later = insert_rows(database_url, subject, ['{"d":2}'])
-        relay._js = js  # the broker is back
+        broker["js"] = js  # the broker is back
         async with relay.ordered():
             assert await relay.publish_committed(rows_of(database_url, later)) == 0
         await relay.publish_pending()
