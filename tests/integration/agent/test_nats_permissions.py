@@ -28,6 +28,7 @@ from procwatch_agent.settings import AgentSettings
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import WatchListReply
 from procwatch_messaging.streams import ensure_streams
+from nats.js.api import ConsumerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +118,9 @@ async def services_conn(server) -> Conn:
 async def test_agent_publishes_only_its_own_samples(secured_nats):
     svc = await services_conn(secured_nats)
     await ensure_streams(svc.nc.jetstream())
+    # AGENT_SAMPLES keeps a message only while a consumer has yet to ack it: this one stands in for ingest's.
+    await svc.nc.jetstream().add_consumer(subjects.AGENT_SAMPLES_STREAM, ConsumerConfig(
+        durable_name="perm-reader", filter_subject=subjects.AGENT_SAMPLES_SUBJECTS))
     a = await agent_conn(secured_nats, A)
     try:
         ack = await a.nc.jetstream().publish(subjects.agent_samples(A), b"{}", timeout=5,
