@@ -229,6 +229,17 @@ class EmbeddedPostgres(EmbeddedServer):
             _make_traversable(self.data_dir)
             _make_traversable(self.bin_dir)
             shutil.chown(self.data_dir, PG_SYSTEM_USER, PG_SYSTEM_USER)
+        # A killed server leaves its pid file behind; PostgreSQL checks whether the
+        # pid is alive, so a stale file is harmless unless the pid was reused.
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            try:
+                pid = int(pid_file.read_text().splitlines()[0])
+                os.kill(pid, 0)
+            except (ValueError, IndexError, ProcessLookupError):
+                pid_file.unlink(missing_ok=True)
+            except PermissionError:
+                pass
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             with self._password_file() as pwfile:
@@ -241,17 +252,6 @@ class EmbeddedPostgres(EmbeddedServer):
             self._set_password_single_user()  # a cluster made before passwords (trust): give it one
         # Always ours, so a cluster made by an older version (trust) is locked down too.
         (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
-        # A killed server leaves its pid file behind; PostgreSQL checks whether the
-        # pid is alive, so a stale file is harmless unless the pid was reused.
-        pid_file = self.data_dir / "postmaster.pid"
-        if pid_file.exists():
-            try:
-                pid = int(pid_file.read_text().splitlines()[0])
-                os.kill(pid, 0)
-            except (ValueError, IndexError, ProcessLookupError):
-                pid_file.unlink(missing_ok=True)
-            except PermissionError:
-                pass
 
     @contextmanager
     def _password_file(self):

@@ -149,3 +149,28 @@ async def test_an_agent_gets_in_with_its_own_key_and_only_its_own_subjects(own_s
         stop.set()
         await responder
         await svc.close()
+
+
+def test_a_data_directory_made_before_passwords_is_locked_down_on_its_next_start(tmp_path):
+    """`up` on a data directory an older version initialised with `--auth=trust`."""
+    import shutil
+    import subprocess
+
+    from procwatch.embedded import PG_SYSTEM_USER, _make_traversable
+
+    pg = EmbeddedPostgres(tmp_path / "postgres")
+    pg.data_dir.mkdir()
+    as_root = pg.popen_kwargs()
+    if as_root:
+        _make_traversable(pg.data_dir)
+        shutil.chown(pg.data_dir, PG_SYSTEM_USER, PG_SYSTEM_USER)
+    subprocess.run([str(pg.bin_dir / "initdb"), "-D", str(pg.data_dir), "--auth=trust", "-U", "postgres",
+                    "--locale=C"], check=True, capture_output=True, **as_root)
+    pg.start()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres", connect_timeout=5)
+        with psycopg.connect(pg.url, connect_timeout=5) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        pg.stop()
