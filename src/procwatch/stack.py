@@ -168,8 +168,9 @@ class Stack:
                 old_url = server.url
                 try:
                     server.start()
-                except (OSError, RuntimeError, TimeoutError) as exc:
-                    log.warning("embedded server did not restart", extra={"server": server.name, "error": str(exc)})
+                except Exception as exc:  # the supervisor itself must keep running; the next round retries
+                    log.warning("embedded server did not restart",
+                                extra={"server": server.name, "error": type(exc).__name__, "detail": str(exc)[:200]})
                     server.stop()
                     continue
                 log.info("embedded server restarted", extra={"server": server.name, "restarts": backoff.restarts})
