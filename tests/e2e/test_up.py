@@ -50,8 +50,8 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(timeout=60)
 
 
-def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
-    data_dir, port = tmp_path / "pw", free_port()
+def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(server_tmp_path):
+    data_dir, port = server_tmp_path / "pw", free_port()
     proc = _start_up(data_dir, port)
     try:
         out = _read_until(proc, r"Ctrl-C stops everything")
@@ -98,8 +98,8 @@ def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
         assert _stop(proc) == 0
 
 
-def test_up_with_agent_shows_this_machines_processes_live(tmp_path):
-    data_dir, port = tmp_path / "pw", free_port()
+def test_up_with_agent_shows_this_machines_processes_live(server_tmp_path):
+    data_dir, port = server_tmp_path / "pw", free_port()
     env_overrides = {"PROCWATCH_INGEST_INTERVAL_SECONDS": "1"}  # a short tick keeps the test quick
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "NATS_URL")}
     proc = subprocess.Popen(
@@ -128,9 +128,9 @@ def test_up_with_agent_shows_this_machines_processes_live(tmp_path):
         assert _stop(proc) == 0
 
 
-def test_signals_during_the_stop_do_not_interrupt_it(tmp_path):
+def test_signals_during_the_stop_do_not_interrupt_it(server_tmp_path):
     # Ctrl-C pressed twice, or a supervisor's SIGTERM after the Ctrl-C: the clean stop runs to its end.
-    data_dir, port = tmp_path / "pw", free_port()
+    data_dir, port = server_tmp_path / "pw", free_port()
     proc = _start_up(data_dir, port)
     try:
         _read_until(proc, r"Ctrl-C stops everything")

@@ -20,20 +20,22 @@ from procwatch_contracts import subjects
 from procwatch_ingest.auth_callout import NatsAuthSettings, serve
 from procwatch_messaging.streams import ensure_streams
 from tests.support.factories import make_server, make_user
+from tests.support.servers import server_tmp_dir
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def own_servers(tmp_path_factory):
-    """Servers of this module's own, started exactly as `procwatch up` starts them."""
-    root = tmp_path_factory.mktemp("attacked")
-    servers = [EmbeddedPostgres(root / "postgres"), EmbeddedRedis(root / "redis"), EmbeddedNats(root / "nats")]
-    for server in servers:
-        server.start()
-    yield dict(zip(("postgres", "redis", "nats"), servers, strict=True))
-    for server in reversed(servers):
-        server.stop()
+def own_servers():
+    """Servers of this module's own, started exactly as `procwatch up` starts them (outside pytest's
+    basetemp, for the reason tests/support/servers.py's `server_tmp_path` gives)."""
+    with server_tmp_dir() as root:
+        servers = [EmbeddedPostgres(root / "postgres"), EmbeddedRedis(root / "redis"), EmbeddedNats(root / "nats")]
+        for server in servers:
+            server.start()
+        yield dict(zip(("postgres", "redis", "nats"), servers, strict=True))
+        for server in reversed(servers):
+            server.stop()
 
 
 def test_postgres_refuses_a_local_client_without_the_password(own_servers):
@@ -43,9 +45,8 @@ def test_postgres_refuses_a_local_client_without_the_password(own_servers):
         f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres password=postgres",
         f"host={pg.data_dir.resolve()} port={pg.port} user=postgres dbname=postgres",  # the Unix socket
     ):
-        with pytest.raises(psycopg.OperationalError) as excinfo:
-            with psycopg.connect(conninfo, connect_timeout=5) as conn:
-                conn.execute("copy (select 1) to program 'true'")  # what an attacker would run next
+        with pytest.raises(psycopg.OperationalError) as excinfo, psycopg.connect(conninfo, connect_timeout=5) as conn:
+            conn.execute("copy (select 1) to program 'true'")  # what an attacker would run next
         assert "password" in str(excinfo.value).lower(), conninfo
     # The services' URL (with the generated password) works, and the password rests in a 0600 file.
     with psycopg.connect(pg.url, connect_timeout=5) as conn:
@@ -151,14 +152,14 @@ async def test_an_agent_gets_in_with_its_own_key_and_only_its_own_subjects(own_s
         await svc.close()
 
 
-def test_a_data_directory_made_before_passwords_is_locked_down_on_its_next_start(tmp_path):
+def test_a_data_directory_made_before_passwords_is_locked_down_on_its_next_start(server_tmp_path):
     """`up` on a data directory an older version initialised with `--auth=trust`."""
     import shutil
     import subprocess
 
     from procwatch.embedded import PG_SYSTEM_USER, _make_traversable
 
-    pg = EmbeddedPostgres(tmp_path / "postgres")
+    pg = EmbeddedPostgres(server_tmp_path / "postgres")
     pg.data_dir.mkdir()
     as_root = pg.popen_kwargs()
     if as_root:

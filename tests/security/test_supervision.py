@@ -26,8 +26,8 @@ def _ready(api_url: str) -> bool:
         return False
 
 
-def test_a_killed_embedded_redis_comes_back_under_up(tmp_path):
-    data_dir, port = tmp_path / "pw", free_port()
+def test_a_killed_embedded_redis_comes_back_under_up(server_tmp_path):
+    data_dir, port = server_tmp_path / "pw", free_port()
     proc = _start_up(data_dir, port)
     try:
         _read_until(proc, r"Ctrl-C stops everything")
