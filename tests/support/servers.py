@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,3 +134,17 @@ def create_fresh_database(server_url: str) -> str:
     url = urlsplit(libpq_url(server_url))._replace(path=f"/{name}").geturl()
     upgrade(url)
     return url
+
+
+
+@contextmanager
+def server_tmp_dir() -> Iterator[Path]:
+    """A temporary directory for tests that start an embedded PostgreSQL themselves. pytest keeps
+    /tmp/pytest-of-<user> at 0700 and resets it whenever any pytest session starts; run as root,
+    PostgreSQL runs as its own user, which must traverse every parent of its data directory, so a
+    concurrent session could lock it out mid-start. This directory lives beside, not under, it."""
+    path = Path(tempfile.mkdtemp(prefix="procwatch-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -20,7 +20,7 @@ def test_a_data_directory_too_long_for_a_socket_gives_tcp(tmp_path):
     deep = tmp_path / ("d" * (UNIX_PATH_MAX - len(str(tmp_path))))
     pg = EmbeddedPostgres(deep, port=54321)
     assert len(str(pg.socket_path)) >= UNIX_PATH_MAX
-    assert pg.url == "postgresql://postgres@127.0.0.1:54321/procwatch"
+    assert pg.url == f"postgresql://postgres:{pg.password}@127.0.0.1:54321/procwatch"
 
 
 def test_the_socket_url_is_one_libpq_accepts(tmp_path):

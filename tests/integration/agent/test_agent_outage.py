@@ -22,10 +22,18 @@ pytestmark = pytest.mark.integration
 SERVER_ID = 77
 
 
+READER = "test-reader"  # stands in for ingest's durable: AGENT_SAMPLES keeps messages only for a consumer
+
+
 @pytest.fixture
-def own_nats(tmp_path):
+async def own_nats(tmp_path):
     server = EmbeddedNats(tmp_path / "nats")
     server.start()
+    nc = await nats.connect(server.url)
+    await ensure_streams(nc.jetstream())
+    await nc.jetstream().add_consumer(subjects.AGENT_SAMPLES_STREAM, ConsumerConfig(
+        durable_name=READER, deliver_policy=DeliverPolicy.ALL, filter_subject=subjects.AGENT_SAMPLES_SUBJECTS))
+    await nc.close()
     yield server
     server.stop()
 
@@ -33,14 +41,13 @@ def own_nats(tmp_path):
 async def stream_samples(url: str, server_id: int) -> list[tuple[str, AgentSample]]:
     nc = await nats.connect(url)
     try:
-        psub = await nc.jetstream().pull_subscribe(
-            subjects.agent_samples(server_id), stream=subjects.AGENT_SAMPLES_STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+        psub = await nc.jetstream().pull_subscribe_bind(READER, stream=subjects.AGENT_SAMPLES_STREAM)
         try:
             msgs = await psub.fetch(100, timeout=2)
         except nats.errors.TimeoutError:
             msgs = []
-        return [(m.headers["Nats-Msg-Id"], AgentSample.model_validate_json(m.data)) for m in msgs]
+        return [(m.headers["Nats-Msg-Id"], AgentSample.model_validate_json(m.data)) for m in msgs
+                if m.subject == subjects.agent_samples(server_id)]
     finally:
         await nc.close()
 

@@ -28,6 +28,7 @@ from procwatch_agent.settings import AgentSettings
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import WatchListReply
 from procwatch_messaging.streams import ensure_streams
+from nats.js.api import ConsumerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +118,9 @@ async def services_conn(server) -> Conn:
 async def test_agent_publishes_only_its_own_samples(secured_nats):
     svc = await services_conn(secured_nats)
     await ensure_streams(svc.nc.jetstream())
+    # AGENT_SAMPLES keeps a message only while a consumer has yet to ack it: this one stands in for ingest's.
+    await svc.nc.jetstream().add_consumer(subjects.AGENT_SAMPLES_STREAM, ConsumerConfig(
+        durable_name="perm-reader", filter_subject=subjects.AGENT_SAMPLES_SUBJECTS))
     a = await agent_conn(secured_nats, A)
     try:
         ack = await a.nc.jetstream().publish(subjects.agent_samples(A), b"{}", timeout=5,
@@ -238,3 +242,15 @@ def test_committed_broker_config_is_valid_and_needs_the_services_password():
     missing = subprocess.run([exe, "-t", "-c", str(DEPLOY_NATS / "nats.conf")], capture_output=True, text=True,
                              timeout=30, env=env)
     assert missing.returncode != 0 and "PROCWATCH_NATS_SERVICES_PASSWORD" in missing.stderr + missing.stdout
+
+
+def test_the_auth_callout_grants_an_agent_exactly_what_deploy_grants():
+    # Embedded mode admits agents through procwatch_ingest.auth_callout, compose through the rendered
+    # auth.conf: one permission model (tests/security/test_embedded_servers.py runs the callout).
+    from procwatch_ingest.auth_callout import agent_permissions as callout_permissions
+
+    for server_id in (1, A, 987654321):
+        deploy = load_renderer().agent_permissions(server_id)
+        granted = callout_permissions(server_id)
+        assert granted["pub"] == {"allow": deploy["publish"]}
+        assert granted["sub"] == {"allow": deploy["subscribe"]}

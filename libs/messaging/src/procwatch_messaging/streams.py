@@ -3,6 +3,14 @@
 Each service calls `ensure_streams` at start, so whichever starts first creates
 them and a restart changes nothing (an existing stream is updated in place to
 the configured limits).
+
+AGENT_SAMPLES is a work queue: every agent message carries its key
+(`Authorization: Bearer pwa_…`, contract v1), so a message is deleted as soon as
+ingest acks it instead of resting for a day (docs/decisions.md). A work-queue
+stream admits one consumer per subject: ingest's durable is the only reader.
+A stream's retention cannot be changed in place, so an AGENT_SAMPLES created
+with limits retention (before this change) is recreated once nothing in it
+waits for a consumer (`_migrate_retention`).
 """
 
 from __future__ import annotations
@@ -29,12 +37,13 @@ class StreamLimits:
 
 
 def stream_configs(limits: StreamLimits = StreamLimits()) -> list[StreamConfig]:
-    def cfg(name: str, subject: str, max_age: float) -> StreamConfig:
+    def cfg(name: str, subject: str, max_age: float,
+            retention: RetentionPolicy = RetentionPolicy.LIMITS) -> StreamConfig:
         return StreamConfig(
             name=name,
             subjects=[subject],
             storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
+            retention=retention,
             discard=DiscardPolicy.OLD,
             max_age=max_age,
             duplicate_window=limits.duplicate_window_s,
@@ -42,7 +51,8 @@ def stream_configs(limits: StreamLimits = StreamLimits()) -> list[StreamConfig]:
         )
 
     return [
-        cfg(subjects.AGENT_SAMPLES_STREAM, subjects.AGENT_SAMPLES_SUBJECTS, limits.agent_samples_max_age_s),
+        cfg(subjects.AGENT_SAMPLES_STREAM, subjects.AGENT_SAMPLES_SUBJECTS, limits.agent_samples_max_age_s,
+            RetentionPolicy.INTEREST),
         cfg(subjects.SAMPLE_EVENTS_STREAM, subjects.SAMPLE_EVENTS_SUBJECTS, limits.events_max_age_s),
         cfg(subjects.ALERTS_STREAM, subjects.ALERTS_SUBJECTS, limits.events_max_age_s),
         cfg(subjects.PROCESS_EVENTS_STREAM, subjects.PROCESS_EVENTS_SUBJECTS, limits.events_max_age_s),
@@ -56,5 +66,39 @@ async def ensure_streams(js: JetStreamContext, limits: StreamLimits = StreamLimi
             await js.add_stream(config)
         except BadRequestError:
             # Exists with other settings: bring it to the configured ones.
-            await js.update_stream(config)
+            info = await js.stream_info(config.name)
+            if info.config.retention != config.retention:
+                await _migrate_retention(js, config, info)
+            else:
+                await js.update_stream(config)
         log.debug("stream ready", extra={"stream": config.name})
+
+
+async def _migrate_retention(js: JetStreamContext, config: StreamConfig, info) -> None:
+    """Recreate a stream whose retention differs from `config` (JetStream cannot change it in place),
+    but only once no message in it still waits for a consumer: until then it is left as it is, and
+    the next start tries again. Its consumers go with it; each service recreates its own."""
+    consumers = [c async for c in _consumers(js, config.name)]
+    waiting = sum(c.num_pending + c.num_ack_pending for c in consumers)
+    if waiting or (info.state.messages and not consumers):
+        log.warning("stream keeps its old retention until its messages are consumed",
+                    extra={"stream": config.name, "waiting": waiting or info.state.messages})
+        return
+    await js.delete_stream(config.name)
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        pass  # another service migrated it at the same moment (same config)
+    log.warning("stream recreated with a new retention",
+                extra={"stream": config.name, "retention": str(config.retention)})
+
+
+async def _consumers(js: JetStreamContext, stream: str):
+    offset = 0
+    while True:
+        page = await js.consumers_info(stream, offset=offset)
+        for consumer in page:
+            yield consumer
+        if not page:
+            return
+        offset += len(page)
