@@ -178,8 +178,8 @@ async def fetch_waiting(psub, n: int, timeout: float) -> list[Msg]:
 
     Why not nats-py's `fetch` for this part too: it awaits each message of a batch through
     `next_msg`, one new task (and a uuid4) per message, so a 500-message batch takes ~500 turns
-    of the event loop, interleaved with the batches in flight: ~30 ms between a slot freeing and
-    the next batch starting under load (bench ingest). Here the messages the server sent together
+    of the event loop, interleaved with the batches in flight, which delays the next batch's start
+    after a slot frees (bench ingest; figures in docs/decisions.md). Here the messages the server sent together
     are taken from the subscription's queue in one go. Same protocol as nats-py's first request
     (`no_wait` without `expires`: the server sends what it has, then 404 if that was fewer than
     asked). It reads nats-py's private subscription internals (`_sub._pending_queue`,

@@ -3,9 +3,9 @@
 With the default thresholds (700, 10, 10) a collection of the youngest generation runs
 every 700 net container allocations. A batch service holds thousands of rows, readings
 and messages alive across awaits, so they survive young collections, are promoted, and
-soon trigger full collections, each scanning every object in the process. Measured on
-ingest (bench ingest; docs/decisions.md, "The services tune CPython's garbage collector"): 47 full collections in 20 s
-took 2.9 s of its CPU, up to 96 ms each, on the critical path of every batch in flight.
+soon trigger full collections, each scanning every object in the process, on the critical
+path of every batch in flight (figures: docs/decisions.md, "The services tune CPython's
+garbage collector", and bench/RESULTS.md).
 
 Memory is still freed by reference counting the moment it is unused; the collector only
 finds reference cycles (exception tracebacks, some asyncio internals), which are few.
