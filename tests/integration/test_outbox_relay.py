@@ -26,6 +26,15 @@ async def js(nats_url):
     await nc.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def outbox_ids_unique_on_the_shared_broker(database_url):
+    """Rows without a msg_id publish as `outbox-<id>`. Other tests' databases publish their own
+    small ids to the same PROCESS_EVENTS stream, whose duplicate window would drop ours as
+    copies: start this database's ids far away from theirs."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        conn.execute(f"alter sequence outbox_events_id_seq restart with {random.randint(10**12, 10**15)}")
+
+
 def insert_rows(database_url: str, subject: str, payloads: list[str], msg_ids=None) -> list[int]:
     msg_ids = msg_ids or [None] * len(payloads)
     with psycopg.connect(libpq_url(database_url)) as conn:
