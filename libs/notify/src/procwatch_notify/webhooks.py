@@ -17,12 +17,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 
 import orjson
 
 from procwatch_contracts.messages import AlertEvent
 
+# New secrets: procwatch_domain.crypto.new_webhook_secret (the API creates them).
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
 
@@ -34,11 +34,6 @@ def secret_bytes(secret: str) -> bytes:
     if not key:
         raise ValueError("empty webhook secret")
     return key
-
-
-def new_secret() -> str:
-    """A fresh signing secret (24 random bytes), the format receivers' libraries accept."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
