@@ -4,17 +4,18 @@ messages, inside the services' rate limits (pure; the clock is passed in).
 The rule, per channel:
 - Messages are paced: at least `min_interval_s` apart (Slack: 1 s, its limit of about one
   message per second per webhook; Discord: 2 s, its 30 per minute per webhook).
-- In any `window_s` (10 s), the first `burst` (5) events go out one message each.
-- Past that, everything waiting in the channel's queue goes out as ONE digest message
-  (the first 40 events listed, the rest counted), and again at the next paced turn.
+- A burst is a run of messages each less than `window_s` (10 s) after the previous one. Its
+  first `burst` (5) messages carry one event each; after that, each message carries
+  everything waiting in the channel's queue as ONE digest (the first 40 events listed, the
+  rest counted). 10 s without a message ends the burst.
 So 200 processes going down at once give 5 messages and one digest, not 200; a steady
-trickle of one event every few seconds still gets one message per event.
+trickle of single events still gets one message per event (a digest of one is the event's
+own message).
 Email and webhooks are not digested (machines and mail clients handle volume).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 MIN_INTERVAL_S = {"slack": 1.0, "discord": 2.0}
@@ -33,23 +34,25 @@ class Turn:
 
 
 class Pacer:
-    """One chat channel's recent messages, and what the next turn sends."""
+    """One chat channel's current burst, and what its next turn sends."""
 
     def __init__(self, min_interval_s: float, *, burst: int = BURST, window_s: float = WINDOW_S) -> None:
         self.min_interval_s = min_interval_s
         self.burst = burst
         self.window_s = window_s
-        self.sent: deque[float] = deque()
+        self.last: float | None = None
+        self.streak = 0  # messages of the current burst
+
+    def _continues(self, at: float) -> bool:
+        return self.last is not None and at - self.last < self.window_s
 
     def plan(self, now: float, queued: int) -> Turn:
         """The next turn for `queued` (>= 1) waiting events, at monotonic time `now`."""
-        wait = max(0.0, self.sent[-1] + self.min_interval_s - now) if self.sent else 0.0
-        at = now + wait
-        while self.sent and self.sent[0] <= at - self.window_s:
-            self.sent.popleft()
-        take = 1 if len(self.sent) < self.burst else queued
-        return Turn(wait_s=wait, take=max(1, take))
+        wait = max(0.0, self.last + self.min_interval_s - now) if self.last is not None else 0.0
+        streak = self.streak if self._continues(now + wait) else 0
+        return Turn(wait_s=wait, take=1 if streak < self.burst else max(1, queued))
 
     def record(self, at: float) -> None:
         """A message went out (or was attempted) at `at`."""
-        self.sent.append(at)
+        self.streak = self.streak + 1 if self._continues(at) else 1
+        self.last = at

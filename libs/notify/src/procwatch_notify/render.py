@@ -164,19 +164,27 @@ def slack(event: AlertEvent, *, test: bool = False) -> Request:
 
 def fit_embed(embed: dict) -> dict:
     """The embed cut to Discord's limits: title, description, fields (count, name, value) and
-    the 6000 characters of all of them together (the description gives way first)."""
+    the 6000 characters of all of them together (fields that do not fit are dropped, keeping
+    room for the start of the description, which gives way last)."""
     out = dict(embed)
     if "title" in out:
         out["title"] = _cut(out["title"], DISCORD_TITLE)
-    fields = [{**f, "name": _cut(f["name"], DISCORD_FIELD_NAME), "value": _cut(f["value"], DISCORD_FIELD_VALUE)}
-              for f in out.get("fields", [])[:DISCORD_FIELDS]]
-    if fields:
-        out["fields"] = fields
-    used = len(out.get("title", "")) + sum(len(f["name"]) + len(f["value"]) for f in fields) \
-        + len(out.get("footer", {}).get("text", ""))
     if "description" in out:
-        room = max(1, min(DISCORD_DESCRIPTION, DISCORD_TOTAL - used))
-        out["description"] = _cut(out["description"], room)
+        out["description"] = _cut(out["description"], DISCORD_DESCRIPTION)
+    used = len(out.get("title", "")) + len(out.get("footer", {}).get("text", ""))
+    keep_for_description = min(len(out.get("description", "")), 500)
+    fields = []
+    for f in out.get("fields", [])[:DISCORD_FIELDS]:
+        cut = {**f, "name": _cut(f["name"], DISCORD_FIELD_NAME), "value": _cut(f["value"], DISCORD_FIELD_VALUE)}
+        size = len(cut["name"]) + len(cut["value"])
+        if used + size > DISCORD_TOTAL - keep_for_description:
+            break
+        fields.append(cut)
+        used += size
+    if "fields" in out:
+        out["fields"] = fields
+    if "description" in out:
+        out["description"] = _cut(out["description"], max(1, DISCORD_TOTAL - used))
     return out
 
 

@@ -47,7 +47,7 @@ def address_refusal(address: IPAddress, allow_private: bool) -> str | None:
         address = address.ipv4_mapped
     if address in METADATA_ADDRESSES:
         return f"{address} is a cloud metadata address"
-    if address.is_multicast or address.is_unspecified or address.is_reserved:
+    if address.is_multicast or address.is_unspecified:
         return f"{address} is not a unicast host address"
     if allow_private:
         return None
@@ -55,9 +55,9 @@ def address_refusal(address: IPAddress, allow_private: bool) -> str | None:
         return f"{address} is a loopback address"
     if address.is_link_local:
         return f"{address} is a link-local address"
-    if address.is_private or (isinstance(address, ipaddress.IPv4Address) and address in CGNAT) \
-            or not address.is_global:
-        return f"{address} is a private address"
+    if address.is_private or address.is_reserved or not address.is_global \
+            or (isinstance(address, ipaddress.IPv4Address) and address in CGNAT):
+        return f"{address} is a private or reserved address"
     return None
 
 
