@@ -181,9 +181,12 @@ class NotifierRepository:
                 "update deliveries set next_attempt_at = now() where id = any(%s::bigint[]) and status = 'pending'",
                 (ids,))
 
-    async def disable_channel(self, channel_id: int, reason: str) -> None:
-        """A receiver said 410 Gone: the channel stops (visible in the API), its queue is skipped."""
+    async def disable_channel(self, channel_id: int, reason: str, failed_ids: list[int],
+                              status_code: int | None) -> None:
+        """A receiver said 410 Gone: the attempted deliveries failed, the channel stops (visible
+        in the API) and the rest of its queue is skipped."""
         async with self.conn.transaction():
+            await self.settle(failed_ids, "failed", status_code, reason)
             await self.conn.execute(
                 "update channels set enabled = false, disabled_reason = %s, updated_at = now() where id = %s",
                 (reason[:200], channel_id))

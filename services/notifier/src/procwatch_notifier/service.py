@@ -221,7 +221,9 @@ class Sender:
                     await repo.delivered(delivered, status_code)
                     delivered = []
                     if outcome.gone:
-                        await repo.disable_channel(channel.id, outcome.error or "410 Gone from receiver")
+                        await repo.disable_channel(channel.id, outcome.error or "410 Gone from receiver",
+                                                  [r.id for r in group], outcome.status_code)
+                        self.stats.failed += len(group)
                         self.stats.disabled_channels += 1
                         log.warning("channel disabled by its receiver", extra={
                             "channel_id": channel.id, "status_code": outcome.status_code})
