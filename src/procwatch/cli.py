@@ -4,6 +4,7 @@
     procwatch api       the HTTP API alone (containers)
     procwatch ingest    the sample consumer alone
     procwatch alerter   the alert evaluator alone
+    procwatch notifier  the alert deliverer alone (webhooks, Slack, Discord, email)
     procwatch agent     the agent that reports a server's processes
     procwatch migrate   apply database migrations
     procwatch admin …   users, plans and tokens
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     alerter = sub.add_parser("alerter", help="run the alert evaluator")
     alerter.set_defaults(func=lambda a: _run_service("procwatch_alerter.app"))
+
+    notifier = sub.add_parser("notifier", help="deliver alerts to notification channels")
+    notifier.set_defaults(func=lambda a: _run_service("procwatch_notifier.app"))
 
     agent = sub.add_parser("agent", help="report this server's watched processes (see `procwatch agent --help`)",
                            add_help=False)

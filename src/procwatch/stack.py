@@ -3,8 +3,10 @@
 1. Resolve PostgreSQL, Redis and NATS: the `*_URL` variables when set, else
    embedded real servers under the data directory (see embedded.py).
 2. Apply migrations; on the first run create a demo user and print its token.
-3. Run the services (api, ingest, alerter, and with --with-agent an agent for
-   the demo server) as child processes, restarting any that dies.
+3. Run the services (api, ingest, alerter, notifier, and with --with-agent an
+   agent for the demo server) as child processes, restarting any that dies.
+   Unless PROCWATCH_SMTP_URL is set, a local mail catcher (mailcatcher.py)
+   takes the alert emails and writes each to DIR/mail/ as a .eml file.
 4. Write `DIR/stack.json` and print the URLs; on Ctrl-C / SIGTERM stop the
    services first, then the servers.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from procwatch.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis, EmbeddedServer, port_is_free
+from procwatch.mailcatcher import MailCatcher
 
 log = logging.getLogger("procwatch.up")
 
@@ -32,7 +35,7 @@ DEMO_EMAIL = "demo@procwatch.local"
 # Watched on the demo server from the first run: the servers `up` itself runs,
 # so `up --with-agent` shows live processes at once.
 DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
-SERVICES = ("api", "ingest", "alerter")
+SERVICES = ("api", "ingest", "alerter", "notifier")
 
 
 def resolve_database_url(data_dir: str | os.PathLike) -> str:
@@ -89,6 +92,7 @@ class Stack:
     servers: list[EmbeddedServer] = field(default_factory=list)
     children: list[ChildService] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    mail: MailCatcher | None = None
 
     # -- servers -----------------------------------------------------------
 
@@ -114,8 +118,13 @@ class Stack:
             server = cls(self.data_dir / sub, port=ports.get(sub, 0))
             self.urls[key] = server.start()
             self.servers.append(server)
+        if not os.environ.get("PROCWATCH_SMTP_URL"):
+            self.mail = MailCatcher(self.data_dir / "mail")
+            self.urls["smtp_url"] = self.mail.start()
 
     def stop_servers(self) -> None:
+        if self.mail is not None:
+            self.mail.stop()
         for server in reversed(self.servers):
             server.stop()
 
@@ -174,6 +183,10 @@ class Stack:
             PROCWATCH_API_HOST="127.0.0.1",
             PROCWATCH_API_PORT=str(self.api_port),
         )
+        if "smtp_url" in self.urls:
+            env["PROCWATCH_SMTP_URL"] = self.urls["smtp_url"]
+        # Channels on this machine (a local receiver, the demo) are private addresses.
+        env.setdefault("PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS", "1")
         return env
 
     def start_services(self, with_agent: bool) -> None:

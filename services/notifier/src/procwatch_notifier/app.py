@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import asdict
 
 import uvloop
@@ -82,8 +81,9 @@ def main() -> None:
     if not logging.getLogger().handlers:
         configure_logging(settings.log_level)
     try:
-        crypto.check_key()  # channel targets are encrypted: without the key nothing can be sent
+        crypto.check_key()
     except crypto.SecretsKeyError as exc:
+        # Channel targets are encrypted: without the key nothing can be sent. The notifier still
+        # records deliveries; their attempts fail (and are retried) until the key is set.
         log.error(str(exc))
-        sys.exit(2)
     uvloop.run(NotifierApp(settings).run())
