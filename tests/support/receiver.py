@@ -43,6 +43,8 @@ class Receiver:
         self._release = asyncio.Event()
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task | None = None
+        self.delay_s = 0.0  # answer this late (a slow receiver)
+        self.in_flight = 0  # requests received and not answered yet
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -74,6 +76,12 @@ class Receiver:
             await self._release.wait()
             return
         status, extra = self._scripts[path].popleft() if self._scripts[path] else (200, {})
+        if self.delay_s:
+            self.in_flight += 1
+            try:
+                await asyncio.sleep(self.delay_s)
+            finally:
+                self.in_flight -= 1
         self.received.append(Received(path, headers, b"".join(chunks), time.monotonic(), status))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode(), v.encode()) for k, v in extra.items()]})
