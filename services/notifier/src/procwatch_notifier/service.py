@@ -180,17 +180,18 @@ class Sender:
         return pacer
 
     async def _send_channel(self, channel: Channel, rows: list[Claimed]) -> None:
-        async with self._pool.connection() as conn:
-            repo = NotifierRepository(conn)
-            if not channel.enabled:
-                await repo.settle([r.id for r in rows], "skipped", None, "channel disabled", attempted=False)
-                self.stats.skipped += len(rows)
-                return
-            try:
-                target = self._target(channel)
-            except (crypto.SecretUnreadable, crypto.SecretsKeyError, ValueError) as exc:
-                await self._failed(repo, rows[:1], rows[1:], Outcome(ok=False, error=str(exc)))
-                return
+        if not channel.enabled:
+            async with self._pool.connection() as conn:
+                await NotifierRepository(conn).settle([r.id for r in rows], "skipped", None, "channel disabled",
+                                                      attempted=False)
+            self.stats.skipped += len(rows)
+            return
+        try:
+            target = self._target(channel)
+        except (crypto.SecretUnreadable, crypto.SecretsKeyError, ValueError) as exc:
+            async with self._pool.connection() as conn:
+                await self._failed(NotifierRepository(conn), rows[:1], rows[1:], Outcome(ok=False, error=str(exc)))
+            return
         deadline = self._clock() + self.settings.claim_lease_s - self.settings.request_timeout_s - LEASE_MARGIN_S
         pending = rows
         delivered: list[int] = []

@@ -53,7 +53,7 @@ class NotifierSettings(WorkerSettings):
     retry_delays_s: list[float] = Field(default_factory=lambda: list(DEFAULT_DELAYS_S), min_length=1)
     give_up_after_s: float = Field(default=GIVE_UP_AFTER_S, gt=0)
     db_pool_min: int = 1
-    db_pool_max: int = 6
+    db_pool_max: int = 10
     log_level: str = "INFO"
 
     def send_settings(self) -> SendSettings:
