@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
 import psycopg
 
 from procwatch_db import accounts
 from procwatch_db.urls import libpq_url
+from procwatch_domain.channels import email_problem
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,18 +42,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     for p in (create, plan, token, revoke):
         p.add_argument("--data-dir", default=argparse.SUPPRESS)
     return admin
-
-
-# One "@" between a local part and a dotted domain, no whitespace or control characters: what
-# the tooling refuses is a typo, not an unusual but valid address.
-_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
-EMAIL_MAX = 254
-
-
-def email_problem(email: str) -> str | None:
-    if not email or len(email) > EMAIL_MAX or not _EMAIL.fullmatch(email):
-        return f"{email!r} is not an email address (name@domain, at most {EMAIL_MAX} characters)"
-    return None
 
 
 def _fail(message: str) -> int:
