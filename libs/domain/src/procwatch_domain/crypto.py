@@ -15,10 +15,13 @@ import base64
 import functools
 import os
 import secrets as _secrets
+from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 SECRETS_KEY_ENV = "PROCWATCH_SECRETS_KEY"
+# `procwatch up`: the key file under the data directory.
+SECRETS_KEY_FILE = "secrets.key"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
@@ -96,3 +99,15 @@ def reencrypt(token: str) -> str:
         return _env_keyring().rotate(token.encode("ascii")).decode("ascii")
     except InvalidToken:
         raise _unreadable() from None
+
+
+def ensure_key_file(path: Path) -> str:
+    """The key(s) stored in `path`, created (a new key, mode 0600) when the file does not exist.
+    `procwatch up` keeps its key here, under the data directory."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 from the start: the key is never readable by others, even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_key() + "\n")
+    return path.read_text().strip()

@@ -31,7 +31,7 @@ from procwatch_domain.channels import (
     mask_url,
 )
 from procwatch_domain.validation import parse_boolean
-from procwatch_notify.send import ChannelTarget, Outcome, send_once
+from procwatch_notify.send import ChannelTarget, Outcome, SendSettings, send_once
 from procwatch_notify.targets import TargetRefused, check_target
 
 # Every alert type a channel can subscribe to: the contracts' AlertType. server_offline is
@@ -350,8 +350,8 @@ async def list_deliveries(repo: ChannelRepository, user_id: int, raw_channel_id:
 # --- test -------------------------------------------------------------------
 
 
-async def channel_target(repo: ChannelRepository, user_id: int, raw_channel_id: str) -> ChannelTarget:
-    """The channel's target, decrypted, for one test send."""
+async def channel_target(repo: ChannelRepository, user_id: int, raw_channel_id: str) -> tuple[int, ChannelTarget]:
+    """The channel's id and its target, decrypted, for one test send."""
     channel_id = parse_id(raw_channel_id)
     stored = await repo.stored_target(user_id, channel_id) if channel_id is not None else None
     if stored is None:
@@ -362,8 +362,8 @@ async def channel_target(repo: ChannelRepository, user_id: int, raw_channel_id: 
     except (crypto.SecretsKeyError, crypto.SecretUnreadable):
         raise SecretsUnavailable() from None
     is_url = stored.type in URL_CHANNEL_TYPES
-    return ChannelTarget(type=stored.type, format=stored.format, url=target if is_url else None,
-                         to=None if is_url else orjson.loads(target), secret=secret)
+    return channel_id, ChannelTarget(type=stored.type, format=stored.format, url=target if is_url else None,
+                                     to=None if is_url else orjson.loads(target), secret=secret)
 
 
 def test_event(user_id: int, channel_id: int) -> AlertEvent:
@@ -372,7 +372,7 @@ def test_event(user_id: int, channel_id: int) -> AlertEvent:
     return AlertEvent(
         id=f"test-{channel_id}-{now.strftime('%Y%m%dT%H%M%S%fZ')}", type="process_down", state="firing",
         occurred_at=now, user_id=user_id, server={"id": 0, "hostname": "procwatch-test"},
-        process={"id": 0, "process_name": "procwatch-test"}, reason="test",
+        process={"id": 0, "process_name": "procwatch-test"},
     )
 
 
@@ -380,7 +380,7 @@ def present_outcome(outcome: Outcome) -> dict[str, Any]:
     return {"ok": int(outcome.ok), "status_code": outcome.status_code, "error": outcome.error}
 
 
-async def send_test(target: ChannelTarget, user_id: int, channel_id: int, settings: Any) -> dict[str, Any]:
-    """One attempt, no retry, not recorded in the deliveries (docs/api.md)."""
-    outcome = await send_once(target, test_event(user_id, channel_id), settings=settings)
+async def send_test(target: ChannelTarget, user_id: int, channel_id: int, settings: SendSettings) -> dict[str, Any]:
+    """One attempt (at most SendSettings.timeout_s), no retry, not recorded in the deliveries."""
+    outcome = await send_once(target, test_event(user_id, channel_id), settings=settings, test=True)
     return {"test": present_outcome(outcome)}
