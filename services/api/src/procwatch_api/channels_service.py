@@ -161,19 +161,20 @@ def _servers(value: Any, into: ChannelInput) -> None:
     into.fields["servers"] = sorted(set(value))
 
 
-def parse_channel_fields(body: dict[str, Any], *, for_update: bool) -> ChannelInput:
+def parse_channel_fields(body: dict[str, Any], *, current_type: str | None = None) -> ChannelInput:
     """The clean values of the fields present in `body` and every problem found (not just the
-    first). Rules that depend on the channel type (url or to, format) are checked by
-    `check_type_rules`, once the type is known."""
+    first); `current_type`: the channel's type, for an update. Rules that depend on the channel
+    type (url or to, format) are checked by `check_type_rules`, once the type is known."""
+    for_update = current_type is not None
     into = ChannelInput({}, [])
     for field, value in body.items():
         if field == "type":
             if value not in CHANNEL_TYPES:
                 into.problem("type", "must be one of: " + ", ".join(CHANNEL_TYPES))
-            elif for_update:
-                into.problem("type", "cannot be changed; create another channel")
-            else:
+            elif not for_update:
                 into.fields["type"] = value
+            elif value != current_type:  # the same type, echoed back, is ignored
+                into.problem("type", "cannot be changed; create another channel")
         elif field == "name":
             problem = name_problem(value)
             into.problem("name", problem) if problem else into.fields.__setitem__("name", value)
@@ -286,7 +287,7 @@ async def list_channels(repo: ChannelRepository, user_id: int) -> dict[str, Any]
 
 async def create_channel(repo: ChannelRepository, user_id: int, body: dict[str, Any], *,
                          allow_private: bool) -> dict[str, Any]:
-    into = parse_channel_fields(body, for_update=False)
+    into = parse_channel_fields(body)
     channel_type = into.fields.get("type")
     if channel_type is None:  # missing or invalid: the type rules cannot be checked yet
         raise ValidationFailed(into.issues)
@@ -319,7 +320,7 @@ async def get_channel(repo: ChannelRepository, user_id: int, raw_channel_id: str
 async def update_channel(repo: ChannelRepository, user_id: int, raw_channel_id: str, body: dict[str, Any], *,
                          allow_private: bool) -> dict[str, Any]:
     current = await _owned(repo, user_id, raw_channel_id, lock=True)
-    into = parse_channel_fields(body, for_update=True)
+    into = parse_channel_fields(body, current_type=current["type"])
     fields = await _validated(repo, user_id, current["type"], into, creating=False, allow_private=allow_private)
     row = await repo.update_channel(user_id, current["id"], _columns(current["type"], fields))
     assert row is not None  # locked above
