@@ -174,6 +174,11 @@ class Stack:
             PROCWATCH_API_HOST="127.0.0.1",
             PROCWATCH_API_PORT=str(self.api_port),
         )
+        from procwatch_domain import crypto
+
+        # Channel secrets are encrypted with it (procwatch_domain.crypto): a 0600 file of the data dir.
+        if not env.get(crypto.SECRETS_KEY_ENV):
+            env[crypto.SECRETS_KEY_ENV] = crypto.ensure_key_file(self.data_dir / crypto.SECRETS_KEY_FILE)
         return env
 
     def start_services(self, with_agent: bool) -> None:

@@ -100,3 +100,18 @@ def test_email_hint_and_validation():
     assert email_problem("ops@example.com") is None
     for bad in ("", "ops", "ops@example", "a b@example.com", "a@@example.com"):
         assert email_problem(bad) is not None
+
+
+def test_up_passes_the_data_dirs_key_to_the_services_unless_one_is_set(tmp_path, monkeypatch):
+    from procwatch.stack import Stack
+
+    monkeypatch.delenv(crypto.SECRETS_KEY_ENV, raising=False)
+    stack = Stack(tmp_path, 8000, urls={"database_url": "postgresql://x/y", "redis_url": "redis://x",
+                                        "nats_url": "nats://x"})
+    env = stack.service_env()
+    key_file = tmp_path / crypto.SECRETS_KEY_FILE
+    assert env[crypto.SECRETS_KEY_ENV] == key_file.read_text().strip()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert stack.service_env()[crypto.SECRETS_KEY_ENV] == env[crypto.SECRETS_KEY_ENV]  # same key next run
+    monkeypatch.setenv(crypto.SECRETS_KEY_ENV, "operator-key")
+    assert stack.service_env()[crypto.SECRETS_KEY_ENV] == "operator-key"

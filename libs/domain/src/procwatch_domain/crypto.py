@@ -25,6 +25,10 @@ SECRETS_KEY_FILE = "secrets.key"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
+# The keys in use, newest first: the newest encrypts, any decrypts.
+Keyring = MultiFernet
+
+
 class SecretsKeyError(RuntimeError):
     """PROCWATCH_SECRETS_KEY is missing or not a list of Fernet keys."""
 
@@ -43,9 +47,14 @@ def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(24)).decode("ascii")
 
 
-def keyring(value: str | None) -> MultiFernet:
+def keys_of(value: str | None) -> list[str]:
     """The keys of a PROCWATCH_SECRETS_KEY value (comma-separated, newest first)."""
-    keys = [k.strip() for k in (value or "").split(",") if k.strip()]
+    return [k.strip() for k in (value or "").split(",") if k.strip()]
+
+
+def keyring(value: str | None) -> MultiFernet:
+    """The keys of a PROCWATCH_SECRETS_KEY value, newest first, as one MultiFernet."""
+    keys = keys_of(value)
     if not keys:
         raise SecretsKeyError(
             f"{SECRETS_KEY_ENV} is not set: channel secrets are encrypted with it. Create one with "
@@ -93,10 +102,11 @@ def decrypt(token: str) -> str:
         raise _unreadable() from None
 
 
-def reencrypt(token: str) -> str:
-    """The same plaintext, encrypted with the newest key (for a key rotation)."""
+def reencrypt(token: str, keys: MultiFernet | None = None) -> str:
+    """The same plaintext, encrypted with the newest key (for a key rotation); `keys`: the
+    keyring to use instead of PROCWATCH_SECRETS_KEY's."""
     try:
-        return _env_keyring().rotate(token.encode("ascii")).decode("ascii")
+        return (keys or _env_keyring()).rotate(token.encode("ascii")).decode("ascii")
     except InvalidToken:
         raise _unreadable() from None
 
