@@ -66,6 +66,7 @@ class ApiSettings(ConnectionSettings):
     smtp_url: str | None = Field(
         default=None, validation_alias=AliasChoices("PROCWATCH_SMTP_URL", "PROCWATCH_NOTIFIER_SMTP_URL", "smtp_url"),
     )
+    # The From address of those test mails.
     mail_from: str = Field(
         default="procwatch@localhost",
         validation_alias=AliasChoices("PROCWATCH_MAIL_FROM", "PROCWATCH_NOTIFIER_MAIL_FROM", "mail_from"),
