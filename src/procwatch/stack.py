@@ -183,6 +183,11 @@ class Stack:
             PROCWATCH_API_HOST="127.0.0.1",
             PROCWATCH_API_PORT=str(self.api_port),
         )
+        from procwatch_domain import crypto
+
+        # Channel secrets are encrypted with it (procwatch_domain.crypto): a 0600 file of the data dir.
+        if not env.get(crypto.SECRETS_KEY_ENV):
+            env[crypto.SECRETS_KEY_ENV] = crypto.ensure_key_file(self.data_dir / crypto.SECRETS_KEY_FILE)
         if "smtp_url" in self.urls:
             env["PROCWATCH_SMTP_URL"] = self.urls["smtp_url"]
         # Channels on this machine (a local receiver, the demo) are private addresses.

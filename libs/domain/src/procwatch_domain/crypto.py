@@ -15,11 +15,18 @@ import base64
 import functools
 import os
 import secrets as _secrets
+from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 SECRETS_KEY_ENV = "PROCWATCH_SECRETS_KEY"
+# `procwatch up`: the key file under the data directory.
+SECRETS_KEY_FILE = "secrets.key"
 WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+# The keys in use, newest first: the newest encrypts, any decrypts.
+Keyring = MultiFernet
 
 
 class SecretsKeyError(RuntimeError):
@@ -40,9 +47,14 @@ def new_webhook_secret() -> str:
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(24)).decode("ascii")
 
 
-def keyring(value: str | None) -> MultiFernet:
+def keys_of(value: str | None) -> list[str]:
     """The keys of a PROCWATCH_SECRETS_KEY value (comma-separated, newest first)."""
-    keys = [k.strip() for k in (value or "").split(",") if k.strip()]
+    return [k.strip() for k in (value or "").split(",") if k.strip()]
+
+
+def keyring(value: str | None) -> MultiFernet:
+    """The keys of a PROCWATCH_SECRETS_KEY value, newest first, as one MultiFernet."""
+    keys = keys_of(value)
     if not keys:
         raise SecretsKeyError(
             f"{SECRETS_KEY_ENV} is not set: channel secrets are encrypted with it. Create one with "
@@ -90,9 +102,22 @@ def decrypt(token: str) -> str:
         raise _unreadable() from None
 
 
-def reencrypt(token: str) -> str:
-    """The same plaintext, encrypted with the newest key (for a key rotation)."""
+def reencrypt(token: str, keys: MultiFernet | None = None) -> str:
+    """The same plaintext, encrypted with the newest key (for a key rotation); `keys`: the
+    keyring to use instead of PROCWATCH_SECRETS_KEY's."""
     try:
-        return _env_keyring().rotate(token.encode("ascii")).decode("ascii")
+        return (keys or _env_keyring()).rotate(token.encode("ascii")).decode("ascii")
     except InvalidToken:
         raise _unreadable() from None
+
+
+def ensure_key_file(path: Path) -> str:
+    """The key(s) stored in `path`, created (a new key, mode 0600) when the file does not exist.
+    `procwatch up` keeps its key here, under the data directory."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 from the start: the key is never readable by others, even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_key() + "\n")
+    return path.read_text().strip()
