@@ -20,12 +20,17 @@ class NotifierSettings(WorkerSettings):
     # Durable consumer on the ALERTS stream (one durable shared by all replicas: each
     # alert is handled by one of them; the deliveries table orders what each channel gets).
     durable: str = "notifier"
+    # Subject filter of the consumer (all alerts; tests narrow it to one server).
     subject: str = subjects.ALERTS_SUBJECTS
     # Where a newly created durable starts: "all" (default) also delivers the alerts the
     # stream holds from before the notifier's first start; "new" skips them.
     deliver_policy: Literal["new", "all"] = "all"
+    # Seconds JetStream waits for an ack before redelivering (a batch waiting out a database
+    # outage reports progress meanwhile).
     ack_wait_s: float = 30.0
+    # How long one fetch waits when idle (also bounds how long shutdown waits for it).
     fetch_timeout_s: float = 1.0
+    # Alert events inserted per transaction: whatever waited, up to this many.
     batch_size: int = Field(default=500, ge=1, le=5000)
     # Send to private, loopback and link-local addresses, and over plain http to them
     # (`procwatch up` and the tests; never in production: SSRF). Cloud metadata stays refused.
@@ -42,6 +47,7 @@ class NotifierSettings(WorkerSettings):
     # Deliveries of one channel claimed at once (sent in order, one at a time); chat channels
     # claim more so a burst can become one digest.
     claim_per_channel: int = Field(default=50, ge=1, le=1000)
+    # The same for Slack and Discord channels (a whole burst becomes one digest).
     claim_per_chat_channel: int = Field(default=500, ge=1, le=5000)
     # A claimed delivery is another replica's (or this one's after a restart) to send once its
     # claim is this old: how long a delivery cut short by a crash waits before it is sent again.
@@ -51,9 +57,12 @@ class NotifierSettings(WorkerSettings):
     # Retry schedule after a failed attempt (seconds, the last one repeats), +-10 % jitter,
     # given up (`dead`) once a delivery is older than give_up_after_s. See docs/notifications.md.
     retry_delays_s: list[float] = Field(default_factory=lambda: list(DEFAULT_DELAYS_S), min_length=1)
+    # Age (seconds since the delivery was created) after which a failing delivery is given up.
     give_up_after_s: float = Field(default=GIVE_UP_AFTER_S, gt=0)
+    # PostgreSQL pool of the consumer and the sender.
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Log level of the notifier's loggers.
     log_level: str = "INFO"
 
     def send_settings(self) -> SendSettings:
