@@ -71,6 +71,9 @@ ACTIVE_TICKS = 9  # scripted positions 2-7, then normal ticks so every episode r
 START_UNIX = 1_716_566_400
 API_HANG_S = 2.0
 RECEIVER_DOWN_S = float(os.environ.get("PROCWATCH_FAULTS_RECEIVER_DOWN_S", "60"))
+# The receiver answers this late during the active phase before these faults, so the notifier
+# still has webhooks to send (and in flight) when the fault hits.
+SLOW_RECEIVER_BEFORE = {"PostgreSQL down 10 s": 0.05}
 SECRETS_KEY = os.environ.get(crypto.SECRETS_KEY_ENV) or crypto.new_key()
 
 
@@ -513,12 +516,14 @@ async def test_fault_matrix(system: System, capsys):
         await asyncio.to_thread(system.nats.start)
 
     async def postgres_outage():
+        (pending,), = system.query("select count(*) from deliveries where status = 'pending'")
         # Fast shutdown (SIGINT): every session is cut at once and new ones are refused; a plain
         # SIGTERM ("smart") would keep serving the open sessions until they leave.
         system.pg.proc.send_signal(signal.SIGINT)
         await asyncio.to_thread(system.pg.proc.wait, 30)
         await asyncio.sleep(10)
         await asyncio.to_thread(system.pg.start)
+        return f"{pending} webhooks pending"
 
     async def flush_redis():
         import redis
@@ -567,10 +572,12 @@ async def test_fault_matrix(system: System, capsys):
     ]
     try:
         for name, inject in faults:
+            receiver.delay_s = SLOW_RECEIVER_BEFORE.get(name, 0.0)
             await gen.active_phase()
             await caught_up(system, gen, fleet, nc, js, 120)
             t0 = time.monotonic()
             note = await inject()
+            receiver.delay_s = 0.0
             back = time.monotonic()  # the dependency (or the killed service) is back
             injected += 1
             for svc_name, svc in system.services.items():
