@@ -3,9 +3,9 @@
     outcome = await send_once(ChannelTarget("webhook", "standard", url, None, secret), event,
                               settings=SendSettings(allow_private=False))
 
-HTTP goes through httpcore (the engine of httpx) with `targets.GuardedBackend`, which connects
-only to the address it checked (SSRF and DNS rebinding, see targets.py); the whole attempt,
-DNS and TLS included, is bounded by `timeout_s` (10 s). Email goes over SMTP (aiosmtplib).
+HTTP goes through procwatch_notify.http (keep-alive connections, each to an address checked
+against SSRF and DNS rebinding, see targets.py); the whole attempt, DNS and TLS included, is
+bounded by `timeout_s` (10 s). Email goes over SMTP (aiosmtplib).
 
 Outcome: `ok` for a 2xx (or an accepted mail). `gone` for 410 (the channel is disabled).
 `retry_after_s` from a 429's or 503's `Retry-After`. `retryable` False when the same request can
@@ -23,13 +23,13 @@ from email.utils import formatdate, make_msgid
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
-import httpcore
 
 from procwatch_contracts.messages import AlertEvent
 from procwatch_notify import webhooks
+from procwatch_notify.http import HttpClient, HttpError
 from procwatch_notify.render import Request, render
 from procwatch_notify.schedule import parse_retry_after
-from procwatch_notify.targets import GuardedBackend, TargetRefused, check_url
+from procwatch_notify.targets import TargetRefused, check_url
 
 DEFAULT_TIMEOUT_S = 10.0
 PERMANENT_STATUSES = frozenset({400, 413, 422})
@@ -66,13 +66,6 @@ class Outcome:
     retryable: bool = True
 
 
-def new_pool(allow_private: bool, max_connections: int = 256) -> httpcore.AsyncConnectionPool:
-    """A connection pool whose every connection is checked (targets.GuardedBackend)."""
-    return httpcore.AsyncConnectionPool(
-        max_connections=max_connections, max_keepalive_connections=max_connections,
-        keepalive_expiry=30.0, http2=False, network_backend=GuardedBackend(allow_private))
-
-
 def outcome_of(status: int, retry_after: str | None, now_unix: float) -> Outcome:
     """What an HTTP status means for the delivery."""
     if 200 <= status < 300:
@@ -89,7 +82,7 @@ def _error(exc: BaseException) -> str:
     return text[:MAX_ERROR_CHARS]
 
 
-async def post(pool: httpcore.AsyncConnectionPool, url: str, request: Request, msg_id: str,
+async def post(client: HttpClient, url: str, request: Request, msg_id: str,
                secret: str | None, settings: SendSettings) -> Outcome:
     """POST one rendered request (signed per attempt when it is a webhook)."""
     try:
@@ -101,15 +94,14 @@ async def post(pool: httpcore.AsyncConnectionPool, url: str, request: Request, m
         headers.update(webhooks.headers(secret, msg_id, int(time.time()), request.body))
     try:
         async with asyncio.timeout(settings.timeout_s):
-            response = await pool.request("POST", url, headers=list(headers.items()), content=request.body)
+            response = await client.post(url, headers, request.body)
     except TargetRefused as exc:
         return Outcome(ok=False, error=exc.reason[:MAX_ERROR_CHARS], retryable=False)
     except TimeoutError:
         return Outcome(ok=False, error=f"timed out after {settings.timeout_s:g} s")
-    except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+    except (HttpError, OSError) as exc:
         return Outcome(ok=False, error=_error(exc))
-    retry_after = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"retry-after"), None)
-    return outcome_of(response.status, retry_after, time.time())
+    return outcome_of(response.status, response.headers.get("retry-after"), time.time())
 
 
 @dataclass(frozen=True)
@@ -170,24 +162,27 @@ async def send_mail(request: Request, to: list[str], msg_id: str, settings: Send
 
 
 async def deliver(channel: ChannelTarget, request: Request, msg_id: str, *, settings: SendSettings,
-                  pool: httpcore.AsyncConnectionPool | None = None) -> Outcome:
+                  client: HttpClient | None = None) -> Outcome:
     """Send an already rendered request (an event's or a digest's) to `channel`, once."""
     if channel.type == "email":
         return await send_mail(request, channel.to or [], msg_id, settings)
     if not channel.url:
         return Outcome(ok=False, error="channel has no URL", retryable=False)
-    if pool is not None:
-        return await post(pool, channel.url, request, msg_id, channel.secret, settings)
-    async with new_pool(settings.allow_private, max_connections=1) as own:
+    if client is not None:
+        return await post(client, channel.url, request, msg_id, channel.secret, settings)
+    own = HttpClient(settings.allow_private)
+    try:
         return await post(own, channel.url, request, msg_id, channel.secret, settings)
+    finally:
+        await own.aclose()
 
 
 async def send_once(channel: ChannelTarget, event: AlertEvent, *, settings: SendSettings,
-                    pool: httpcore.AsyncConnectionPool | None = None, test: bool = False) -> Outcome:
-    """Render `event` for `channel` and make one attempt (10 s at most). `pool`: a shared
-    connection pool (new_pool) to reuse connections; without it one is opened for this call."""
+                    client: HttpClient | None = None, test: bool = False) -> Outcome:
+    """Render `event` for `channel` and make one attempt (10 s at most). `client`: a shared
+    HttpClient to reuse connections; without it one is opened for this call."""
     try:
         request = render(channel.type, channel.format, event, test=test)
     except ValueError as exc:
         return Outcome(ok=False, error=str(exc)[:MAX_ERROR_CHARS], retryable=False)
-    return await deliver(channel, request, event.id, settings=settings, pool=pool)
+    return await deliver(channel, request, event.id, settings=settings, client=client)

@@ -4,8 +4,9 @@ A target URL is refused when it is not https (unless private targets are allowed
 any address its host resolves to is loopback, private, link-local, unspecified, multicast,
 reserved, shared (CGNAT) or a cloud metadata address. Checked twice: when the API creates or
 updates a channel (`check_target`), and again on every connection the notifier opens
-(`GuardedBackend`, which connects to the very address it checked: a DNS answer that changes
-between the check and the connect, "DNS rebinding", cannot redirect the request).
+(`resolve_checked`, used by procwatch_notify.http, which connects to the very address it
+checked: a DNS answer that changes between the check and the connect, "DNS rebinding",
+cannot redirect the request).
 
 `allow_private=True` (PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS=1, set by `procwatch up` and the
 tests) lets private and loopback targets through and allows plain http for them only; cloud
@@ -19,8 +20,6 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
-
-import httpcore
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -129,31 +128,3 @@ async def resolve_checked(host: str, port: int, allow_private: bool) -> list[str
     except (socket.gaierror, UnicodeError) as exc:
         raise TargetRefused(f"{host} does not resolve ({exc})") from None
     return check_addresses(host, _addresses(infos), allow_private)
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend that resolves, checks and then connects to the checked
-    address itself. TLS still verifies the certificate against the URL's host name (httpcore
-    passes the origin's host as server_hostname), so pinning the address changes nothing else."""
-
-    def __init__(self, allow_private: bool, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self.allow_private = allow_private
-        self._inner = inner or httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        addresses = await resolve_checked(host, port, self.allow_private)
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout=timeout,
-                                                     local_address=local_address, socket_options=socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None
-        raise error
-
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
-        raise TargetRefused("unix sockets are not notification targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)

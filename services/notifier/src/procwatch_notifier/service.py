@@ -30,7 +30,8 @@ from procwatch_domain import crypto
 from procwatch_notify.digest import MIN_INTERVAL_S, Pacer
 from procwatch_notify.render import CHAT_TYPES, render, render_digest
 from procwatch_notify.schedule import next_attempt_in
-from procwatch_notify.send import ChannelTarget, Outcome, deliver, new_pool
+from procwatch_notify.http import HttpClient
+from procwatch_notify.send import ChannelTarget, Outcome, deliver
 
 from procwatch_notifier.repository import Channel, Claimed, NotifierRepository
 from procwatch_notifier.settings import NotifierSettings
@@ -83,7 +84,7 @@ class Sender:
         self._tasks: set[asyncio.Task] = set()
         self._pacers: dict[int, Pacer] = {}
         self._targets: dict[int, tuple[datetime, ChannelTarget]] = {}
-        self._http = new_pool(settings.allow_private_targets, max_connections=settings.max_concurrent_channels + 8)
+        self._http = HttpClient(settings.allow_private_targets)
         self.stats = SenderStats()
 
     @property
@@ -250,7 +251,7 @@ class Sender:
         except (ValidationError, ValueError) as exc:
             return Outcome(ok=False, error=f"cannot render: {type(exc).__name__}", retryable=False)
         self.stats.attempts += 1
-        outcome = await deliver(target, request, msg_id, settings=self._send_settings, pool=self._http)
+        outcome = await deliver(target, request, msg_id, settings=self._send_settings, client=self._http)
         if not outcome.ok:
             log.info("delivery attempt failed", extra={
                 "channel_id": channel.id, "alert_id": group[0].alert_id, "attempt": group[0].attempts + 1,
