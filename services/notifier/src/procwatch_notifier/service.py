@@ -84,6 +84,9 @@ class Sender:
         self._tasks: set[asyncio.Task] = set()
         self._pacers: dict[int, Pacer] = {}
         self._targets: dict[int, tuple[datetime, ChannelTarget]] = {}
+        # Sent and accepted, marked delivered by the next claim's transaction (one commit for
+        # all channels rather than one per delivery). Until then their claim holds the channel.
+        self._accepted: list[tuple[int, int | None]] = []
         self._http = HttpClient(settings.allow_private_targets)
         self.stats = SenderStats()
 
@@ -125,6 +128,12 @@ class Sender:
             await asyncio.wait(set(self._tasks), timeout=self.settings.request_timeout_s + 1.0)
         for task in list(self._tasks):
             task.cancel()
+        if self._accepted:
+            try:
+                async with self._pool.connection() as conn:
+                    await self._flush_accepted(NotifierRepository(conn))
+            except Exception as exc:  # sent again after the lease: at least once
+                log.warning("marking deliveries delivered failed at shutdown", extra={"error": type(exc).__name__})
         await self._http.aclose()
 
     async def claim_and_send(self) -> int:
@@ -133,10 +142,16 @@ class Sender:
         if free <= 0 or self._stopping.is_set():
             return 0
         s = self.settings
-        async with self._pool.connection() as conn:
-            channels, claimed = await NotifierRepository(conn).claim(
-                busy=list(self._busy), max_channels=free, per_channel=s.claim_per_channel,
-                per_chat_channel=s.claim_per_chat_channel, lease_s=s.claim_lease_s)
+        accepted, self._accepted = self._accepted, []
+        try:
+            async with self._pool.connection() as conn:
+                channels, claimed = await NotifierRepository(conn).claim(
+                    busy=list(self._busy), max_channels=free, per_channel=s.claim_per_channel,
+                    per_chat_channel=s.claim_per_chat_channel, lease_s=s.claim_lease_s, delivered=accepted)
+        except BaseException:
+            self._accepted[:0] = accepted  # marked by the next claim instead
+            raise
+        self.stats.delivered += len(accepted)
         if not claimed:
             return 0
         self.stats.claims += 1
@@ -195,48 +210,48 @@ class Sender:
             return
         deadline = self._clock() + self.settings.claim_lease_s - self.settings.request_timeout_s - LEASE_MARGIN_S
         pending = rows
-        delivered: list[int] = []
-        status_code: int | None = None
-        try:
-            while pending:
-                if self._clock() > deadline or self._stopping.is_set():
-                    async with self._pool.connection() as conn:
-                        await NotifierRepository(conn).release([r.id for r in pending])
+        while pending:
+            if self._clock() > deadline or self._stopping.is_set():
+                async with self._pool.connection() as conn:
+                    await NotifierRepository(conn).release([r.id for r in pending])
+                return
+            take = 1
+            chat = channel.type in CHAT_TYPES
+            if chat:
+                turn = self._pacer(channel).plan(self._clock(), len(pending))
+                if turn.wait_s > 0:
+                    await asyncio.sleep(turn.wait_s)
+                take = turn.take
+            group, pending = pending[:take], pending[take:]
+            outcome = await self._attempt(channel, target, group)
+            if chat:
+                self._pacer(channel).record(self._clock())
+            if outcome.ok:
+                self._accepted += [(r.id, outcome.status_code) for r in group]
+                continue
+            async with self._pool.connection() as conn:
+                repo = NotifierRepository(conn)
+                await self._flush_accepted(repo)
+                if outcome.gone:
+                    await repo.disable_channel(channel.id, outcome.error or "410 Gone from receiver",
+                                              [r.id for r in group], outcome.status_code)
+                    self.stats.failed += len(group)
+                    self.stats.disabled_channels += 1
+                    log.warning("channel disabled by its receiver", extra={
+                        "channel_id": channel.id, "status_code": outcome.status_code})
                     return
-                take = 1
-                chat = channel.type in CHAT_TYPES
-                if chat:
-                    turn = self._pacer(channel).plan(self._clock(), len(pending))
-                    if turn.wait_s > 0:
-                        await asyncio.sleep(turn.wait_s)
-                    take = turn.take
-                group, pending = pending[:take], pending[take:]
-                outcome = await self._attempt(channel, target, group)
-                if chat:
-                    self._pacer(channel).record(self._clock())
-                if outcome.ok:
-                    delivered += [r.id for r in group]
-                    status_code = outcome.status_code
-                    continue
-                async with self._pool.connection() as conn:
-                    repo = NotifierRepository(conn)
-                    await repo.delivered(delivered, status_code)
-                    delivered = []
-                    if outcome.gone:
-                        await repo.disable_channel(channel.id, outcome.error or "410 Gone from receiver",
-                                                  [r.id for r in group], outcome.status_code)
-                        self.stats.failed += len(group)
-                        self.stats.disabled_channels += 1
-                        log.warning("channel disabled by its receiver", extra={
-                            "channel_id": channel.id, "status_code": outcome.status_code})
-                        return
-                    if await self._failed(repo, group, pending, outcome):
-                        return
-        finally:
-            if delivered:
-                async with self._pool.connection() as conn:
-                    await NotifierRepository(conn).delivered(delivered, status_code)
-                self.stats.delivered += len(delivered)
+                if await self._failed(repo, group, pending, outcome):
+                    return
+
+    async def _flush_accepted(self, repo: NotifierRepository) -> None:
+        """Mark what was accepted now (before settling a failure behind it, or when stopping)."""
+        accepted, self._accepted = self._accepted, []
+        try:
+            await repo.delivered(accepted)
+        except BaseException:
+            self._accepted[:0] = accepted
+            raise
+        self.stats.delivered += len(accepted)
 
     async def _attempt(self, channel: Channel, target: ChannelTarget, group: list[Claimed]) -> Outcome:
         try:
