@@ -190,17 +190,6 @@ def run_once(servers: Servers, opts: NotifyOptions) -> dict:
                 if receiver.is_alive():
                     receiver.terminate()
             got = json.loads(Path(out_path).read_text())
-            if os.environ.get("NOTIFY_DEBUG"):
-                import psycopg
-                from procwatch_db.urls import libpq_url
-                with psycopg.connect(libpq_url(url)) as conn:
-                    print(conn.execute("""select status, count(*),
-                      percentile_cont(0.5) within group (order by extract(epoch from created_at - (payload::jsonb->>'occurred_at')::timestamptz)),
-                      percentile_cont(0.99) within group (order by extract(epoch from created_at - (payload::jsonb->>'occurred_at')::timestamptz)),
-                      percentile_cont(0.5) within group (order by extract(epoch from delivered_at - created_at)),
-                      percentile_cont(0.99) within group (order by extract(epoch from delivered_at - created_at)),
-                      avg(attempts)
-                      from deliveries group by status""").fetchall())
         finally:
             drop_database(url)
     arrivals = got["arrivals"]
