@@ -56,7 +56,10 @@ def _receiver(port: int, secret: str, ready, stop, out_path: str) -> None:
                 break
         at = time.time()
         if scope["path"] == HANG_PATH:
-            await asyncio.Event().wait()  # never answers
+            try:
+                await asyncio.Event().wait()  # never answers
+            except asyncio.CancelledError:  # the receiver stops
+                return
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         try:
             verifier.verify(body, headers)
