@@ -176,3 +176,28 @@ async def test_an_invalid_event_is_dead_lettered(notify_world):
         assert w.deliveries(channel.id)[0]["alert_id"] == good.id
     finally:
         await sub.unsubscribe()
+
+
+async def test_a_400_fails_that_delivery_and_the_channel_goes_on(notify_world):
+    w = notify_world
+    channel = w.webhook("/picky")
+    w.receiver.script("/picky", 400)
+    await w.start()
+    rejected, accepted = w.event(process_id=1), w.event(process_id=2)
+    await w.publish(rejected, accepted)
+    await w.until(lambda: [d["status"] for d in w.deliveries(channel.id)] == ["failed", "delivered"],
+                  what="failed then delivered")
+    assert w.deliveries(channel.id)[0]["last_status_code"] == 400
+    assert len(w.receiver.at("/picky")) == 2  # no retry of the 400
+
+
+async def test_a_delivery_failing_past_the_give_up_age_is_dead(notify_world):
+    w = notify_world
+    channel = w.webhook("/down")
+    w.receiver.script("/down", *[503] * 50)
+    await w.start(give_up_after_s=1.5)
+    await w.publish(w.event())
+    await w.until(lambda: w.deliveries(channel.id) and w.deliveries(channel.id)[0]["status"] == "dead",
+                  what="dead")
+    row = w.deliveries(channel.id)[0]
+    assert row["attempts"] >= 2 and row["last_status_code"] == 503 and row["next_attempt_at"] is None

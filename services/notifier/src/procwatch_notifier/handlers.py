@@ -37,6 +37,7 @@ log = logging.getLogger("procwatch.notifier")
 
 MAX_ATTEMPTS_ON_ERROR = 3
 MAX_BACKOFF_S = 5.0
+_SPLIT = object()  # _insert's answer: the batch keeps failing, retry its events one by one
 
 
 @dataclass
@@ -129,5 +130,3 @@ class Handlers:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
-
-_SPLIT = object()
