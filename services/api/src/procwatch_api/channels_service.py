@@ -18,7 +18,7 @@ import orjson
 
 from procwatch_api.channels_repository import ChannelRepository
 from procwatch_api.errors import NotFound, PlanLimitReached, SecretsUnavailable, ValidationFailed
-from procwatch_api.service import decode_cursor, encode_cursor, json_time, parse_id, parse_limit
+from procwatch_api.service import json_time, keyset_page, parse_id
 from procwatch_contracts.messages import AlertEvent, AlertType
 from procwatch_domain import crypto
 from procwatch_domain.channels import (
@@ -337,15 +337,9 @@ async def delete_channel(repo: ChannelRepository, user_id: int, raw_channel_id: 
 async def list_deliveries(repo: ChannelRepository, user_id: int, raw_channel_id: str, *,
                           limit: str | None, cursor: str | None) -> dict[str, Any]:
     channel = await _owned(repo, user_id, raw_channel_id)
-    page_size = parse_limit(limit)
-    before = decode_cursor(cursor)
-    rows = await repo.deliveries_page(channel["id"], before, page_size + 1)
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    return {
-        "deliveries": [present_delivery(r) for r in rows],
-        "next_cursor": encode_cursor(rows[-1]["id"]) if more else None,
-    }
+    rows, next_cursor = await keyset_page(lambda before, n: repo.deliveries_page(channel["id"], before, n),
+                                          limit, cursor)
+    return {"deliveries": [present_delivery(r) for r in rows], "next_cursor": next_cursor}
 
 
 # --- test -------------------------------------------------------------------
