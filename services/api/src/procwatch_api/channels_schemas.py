@@ -19,8 +19,9 @@ from procwatch_api.channels_service import (
     READ_ONLY_FIELDS,
     UPDATABLE_FIELDS,
     URL_MAX,
+    name_problem,
 )
-from procwatch_api.schemas import Flag
+from procwatch_api.schemas import Flag, name_pattern
 from procwatch_domain.channels import CHANNEL_TYPES, EMAIL_MAX, FORMATS
 
 ChannelType = Literal[CHANNEL_TYPES]  # type: ignore[valid-type]
@@ -37,9 +38,11 @@ _SERVERS_DOC = "null (default): every server of the user; else a non-empty list 
 
 
 def _request_extra(*, update: bool):
+    ignored = READ_ONLY_FIELDS | {"type"} if update else READ_ONLY_FIELDS
+
     def extra(schema: dict[str, Any]) -> None:
         properties = schema["properties"]
-        for name in sorted(READ_ONLY_FIELDS):
+        for name in sorted(ignored):
             properties[name] = {"description": "read-only field of the representation: accepted and ignored"}
         if update:
             for prop in properties.values():
@@ -48,10 +51,11 @@ def _request_extra(*, update: bool):
         else:
             properties["url"].pop("default", None)
             properties["to"].pop("default", None)
-            # The target field that goes with each type.
+            # The target field that goes with each type; formats other than standard for webhooks only.
             schema["oneOf"] = [
-                {"properties": {"type": {"enum": ["webhook", "slack", "discord"]}}, "required": ["url"],
-                 "not": {"required": ["to"]}},
+                {"properties": {"type": {"const": "webhook"}}, "required": ["url"], "not": {"required": ["to"]}},
+                {"properties": {"type": {"enum": ["slack", "discord"]}, "format": {"const": "standard"}},
+                 "required": ["url"], "not": {"required": ["to"]}},
                 {"properties": {"type": {"const": "email"}, "format": {"const": "standard"}}, "required": ["to"],
                  "not": {"required": ["url"]}},
             ]
@@ -62,39 +66,44 @@ def _request_extra(*, update: bool):
 URL_PATTERN = r"^https?://\S+$"
 # Mirrors procwatch_domain.channels.email_problem: one "@", a dotted domain, no whitespace or control characters.
 EmailAddress = Annotated[str, Field(max_length=EMAIL_MAX, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+$")]
-NAME_DOC = "not only spaces; no control or invisible characters"
+NAME_DOC = "no control or invisible characters (spaces are fine)"
+ServerId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _name_schema(schema: dict[str, Any]) -> None:
+    schema["pattern"] = name_pattern(name_problem)
 
 
 class ChannelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", title="ChannelCreate", json_schema_extra=_request_extra(update=False))
 
     type: ChannelType
-    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=r"\S", description=NAME_DOC)
+    name: str = Field(min_length=1, max_length=NAME_MAX, description=NAME_DOC, json_schema_extra=_name_schema)
     url: str = Field(None, min_length=1, max_length=URL_MAX, pattern=URL_PATTERN,  # type: ignore[assignment]
                      description=_URL_DOC)
     to: list[EmailAddress] = Field(None, min_length=1, max_length=MAX_EMAIL_RECIPIENTS, description=_TO_DOC)  # type: ignore[assignment]
     format: ChannelFormat = Field("standard", description="alertmanager: webhook channels only")
     alert_types: list[AlertTypeName] | None = Field(None, min_length=1, description=_ALERT_TYPES_DOC)
-    servers: list[int] | None = Field(None, min_length=1, max_length=MAX_SERVER_FILTER, description=_SERVERS_DOC)
+    servers: list[ServerId] | None = Field(None, min_length=1, max_length=MAX_SERVER_FILTER, description=_SERVERS_DOC)
     send_resolved: bool | Flag = Field(True, description="JSON boolean or 0/1: also send when an alert resolves")
     enabled: bool | Flag = Field(True, description="JSON boolean or 0/1")
 
 
 class ChannelUpdate(BaseModel):
-    """At least one updatable field; the type cannot change. Absent fields are unchanged;
+    """At least one updatable field; `type` is read-only (ignored). Absent fields are unchanged;
     `alert_types` and `servers` may be null (every type / every server), nothing else may."""
 
     model_config = ConfigDict(extra="forbid", title="ChannelUpdate", json_schema_extra=_request_extra(update=True))
 
-    name: str = Field(None, min_length=1, max_length=NAME_MAX, pattern=r"\S",  # type: ignore[assignment]
-                      description=NAME_DOC)
+    name: str = Field(None, min_length=1, max_length=NAME_MAX, description=NAME_DOC,  # type: ignore[assignment]
+                      json_schema_extra=_name_schema)
     url: str = Field(None, min_length=1, max_length=URL_MAX, pattern=URL_PATTERN,  # type: ignore[assignment]
                      description=_URL_DOC + " (webhook, slack, discord channels)")
     to: list[EmailAddress] = Field(None, min_length=1, max_length=MAX_EMAIL_RECIPIENTS,  # type: ignore[assignment]
                           description=_TO_DOC + " (email channels)")
     format: ChannelFormat = Field(None, description="alertmanager: webhook channels only")  # type: ignore[assignment]
     alert_types: list[AlertTypeName] | None = Field(None, min_length=1, description=_ALERT_TYPES_DOC)
-    servers: list[int] | None = Field(None, min_length=1, max_length=MAX_SERVER_FILTER, description=_SERVERS_DOC)
+    servers: list[ServerId] | None = Field(None, min_length=1, max_length=MAX_SERVER_FILTER, description=_SERVERS_DOC)
     send_resolved: bool | Flag = None  # type: ignore[assignment]
     enabled: bool | Flag = Field(None, description="enabling clears disabled_reason")  # type: ignore[assignment]
 

@@ -18,7 +18,7 @@ import orjson
 
 from procwatch_api.channels_repository import ChannelRepository
 from procwatch_api.errors import NotFound, PlanLimitReached, SecretsUnavailable, ValidationFailed
-from procwatch_api.service import decode_cursor, encode_cursor, json_time, parse_id, parse_limit
+from procwatch_api.service import json_time, keyset_page, parse_id
 from procwatch_contracts.messages import AlertEvent, AlertType
 from procwatch_domain import crypto
 from procwatch_domain.channels import (
@@ -46,7 +46,8 @@ MAX_SERVER_FILTER = 500  # the largest plan's server count
 SECRET_MASK = "whsec_********"
 CHANNEL_FIELDS = ("type", "name", "url", "to", "format", "alert_types", "servers", "send_resolved", "enabled")
 UPDATABLE_FIELDS = tuple(f for f in CHANNEL_FIELDS if f != "type")
-# Fields of the representation a client may echo back in a PUT: accepted and ignored.
+# Fields of the representation a client may echo back: accepted and ignored (`type` too, on a PUT:
+# a channel's type never changes).
 READ_ONLY_FIELDS = frozenset({"id", "target_hint", "secret", "disabled_reason", "created_at", "updated_at"})
 _BOOLEANS = ("send_resolved", "enabled")
 
@@ -104,10 +105,11 @@ class ChannelInput:
 
 
 def name_problem(name: Any) -> str | None:
+    """Why `name` is not a channel name, or None. Spaces are fine ("ops on-call")."""
     if not isinstance(name, str):
         return "must be a string"
-    if not 1 <= len(name) <= NAME_MAX or not name.strip():
-        return f"must be 1-{NAME_MAX} characters, not only spaces"
+    if not 1 <= len(name) <= NAME_MAX:
+        return f"must be 1-{NAME_MAX} characters"
     for ch in name:
         if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
             return "must not contain control or invisible characters"
@@ -161,20 +163,19 @@ def _servers(value: Any, into: ChannelInput) -> None:
     into.fields["servers"] = sorted(set(value))
 
 
-def parse_channel_fields(body: dict[str, Any], *, current_type: str | None = None) -> ChannelInput:
+def parse_channel_fields(body: dict[str, Any], *, for_update: bool) -> ChannelInput:
     """The clean values of the fields present in `body` and every problem found (not just the
-    first); `current_type`: the channel's type, for an update. Rules that depend on the channel
-    type (url or to, format) are checked by `check_type_rules`, once the type is known."""
-    for_update = current_type is not None
+    first). Rules that depend on the channel type (url or to, format) are checked by
+    `check_type_rules`, once the type is known."""
     into = ChannelInput({}, [])
     for field, value in body.items():
-        if field == "type":
+        if field == "type" and for_update:
+            pass  # read-only once created
+        elif field == "type":
             if value not in CHANNEL_TYPES:
                 into.problem("type", "must be one of: " + ", ".join(CHANNEL_TYPES))
-            elif not for_update:
+            else:
                 into.fields["type"] = value
-            elif value != current_type:  # the same type, echoed back, is ignored
-                into.problem("type", "cannot be changed; create another channel")
         elif field == "name":
             problem = name_problem(value)
             into.problem("name", problem) if problem else into.fields.__setitem__("name", value)
@@ -287,7 +288,7 @@ async def list_channels(repo: ChannelRepository, user_id: int) -> dict[str, Any]
 
 async def create_channel(repo: ChannelRepository, user_id: int, body: dict[str, Any], *,
                          allow_private: bool) -> dict[str, Any]:
-    into = parse_channel_fields(body)
+    into = parse_channel_fields(body, for_update=False)
     channel_type = into.fields.get("type")
     if channel_type is None:  # missing or invalid: the type rules cannot be checked yet
         raise ValidationFailed(into.issues)
@@ -320,7 +321,7 @@ async def get_channel(repo: ChannelRepository, user_id: int, raw_channel_id: str
 async def update_channel(repo: ChannelRepository, user_id: int, raw_channel_id: str, body: dict[str, Any], *,
                          allow_private: bool) -> dict[str, Any]:
     current = await _owned(repo, user_id, raw_channel_id, lock=True)
-    into = parse_channel_fields(body, current_type=current["type"])
+    into = parse_channel_fields(body, for_update=True)
     fields = await _validated(repo, user_id, current["type"], into, creating=False, allow_private=allow_private)
     row = await repo.update_channel(user_id, current["id"], _columns(current["type"], fields))
     assert row is not None  # locked above
@@ -337,15 +338,9 @@ async def delete_channel(repo: ChannelRepository, user_id: int, raw_channel_id: 
 async def list_deliveries(repo: ChannelRepository, user_id: int, raw_channel_id: str, *,
                           limit: str | None, cursor: str | None) -> dict[str, Any]:
     channel = await _owned(repo, user_id, raw_channel_id)
-    page_size = parse_limit(limit)
-    before = decode_cursor(cursor)
-    rows = await repo.deliveries_page(channel["id"], before, page_size + 1)
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    return {
-        "deliveries": [present_delivery(r) for r in rows],
-        "next_cursor": encode_cursor(rows[-1]["id"]) if more else None,
-    }
+    rows, next_cursor = await keyset_page(lambda before, n: repo.deliveries_page(channel["id"], before, n),
+                                          limit, cursor)
+    return {"deliveries": [present_delivery(r) for r in rows], "next_cursor": next_cursor}
 
 
 # --- test -------------------------------------------------------------------

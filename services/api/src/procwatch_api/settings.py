@@ -64,10 +64,10 @@ class ApiSettings(ConnectionSettings):
     )
     # The SMTP server email channels' tests go through (smtp://user:pass@host:port or smtps://...).
     smtp_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("PROCWATCH_SMTP_URL", "PROCWATCH_NOTIFIER_SMTP_URL", "smtp_url"),
+        default=None, validation_alias=AliasChoices("PROCWATCH_SMTP_URL", "smtp_url"),
     )
-    # The From address of those test mails.
+    # The From address of those test mails (the notifier's setting).
     mail_from: str = Field(
         default="procwatch@localhost",
-        validation_alias=AliasChoices("PROCWATCH_MAIL_FROM", "PROCWATCH_NOTIFIER_MAIL_FROM", "mail_from"),
+        validation_alias=AliasChoices("PROCWATCH_NOTIFIER_MAIL_FROM", "mail_from"),
     )
