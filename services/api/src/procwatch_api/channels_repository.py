@@ -73,11 +73,9 @@ class ChannelRepository:
     async def list_channels(self, user_id: int) -> list[dict[str, Any]]:
         return await self._all(f"select {CHANNEL_COLUMNS} from channels where user_id = :uid order by id", uid=user_id)
 
-    async def get_channel(self, user_id: int, channel_id: int, *, lock: bool = False) -> dict[str, Any] | None:
+    async def get_channel(self, user_id: int, channel_id: int) -> dict[str, Any] | None:
         return await self._one(
-            f"select {CHANNEL_COLUMNS} from channels where id = :cid and user_id = :uid"
-            + (" for update" if lock else ""),
-            cid=channel_id, uid=user_id,
+            f"select {CHANNEL_COLUMNS} from channels where id = :cid and user_id = :uid", cid=channel_id, uid=user_id
         )
 
     async def stored_target(self, user_id: int, channel_id: int) -> StoredTarget | None:

@@ -44,6 +44,7 @@ URL_MAX = 2000
 MAX_EMAIL_RECIPIENTS = 10
 MAX_SERVER_FILTER = 500  # the largest plan's server count
 SECRET_MASK = "whsec_********"
+RESOLVE_TIMEOUT_S = 5.0
 CHANNEL_FIELDS = ("type", "name", "url", "to", "format", "alert_types", "servers", "send_resolved", "enabled")
 UPDATABLE_FIELDS = tuple(f for f in CHANNEL_FIELDS if f != "type")
 # Fields of the representation a client may echo back: accepted and ignored (`type` too, on a PUT:
@@ -229,11 +230,14 @@ def check_type_rules(channel_type: str, into: ChannelInput, *, creating: bool) -
 
 
 async def _check_url(url: str, allow_private: bool, into: ChannelInput) -> None:
-    """SSRF protection (procwatch_notify.targets): resolves the host, off the event loop."""
+    """SSRF protection (procwatch_notify.targets): resolves the host off the event loop, for at
+    most RESOLVE_TIMEOUT_S (a resolver that hangs must not hold the request and its connection)."""
     try:
-        await asyncio.to_thread(check_target, url, allow_private)
+        await asyncio.wait_for(asyncio.to_thread(check_target, url, allow_private), RESOLVE_TIMEOUT_S)
     except TargetRefused as exc:
         into.problem("url", exc.reason[:300])
+    except TimeoutError:
+        into.problem("url", f"the host did not resolve within {RESOLVE_TIMEOUT_S:g} s")
 
 
 async def _check_servers(repo: ChannelRepository, user_id: int, into: ChannelInput) -> None:
@@ -306,9 +310,9 @@ async def create_channel(repo: ChannelRepository, user_id: int, body: dict[str, 
     return {"channel": present_channel(row, secret=secret)}
 
 
-async def _owned(repo: ChannelRepository, user_id: int, raw_channel_id: str, *, lock: bool = False) -> dict[str, Any]:
+async def _owned(repo: ChannelRepository, user_id: int, raw_channel_id: str) -> dict[str, Any]:
     channel_id = parse_id(raw_channel_id)
-    row = await repo.get_channel(user_id, channel_id, lock=lock) if channel_id is not None else None
+    row = await repo.get_channel(user_id, channel_id) if channel_id is not None else None
     if row is None:
         raise NotFound("channel not found")
     return row
@@ -320,11 +324,13 @@ async def get_channel(repo: ChannelRepository, user_id: int, raw_channel_id: str
 
 async def update_channel(repo: ChannelRepository, user_id: int, raw_channel_id: str, body: dict[str, Any], *,
                          allow_private: bool) -> dict[str, Any]:
-    current = await _owned(repo, user_id, raw_channel_id, lock=True)
+    current = await _owned(repo, user_id, raw_channel_id)
     into = parse_channel_fields(body, for_update=True)
     fields = await _validated(repo, user_id, current["type"], into, creating=False, allow_private=allow_private)
+    # No lock while the URL's host resolves: a channel deleted meanwhile updates nothing (404).
     row = await repo.update_channel(user_id, current["id"], _columns(current["type"], fields))
-    assert row is not None  # locked above
+    if row is None:
+        raise NotFound("channel not found")
     return {"channel": present_channel(row)}
 
 
