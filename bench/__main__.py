@@ -2,7 +2,7 @@
 
     uv run python -m bench                 # all benches, 3 runs each, rewrites bench/RESULTS.md
     uv run python -m bench --quick         # shorter windows, 2 runs each
-    uv run python -m bench ingest          # one bench alone (also: alert, api, agent, detect)
+    uv run python -m bench ingest          # one bench alone (also: alert, api, agent, detect, notify)
     uv run python -m bench api --workers 1,2 --runs 3
     uv run python -m bench ingest --runs 1 --py-spy /tmp/ingest.txt --no-write
 
@@ -28,7 +28,7 @@ from dataclasses import asdict
 from bench import common
 from bench.report import Figure, Section, render
 
-BENCHES = ("ingest", "alert", "api", "agent", "detect")
+BENCHES = ("ingest", "alert", "api", "agent", "detect", "notify")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 log = logging.getLogger("bench")
 
@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # agent
     ap.add_argument("--window", type=float, default=None,
                     help="agent bench: seconds per measurement window (default 60; 10 with --quick)")
+    # notify
+    ap.add_argument("--notify-rate", type=float, default=1000.0, help="notify bench: alerts/s")
+    ap.add_argument("--notify-channels", type=int, default=100, help="notify bench: webhook channels (one hangs)")
     args = ap.parse_args(argv)
     unknown = set(args.benches) - set(BENCHES)
     if unknown:
@@ -234,6 +237,49 @@ def run_detect(servers: common.Servers, args) -> Section:
     return detect.section(servers, args)
 
 
+def run_notify(servers: common.Servers, args) -> Section:
+    from bench import notify
+
+    opts = notify.NotifyOptions(rate=args.notify_rate, channels=args.notify_channels,
+                                seconds=8 if args.quick else 20, warmup=2 if args.quick else 3)
+    section = Section(
+        "Notification latency",
+        f"uv run python -m bench notify --notify-rate {opts.rate:g} --notify-channels {opts.channels}  "
+        f"# {opts.seconds:g} s window after {opts.warmup:g} s warm-up, channel 0 hangs",
+    )
+    runs = []
+    for i in range(args.runs):
+        log.info("notify run %d/%d", i + 1, args.runs)
+        runs.append(notify.run_once(servers, opts))
+        log.info("notify run %d: %s", i + 1, _short(runs[-1]))
+    p99 = [r["healthy"]["p99_ms"] for r in runs]
+    achieved = [r["rate_achieved"] for r in runs]
+    section.figures = [
+        Figure("p50 alert event → webhook verified, healthy channels", [r["healthy"]["p50_ms"] for r in runs], "ms",
+               fmt="{:.1f}"),
+        Figure("p99 alert event → webhook verified, healthy channels", p99, "ms", target="≤ 50 ms",
+               met=common.median(p99) <= 50, fmt="{:.1f}"),
+        Figure("alerts published", achieved, "alerts/s", reference=f"asked for {opts.rate:,.0f} alerts/s",
+               target=f"≥ {0.95 * opts.rate:,.0f} alerts/s", met=common.median(achieved) >= 0.95 * opts.rate),
+        Figure("healthy-channel webhooks lost", [r["lost"] for r in runs], "", target="0",
+               met=all(r["lost"] == 0 for r in runs)),
+    ]
+    section.notes = [
+        f"{opts.channels} webhook channels, channel i taking the alerts of server i; the bench publishes "
+        "AlertEvents on ALERTS round-robin over the servers (JetStream publish, acked) to a real `procwatch "
+        "notifier` subprocess; a receiver in another process (uvicorn) verifies every signature with "
+        "`standardwebhooks` and notes the arrival time. Channel 0's endpoint accepts and never answers, so "
+        "its every attempt waits out the 10 s timeout while the others are measured. Latency = from just "
+        "before the publish to the arrival at the receiver (wall clock, same machine), for the healthy "
+        f"channels' {sum(r['healthy_sent'] for r in runs):,} alerts; lost = not arrived "
+        f"{opts.drain_s:g} s after publishing stopped. Bad signatures: {sum(r['bad_signatures'] for r in runs)}; "
+        f"repeats (same webhook-id twice): {sum(r['repeats'] for r in runs)}.",
+        "Load average (1 min) when measuring started: " + ", ".join(f"{r['load_1m']:.2f}" for r in runs)
+        + ". Publisher, receiver, notifier, PostgreSQL and NATS share the 2 cores.",
+    ]
+    return section
+
+
 def _short(result: dict) -> str:
     def fmt(v):
         if isinstance(v, float):
@@ -244,7 +290,8 @@ def _short(result: dict) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in result.items())
 
 
-RUNNERS = {"ingest": run_ingest, "alert": run_alert, "api": run_api, "agent": run_agent, "detect": run_detect}
+RUNNERS = {"ingest": run_ingest, "alert": run_alert, "api": run_api, "agent": run_agent, "detect": run_detect,
+           "notify": run_notify}
 
 # Reading the figures (rendered under each section at every regeneration; not measurements).
 ANALYSIS = {

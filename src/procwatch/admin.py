@@ -1,21 +1,25 @@
-"""`procwatch admin`: users, plans and API tokens, straight on the database.
+"""`procwatch admin`: users, plans and API tokens, straight on the database; the channels' secrets key.
 
 The database comes from DATABASE_URL, else from `--data-dir`'s stack.json
 (written by a running `procwatch up`). Tokens are printed once and stored only
-as hashes.
+as hashes. The secrets key comes from PROCWATCH_SECRETS_KEY, else from
+`--data-dir`'s secrets.key (written by `procwatch up`); see docs/notifications.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
 import sys
+from pathlib import Path
 
 import psycopg
 
 from procwatch_db import accounts
 from procwatch_db.urls import libpq_url
+from procwatch_domain import crypto
+from procwatch_domain.channels import email_problem
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,21 +43,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
     revoke = cmds.add_parser("revoke-token", help="revoke a bearer token (read from --token or stdin)")
     revoke.add_argument("--token", default=None)
-    for p in (create, plan, token, revoke):
+
+    cmds.add_parser("new-secrets-key", help="print a new key for PROCWATCH_SECRETS_KEY (touches no database)")
+    rotate = cmds.add_parser(
+        "rotate-secrets-key",
+        help="re-encrypt every channel secret with the newest key of PROCWATCH_SECRETS_KEY (or --data-dir's"
+             " secrets.key); with --add-new-key, first put a new key in front of the data dir's key file",
+    )
+    rotate.add_argument("--add-new-key", action="store_true",
+                        help="`procwatch up`'s key file: prepend a new key (the old ones keep decrypting)")
+    rotate.add_argument("--drop-old-keys", action="store_true",
+                        help="`procwatch up`'s key file: after re-encrypting, keep only the newest key")
+    for p in (create, plan, token, revoke, rotate):
         p.add_argument("--data-dir", default=argparse.SUPPRESS)
     return admin
-
-
-# One "@" between a local part and a dotted domain, no whitespace or control characters: what
-# the tooling refuses is a typo, not an unusual but valid address.
-_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
-EMAIL_MAX = 254
-
-
-def email_problem(email: str) -> str | None:
-    if not email or len(email) > EMAIL_MAX or not _EMAIL.fullmatch(email):
-        return f"{email!r} is not an email address (name@domain, at most {EMAIL_MAX} characters)"
-    return None
 
 
 def _fail(message: str) -> int:
@@ -64,6 +67,14 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from procwatch.stack import resolve_database_url
 
+    if args.admin_command == "new-secrets-key":
+        print(crypto.new_key())
+        return 0
+    if args.admin_command == "rotate-secrets-key":
+        try:
+            args.keys, args.key_file = _secrets_keys(args)
+        except crypto.SecretsKeyError as exc:
+            return _fail(str(exc))
     url = libpq_url(resolve_database_url(args.data_dir))
     try:
         with psycopg.connect(url) as conn:
@@ -104,4 +115,49 @@ def _dispatch(conn: psycopg.Connection, args: argparse.Namespace) -> int:
         if not accounts.revoke_api_token(conn, secret):
             return _fail("no such active token")
         print("revoked")
+    elif cmd == "rotate-secrets-key":
+        try:
+            count = rotate_secrets(conn, args.keys)
+        except crypto.SecretUnreadable as exc:
+            return _fail(f"{exc}; nothing was changed")
+        print(f"re-encrypted the secrets of {count} channel(s) with the newest key")
+        if args.drop_old_keys:
+            args.key_file.write_text(crypto.keys_of(args.key_file.read_text())[0] + "\n")
+            print(f"{args.key_file}: only the newest key is left; restart `procwatch up`")
     return 0
+
+
+def _secrets_keys(args: argparse.Namespace) -> tuple[crypto.Keyring, Path | None]:
+    """The keys to rotate with: PROCWATCH_SECRETS_KEY when set (a deployment's), else the data
+    dir's secrets.key (`procwatch up`'s; then also that file, which the flags edit)."""
+    path = Path(args.data_dir) / crypto.SECRETS_KEY_FILE
+    value = os.environ.get(crypto.SECRETS_KEY_ENV)
+    if value:
+        if args.add_new_key or args.drop_old_keys:
+            raise crypto.SecretsKeyError(
+                f"--add-new-key/--drop-old-keys edit {path}; with {crypto.SECRETS_KEY_ENV} set, put a new key first"
+                " in the variable yourself (procwatch admin new-secrets-key) and run without them")
+        return crypto.keyring(value), None
+    if not path.exists():
+        raise crypto.SecretsKeyError(f"{crypto.SECRETS_KEY_ENV} is not set and there is no {path}")
+    if args.add_new_key:
+        path.write_text(",".join([crypto.new_key(), *crypto.keys_of(path.read_text())]) + "\n")
+        print(f"{path}: a new key is first, the old ones still decrypt; restart `procwatch up` so that the"
+              " services encrypt with it")
+    return crypto.keyring(path.read_text()), path
+
+
+def rotate_secrets(conn: psycopg.Connection, keys: crypto.Keyring) -> int:
+    """Every channel's target and signing secret, encrypted again with the newest key, in one
+    transaction (all or nothing). The rows are locked while it runs; the API keeps working with
+    either key (MultiFernet decrypts with any of them)."""
+    rows = conn.execute(
+        "select id, target_encrypted, secret_encrypted from channels order by id for update"
+    ).fetchall()
+    updates = [
+        (crypto.reencrypt(target, keys), crypto.reencrypt(secret, keys) if secret else None, channel_id)
+        for channel_id, target, secret in rows
+    ]
+    with conn.cursor() as cur:
+        cur.executemany("update channels set target_encrypted = %s, secret_encrypted = %s where id = %s", updates)
+    return len(updates)

@@ -5,6 +5,7 @@
     procwatch ingest    the sample consumer alone
     procwatch alerter   the alert evaluator alone
     procwatch nats-auth the NATS auth callout responder (admits agents by their keys)
+    procwatch notifier  the alert deliverer alone (webhooks, Slack, Discord, email)
     procwatch agent     the agent that reports a server's processes
     procwatch migrate   apply database migrations
     procwatch admin …   users, plans and tokens
@@ -86,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     nats_auth = sub.add_parser("nats-auth", help="run the NATS auth callout responder (agents' broker identities)")
     nats_auth.set_defaults(func=lambda a: _run_service("procwatch_ingest.auth_callout"))
+    notifier = sub.add_parser("notifier", help="deliver alerts to notification channels")
+    notifier.set_defaults(func=lambda a: _run_service("procwatch_notifier.app"))
 
     agent = sub.add_parser("agent", help="report this server's watched processes (see `procwatch agent --help`)",
                            add_help=False)

@@ -22,6 +22,7 @@ SERVICES: list[tuple[str, str, str]] = [
     ("api", "procwatch_api.settings", "ApiSettings"),
     ("ingest", "procwatch_ingest.settings", "IngestSettings"),
     ("alerter", "procwatch_alerter.settings", "AlerterSettings"),
+    ("notifier", "procwatch_notifier.settings", "NotifierSettings"),
     ("agent", "procwatch_agent.settings", "AgentSettings"),
     ("nats-auth", "procwatch_ingest.auth_callout", "NatsAuthSettings"),
 ]

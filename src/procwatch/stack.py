@@ -3,9 +3,11 @@
 1. Resolve PostgreSQL, Redis and NATS: the `*_URL` variables when set, else
    embedded real servers under the data directory (see embedded.py).
 2. Apply migrations; on the first run create a demo user and print its token.
-3. Run the services (api, ingest, alerter, the NATS auth callout responder when
-   NATS is embedded, and with --with-agent an agent for the demo server) as child
-   processes; restart any service or embedded server that dies, with backoff.
+3. Run the services (api, ingest, alerter, notifier, the NATS auth callout
+   responder when NATS is embedded, and with --with-agent an agent for the demo
+   server) as child processes; restart any service or embedded server that dies,
+   with backoff. Unless PROCWATCH_SMTP_URL is set, a local mail catcher
+   (mailcatcher.py) takes the alert emails and writes each to DIR/mail/ as a .eml file.
 4. Write `DIR/stack.json` (mode 0600: its URLs carry the servers' passwords) and
    print the URLs; on Ctrl-C / SIGTERM stop the services first, then the servers.
 """
@@ -31,6 +33,7 @@ from procwatch.embedded import (
     port_is_free,
     write_private,
 )
+from procwatch.mailcatcher import MailCatcher
 
 log = logging.getLogger("procwatch.up")
 
@@ -40,7 +43,7 @@ DEMO_EMAIL = "demo@procwatch.local"
 # Watched on the demo server from the first run: the servers `up` itself runs,
 # so `up --with-agent` shows live processes at once.
 DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
-SERVICES = ("api", "ingest", "alerter")
+SERVICES = ("api", "ingest", "alerter", "notifier")
 NATS_AUTH_SERVICE = "nats-auth"  # the auth callout responder (procwatch_ingest.auth_callout)
 
 
@@ -121,6 +124,7 @@ class Stack:
     children: list[ChildService] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     server_backoff: dict[str, Backoff] = field(default_factory=dict)
+    mail: MailCatcher | None = None
 
     # -- servers -----------------------------------------------------------
 
@@ -146,6 +150,9 @@ class Stack:
             server = cls(self.data_dir / sub, port=ports.get(sub, 0))
             self.urls[key] = server.start()
             self.servers.append(server)
+        if not os.environ.get("PROCWATCH_SMTP_URL"):
+            self.mail = MailCatcher(self.data_dir / "mail")
+            self.urls["smtp_url"] = self.mail.start()
 
     @property
     def embedded_nats(self) -> EmbeddedNats | None:
@@ -189,6 +196,8 @@ class Stack:
         self.write_stack_file()
 
     def stop_servers(self) -> None:
+        if self.mail is not None:
+            self.mail.stop()
         for server in reversed(self.servers):
             server.stop()
 
@@ -246,6 +255,15 @@ class Stack:
             PROCWATCH_API_HOST="127.0.0.1",
             PROCWATCH_API_PORT=str(self.api_port),
         )
+        from procwatch_domain import crypto
+
+        # Channel secrets are encrypted with it (procwatch_domain.crypto): a 0600 file of the data dir.
+        if not env.get(crypto.SECRETS_KEY_ENV):
+            env[crypto.SECRETS_KEY_ENV] = crypto.ensure_key_file(self.data_dir / crypto.SECRETS_KEY_FILE)
+        if "smtp_url" in self.urls:
+            env["PROCWATCH_SMTP_URL"] = self.urls["smtp_url"]
+        # Channels on this machine (a local receiver, the demo) are private addresses.
+        env.setdefault("PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS", "1")
         return env
 
     def _env_for(self, name: str, env: dict[str, str]) -> dict[str, str]:

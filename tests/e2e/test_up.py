@@ -152,3 +152,51 @@ def test_signals_during_the_stop_do_not_interrupt_it(server_tmp_path):
             httpx.get(f"http://127.0.0.1:{server_port}/", timeout=1)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+
+
+def test_up_delivers_an_alert_by_email_into_its_mail_dir(tmp_path):
+    """A new user's first alert: an email channel, an alert on ALERTS, a .eml in DIR/mail/."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import nats
+
+    from procwatch_contracts import subjects
+    from procwatch_contracts.messages import AlertEvent, AlertProcess, AlertServer
+
+    data_dir, port = tmp_path / "pw", free_port()
+    proc = _start_up(data_dir, port)
+    try:
+        out = _read_until(proc, r"Ctrl-C stops everything")
+        stack = json.loads((data_dir / "stack.json").read_text())
+        assert stack["smtp_url"].startswith("smtp://127.0.0.1:")
+        token, url = re.search(r"curl -H 'Authorization: Bearer (\S+)' (\S+)", out).groups()
+        headers = {"Authorization": f"Bearer {token}"}
+        listed = httpx.get(url, headers=headers, timeout=10).json()
+        created = httpx.post(f"{stack['api_url']}/channels", headers=headers, timeout=10,
+                             json={"type": "email", "name": "me", "to": ["me@example.test"]})
+        assert created.status_code == 201, created.text
+        user_id = json.loads((data_dir / "demo.json").read_text())["user_id"]
+        server = listed["server"]
+        event = AlertEvent(id=f"alert-e2e-{time.time_ns()}", type="process_down", state="firing",
+                           occurred_at=datetime.now(UTC), user_id=user_id,
+                           server=AlertServer(id=server["id"], hostname=server["hostname"]),
+                           process=AlertProcess(id=1, process_name="postgres"), value=0.0)
+
+        async def publish():
+            nc = await nats.connect(stack["nats_url"])
+            try:
+                await nc.jetstream().publish(subjects.alerts(server["id"], 1), event.model_dump_json().encode(),
+                                             headers={"Nats-Msg-Id": event.id})
+            finally:
+                await nc.close()
+
+        asyncio.run(publish())
+        deadline = time.monotonic() + 60
+        while not list((data_dir / "mail").glob("*.eml")):
+            assert time.monotonic() < deadline, (data_dir / "notifier.log").read_text()[-3000:]
+            time.sleep(0.2)
+        mail = next((data_dir / "mail").glob("*.eml")).read_text()
+        assert "To: me@example.test" in mail and "postgres is down on" in mail and server["hostname"] in mail
+    finally:
+        assert _stop(proc) == 0

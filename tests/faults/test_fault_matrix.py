@@ -1,8 +1,10 @@
 """The fault matrix: real faults injected into the whole system under a known load.
 
 Own embedded PostgreSQL, Redis and NATS (under tmp, so killing them disturbs no other test);
-200 servers x 5 processes; `procwatch ingest`, `procwatch alerter` and `procwatch api` as
-subprocesses (so kill -9 is real); a load generator publishing one message per server per tick
+200 servers x 5 processes; `procwatch ingest`, `procwatch alerter`, `procwatch notifier` and
+`procwatch api` as subprocesses (so kill -9 is real); one webhook channel for the fleet's user,
+its receiver a real HTTP server in the test (tests/support/receiver.py) that verifies each
+signature (standardwebhooks) and dedupes by webhook-id as a receiver should; a load generator publishing one message per server per tick
 (the agent's contract: unique `Nats-Msg-Id` per server and tick, re-sent until JetStream acks it);
 an API poller hitting GET list every 100 ms.
 
@@ -13,7 +15,15 @@ only when its sample is the newest one (DESIGN: a late sample never re-triggers)
 from a crash redelivers older messages after newer ones, so this keeps the expected alert set
 exact while every sample and every event still crosses every fault.
 
-After each fault: one line `faults: N injected, samples lost 0, duplicated 0, alerts missing 0, extra 0`.
+After each fault: one line `faults: N injected, samples lost 0, duplicated 0, alerts missing 0, extra 0,
+webhooks lost 0, duplicated 0 (re-sent R)`: every alert id on ALERTS reached the receiver (lost),
+and no id arrived with two different bodies nor an id that is no alert (duplicated); R counts the
+copies sent again after a crash or a failed attempt, which the receiver dropped by webhook-id
+(delivery is at least once).
+The notifier's faults: kill -9 while a request is in flight (the receiver answers slowly), the
+receiver down for PROCWATCH_FAULTS_RECEIVER_DOWN_S (default 60 s here; the issue's scenario is
+10 minutes: set 600) while alerts keep coming, and the PostgreSQL outage. The notifier runs with
+a short retry schedule (1, 2, 4 s) and a 10 s claim lease, so recovery fits in the suite's time.
 At the end: every published sample stored exactly once with its values, samples_total and last_*
 fields right, every scripted alert transition on ALERTS exactly once and none extra, no consumer
 with anything pending or unacked, and the API never took more than 2 s (200, or 503 fast).
@@ -43,10 +53,13 @@ from procwatch_contracts.messages import AlertEvent
 from procwatch_db import accounts
 from procwatch_db.migrate import upgrade
 from procwatch_db.urls import libpq_url
+from procwatch_domain import crypto
 from procwatch_domain.secrets import hash_secret, new_agent_key
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from procwatch.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.faults.conftest import ServiceProcess
+from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -57,6 +70,11 @@ TICK_S = float(os.environ.get("PROCWATCH_FAULTS_TICK_S", "1.0"))
 ACTIVE_TICKS = 9  # scripted positions 2-7, then normal ticks so every episode resolves
 START_UNIX = 1_716_566_400
 API_HANG_S = 2.0
+RECEIVER_DOWN_S = float(os.environ.get("PROCWATCH_FAULTS_RECEIVER_DOWN_S", "60"))
+# The receiver answers this late during the active phase before these faults, so the notifier
+# still has webhooks to send (and in flight) when the fault hits.
+SLOW_RECEIVER_BEFORE = {"PostgreSQL down 10 s": 0.05}
+SECRETS_KEY = os.environ.get(crypto.SECRETS_KEY_ENV) or crypto.new_key()
 
 
 # --- the scripted load --------------------------------------------------------------------------
@@ -134,6 +152,49 @@ def make_fleet(database_url: str) -> Fleet:
             keys.append(key)
             pids.append(row)
     return Fleet(user_id, token, server_ids, keys, pids)
+
+
+def make_webhook_channel(database_url: str, user_id: int, url: str) -> str:
+    """A webhook channel for every alert of the fleet's user; returns its signing secret."""
+    os.environ[crypto.SECRETS_KEY_ENV] = SECRETS_KEY
+    secret = crypto.new_webhook_secret()
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        conn.execute("insert into channels (user_id, type, name, target_encrypted, target_hint, secret_encrypted)"
+                     " values (%s, 'webhook', 'faults', %s, 'http://127.0.0.1/***', %s)",
+                     (user_id, crypto.encrypt(url), crypto.encrypt(secret)))
+    return secret
+
+
+@dataclass
+class WebhookTally:
+    lost: int
+    duplicated: int
+    resent: int
+    bad_signatures: int
+
+
+def webhook_tally(receiver: Receiver, secret: str, expected_ids: set[str]) -> WebhookTally:
+    """What a receiver that dedupes by webhook-id kept, against the alert ids on ALERTS."""
+    verifier = Webhook(secret)
+    first: dict[str, bytes] = {}
+    resent = mismatched = bad = 0
+    for r in receiver.received:
+        if r.status != 200:
+            continue
+        try:
+            verifier.verify(r.body, r.headers)
+        except WebhookVerificationError:
+            bad += 1
+            continue
+        msg_id = r.headers["webhook-id"]
+        if msg_id in first:
+            resent += 1
+            mismatched += first[msg_id] != r.body
+        else:
+            first[msg_id] = r.body
+    lost = len(expected_ids - set(first))
+    duplicated = mismatched + len(set(first) - expected_ids)
+    return WebhookTally(lost, duplicated, resent, bad)
 
 
 @dataclass
@@ -241,7 +302,8 @@ def start_system(tmp: Path) -> System:
     database_url, redis_url, nats_url = pg.start(), redis.start(), nts.start()
     upgrade(database_url)
     api_port = free_port()
-    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "NATS_URL": nats_url, "LOG_LEVEL": "INFO"}
+    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "NATS_URL": nats_url, "LOG_LEVEL": "INFO",
+              crypto.SECRETS_KEY_ENV: SECRETS_KEY}
     services = {
         "ingest": ServiceProcess("ingest", {**common, "PROCWATCH_INGEST_ACK_WAIT_S": "5",
                                             "PROCWATCH_INGEST_RETENTION_ENABLED": "false",
@@ -252,6 +314,13 @@ def start_system(tmp: Path) -> System:
                                               "PROCWATCH_ALERTER_MAX_BACKOFF_S": "2",
                                               "PROCWATCH_ALERTER_RELAY_POLL_INTERVAL_S": "0.5"},
                                   tmp / "alerter.log"),
+        "notifier": ServiceProcess("notifier", {**common, "PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS": "1",
+                                                "PROCWATCH_NOTIFIER_ACK_WAIT_S": "5",
+                                                "PROCWATCH_NOTIFIER_RETRY_DELAYS_S": "[1, 2, 4]",
+                                                "PROCWATCH_NOTIFIER_CLAIM_LEASE_S": "10",
+                                                "PROCWATCH_NOTIFIER_REQUEST_TIMEOUT_S": "5",
+                                                "PROCWATCH_NOTIFIER_POLL_INTERVAL_S": "0.5"},
+                                   tmp / "notifier.log"),
         "api": ServiceProcess("api", {**common, "PROCWATCH_API_PORT": str(api_port),
                                       "PROCWATCH_API_RATE_LIMIT_PER_MINUTE": "1000000"}, tmp / "api.log"),
     }
@@ -312,13 +381,16 @@ class Tally:
     duplicated: int
     missing: int
     extra: int
+    webhooks: WebhookTally
 
     def line(self, injected: int) -> str:
+        w = self.webhooks
         return (f"faults: {injected} injected, samples lost {self.lost}, duplicated {self.duplicated}, "
-                f"alerts missing {self.missing}, extra {self.extra}")
+                f"alerts missing {self.missing}, extra {self.extra}, "
+                f"webhooks lost {w.lost}, duplicated {w.duplicated} (re-sent {w.resent})")
 
 
-async def tally(system: System, gen: LoadGen, fleet: Fleet, nc, upto: int) -> Tally:
+async def tally(system: System, gen: LoadGen, fleet: Fleet, nc, upto: int, receiver: Receiver, secret: str) -> Tally:
     """Compare the DB and ALERTS with everything published in ticks < `upto`."""
     published = [p for p in gen.published if p[1] < gen.at(upto)]
     all_pids = [pid for row in fleet.pids for pid in row]
@@ -333,7 +405,18 @@ async def tally(system: System, gen: LoadGen, fleet: Fleet, nc, upto: int) -> Ta
     expect = expected_alerts(published, fleet)
     missing = sum((expect - have).values())
     extra = sum((have - expect).values())
-    return Tally(lost, duplicated, missing, extra)
+    webhooks = webhook_tally(receiver, secret, {e.id for _, e in await read_alerts(nc)})
+    return Tally(lost, duplicated, missing, extra, webhooks)
+
+
+async def webhooks_caught_up(receiver: Receiver, nc, timeout: float) -> None:
+    """Every alert id on ALERTS reached the receiver (with a 200)."""
+    async def delivered():
+        want = {e.id for _, e in await read_alerts(nc)}
+        got = {r.headers.get("webhook-id") for r in receiver.received if r.status == 200}
+        return True if want <= got else len(want - got)
+
+    await wait_until(delivered, timeout, "every alert delivered to the webhook receiver", interval=0.5)
 
 
 async def caught_up(system: System, gen: LoadGen, fleet: Fleet, nc, js, timeout: float, extra_ticks: int = 0) -> int:
@@ -380,6 +463,9 @@ def system(tmp_path_factory):
 
 async def test_fault_matrix(system: System, capsys):
     fleet = make_fleet(system.database_url)
+    receiver = Receiver()
+    await receiver.start()
+    secret = make_webhook_channel(system.database_url, fleet.user_id, receiver.url("/hook"))
     for svc in system.services.values():
         svc.start()
     nc = await nats.connect(system.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.25)
@@ -400,9 +486,10 @@ async def test_fault_matrix(system: System, capsys):
     await wait_until(api_ready, 60, "api ready")
     async def consumers_exist():
         return (await consumer_state(js, subjects.AGENT_SAMPLES_STREAM, "procwatch-ingest") is not None
-                and await consumer_state(js, subjects.SAMPLE_EVENTS_STREAM, "alerter") is not None)
+                and await consumer_state(js, subjects.SAMPLE_EVENTS_STREAM, "alerter") is not None
+                and await consumer_state(js, subjects.ALERTS_STREAM, "notifier") is not None)
 
-    await wait_until(consumers_exist, 60, "ingest and alerter consumers")
+    await wait_until(consumers_exist, 60, "ingest, alerter and notifier consumers")
     gen = LoadGen(js, fleet, datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3),
                   restarts=[0] * N_SERVERS)
     poller = Poller(f"{api}/servers/{fleet.server_ids[0]}/processes", {"Authorization": f"Bearer {fleet.token}"})
@@ -429,12 +516,14 @@ async def test_fault_matrix(system: System, capsys):
         await asyncio.to_thread(system.nats.start)
 
     async def postgres_outage():
+        (pending,), = system.query("select count(*) from deliveries where status = 'pending'")
         # Fast shutdown (SIGINT): every session is cut at once and new ones are refused; a plain
         # SIGTERM ("smart") would keep serving the open sessions until they leave.
         system.pg.proc.send_signal(signal.SIGINT)
         await asyncio.to_thread(system.pg.proc.wait, 30)
         await asyncio.sleep(10)
         await asyncio.to_thread(system.pg.start)
+        return f"{pending} webhooks pending"
 
     async def flush_redis():
         import redis
@@ -451,26 +540,52 @@ async def test_fault_matrix(system: System, capsys):
         system.services["alerter"].start()
         return "mid-batch" if mid else "between batches"
 
+    async def kill_notifier():
+        # Deliveries in flight: the receiver answers slowly while an active phase raises alerts.
+        receiver.delay_s = 0.3
+        phase = asyncio.create_task(gen.active_phase())
+        try:
+            await wait_until(lambda: receiver.in_flight > 0, 60, "a webhook request in flight", interval=0.005)
+            system.services["notifier"].kill9()
+        finally:
+            receiver.delay_s = 0.0
+        system.services["notifier"].start()
+        await phase
+        return "request in flight"
+
+    async def receiver_down():
+        await receiver.stop()
+        phase = asyncio.create_task(gen.active_phase())  # alerts keep coming meanwhile
+        await asyncio.sleep(RECEIVER_DOWN_S)
+        await phase
+        await receiver.start()
+        return f"{RECEIVER_DOWN_S:g} s, alerts raised meanwhile"
+
     faults = [
         ("kill -9 ingest", kill_ingest),
         ("kill -9 alerter", kill_alerter),
         ("restart NATS", restart_nats),
         ("PostgreSQL down 10 s", postgres_outage),
         ("flush Redis", flush_redis),
+        ("kill -9 notifier", kill_notifier),
+        ("webhook receiver down", receiver_down),
     ]
     try:
         for name, inject in faults:
+            receiver.delay_s = SLOW_RECEIVER_BEFORE.get(name, 0.0)
             await gen.active_phase()
             await caught_up(system, gen, fleet, nc, js, 120)
             t0 = time.monotonic()
             note = await inject()
+            receiver.delay_s = 0.0
             back = time.monotonic()  # the dependency (or the killed service) is back
             injected += 1
             for svc_name, svc in system.services.items():
                 assert svc.alive(), f"{svc_name} died after {name}:\n{svc.output()[-3000:]}"
             upto = await caught_up(system, gen, fleet, nc, js, 120, extra_ticks=2)
+            await webhooks_caught_up(receiver, nc, 120)
             done = time.monotonic()
-            result = await tally(system, gen, fleet, nc, upto)
+            result = await tally(system, gen, fleet, nc, upto, receiver, secret)
             timing = f"fault lasted {back - t0:.1f} s, caught up (2 new ticks included) {done - back:.1f} s later"
             window = [(st, d) for t, st, d in poller.results if t0 - 1 <= t <= done]
             ok, unavailable = sum(1 for st, _ in window if st == 200), sum(1 for st, _ in window if st == 503)
@@ -482,13 +597,18 @@ async def test_fault_matrix(system: System, capsys):
         await gen_task
         upto = await caught_up(system, gen, fleet, nc, js, 120)
         assert upto == gen.tick
+        await webhooks_caught_up(receiver, nc, 120)
         poller.stopping = True
         await poll_task
 
         # --- final assertions -------------------------------------------------------------------
-        final = await tally(system, gen, fleet, nc, upto)
+        final = await tally(system, gen, fleet, nc, upto, receiver, secret)
         report(final.line(injected) + "  [final: whole run]")
         assert (final.lost, final.duplicated, final.missing, final.extra) == (0, 0, 0, 0), lines
+        assert (final.webhooks.lost, final.webhooks.duplicated, final.webhooks.bad_signatures) == (0, 0, 0), lines
+        undelivered = system.query("select status, count(*) from deliveries where status <> 'delivered'"
+                                   " group by status")
+        assert undelivered == [], undelivered
 
         all_pids = [pid for row in fleet.pids for pid in row]
         rows = system.query("select watched_process_id, recorded_at, count, cpu_pct, memory_pct, oldest_start_unix"
@@ -513,7 +633,8 @@ async def test_fault_matrix(system: System, capsys):
         assert all(mid == e.id for mid, e in await read_alerts(nc)), "Nats-Msg-Id differs from the alert id"
 
         for stream, durable in [(subjects.AGENT_SAMPLES_STREAM, "procwatch-ingest"),
-                                (subjects.SAMPLE_EVENTS_STREAM, "alerter")]:
+                                (subjects.SAMPLE_EVENTS_STREAM, "alerter"),
+                                (subjects.ALERTS_STREAM, "notifier")]:
             await wait_until(lambda s=stream, d=durable: _settled(js, s, d), 30, f"{durable} settled")
 
         statuses = Counter(s for _, s, _ in poller.results)
@@ -533,6 +654,7 @@ async def test_fault_matrix(system: System, capsys):
             if not task.done():
                 task.cancel()
         await asyncio.gather(gen_task, poll_task, return_exceptions=True)
+        await receiver.stop()
         (Path(system.tmp) / "summary.txt").write_text("\n".join(lines) + "\n")
         # Keep the logs of the last run outside pytest's rotating tmp dirs, for post-mortems.
         keep = Path(os.environ.get("PROCWATCH_FAULTS_KEEP_DIR", "/tmp/procwatch-faults-last"))

@@ -41,7 +41,7 @@ def compose() -> dict:
 @pytest.mark.unit
 def test_compose_declares_the_production_like_stack(compose):
     services = compose["services"]
-    assert set(services) == {"nats", "postgres", "redis", "migrate", "api", "ingest", "alerter"}
+    assert set(services) == {"nats", "postgres", "redis", "migrate", "api", "ingest", "alerter", "notifier"}
 
     nats = services["nats"]
     assert nats["image"].startswith("nats:")
@@ -60,7 +60,7 @@ def test_compose_declares_the_production_like_stack(compose):
     assert api["depends_on"]["nats"]["condition"] == "service_healthy"
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "${PROCWATCH_BIND_ADDRESS:-127.0.0.1}:8000:8000" in api["ports"] and "/healthz" in " ".join(api["healthcheck"]["test"])
-    for name in ("api", "ingest", "alerter"):
+    for name in ("api", "ingest", "alerter", "notifier"):
         svc = services[name]
         assert svc["restart"] == "unless-stopped"
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from fastapi.routing import APIRoute
 from procwatch_db.urls import libpq_url
+from procwatch_domain import crypto
 
 from tests.support.factories import make_process, make_server, make_user
 
@@ -25,6 +26,8 @@ BODIES = {
     ("POST", "/servers"): {"hostname": "intruder-01"},
     ("POST", "/servers/{server_id}/processes"): {"process_name": "intruder"},
     ("PUT", "/servers/{server_id}/processes/{process_id}"): {"enabled": False, "process_name": "renamed"},
+    ("POST", "/channels"): {"type": "email", "name": "intruder", "to": ["intruder@example.com"]},
+    ("PUT", "/channels/{channel_id}"): {"name": "renamed", "enabled": False},
 }
 MISSING_ID = "999999999"
 
@@ -63,8 +66,23 @@ def owner_state(database_url, server_id):
             (server_id,)).fetchall()
 
 
+def owner_channel(database_url, channel_id):
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        return conn.execute("select c.*, (select count(*) from deliveries d where d.channel_id = c.id)"
+                            " from channels c where c.id = %s", (channel_id,)).fetchall()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def secrets_key():
+    """The channels' encryption key (channel routes answer 503 without one)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(crypto.SECRETS_KEY_ENV, crypto.new_key())
+        yield
+
+
 @pytest.fixture
 def owned(database_url):
+    """The owner's server, process (with an alert) and channel (with a delivery); the ids to address them."""
     owner = make_user(database_url, "pro")
     server = make_server(database_url, owner, "secret-host.internal")
     pid = make_process(database_url, server, "secret-proc", samples_total=3)
@@ -72,7 +90,13 @@ def owned(database_url):
         conn.execute("insert into alerts (watched_process_id, server_id, user_id, type, state, started_at, event_id)"
                      " values (%s, %s, %s, 'process_down', 'firing', now(), %s)",
                      (pid, server.id, owner.id, f"iso-{pid}"))
-    return owner, server, pid
+        (channel_id,) = conn.execute(
+            "insert into channels (user_id, type, name, target_encrypted, target_hint) values"
+            " (%s, 'email', 'secret-channel', %s, 'owner@example.com') returning id",
+            (owner.id, crypto.encrypt('["owner@example.com"]'))).fetchone()
+        conn.execute("insert into deliveries (channel_id, alert_id, alert_type, alert_state, payload, status)"
+                     " values (%s, %s, 'process_down', 'firing', '{}', 'delivered')", (channel_id, f"iso-{pid}"))
+    return owner, server, pid, channel_id
 
 
 def test_the_walk_covers_every_route(client):
@@ -85,29 +109,30 @@ def test_the_walk_covers_every_route(client):
 
 
 async def test_another_users_token_sees_nothing_and_changes_nothing(client, database_url, owned):
-    owner, server, pid = owned
+    owner, server, pid, channel_id = owned
     intruder = make_user(database_url, "pro")
     intruder_server = make_server(database_url, intruder)
     intruder_pid = make_process(database_url, intruder_server, "mine")
     before = owner_state(database_url, server.id)
+    channel_before = owner_channel(database_url, channel_id)
     walked = 0
     for method, path in api_routes(client.app):
         body = BODIES.get((method, path))
-        if "{server_id}" not in path:
+        if "{" not in path:
             r = await client.request(method, path, json=body, headers=intruder.headers)
             assert r.status_code < 400, (method, path, r.text)
             assert str(server.id) not in [str(s.get("id")) for s in r.json().get("servers", [])]
-            assert server.hostname not in r.text and owner.email not in r.text
+            assert server.hostname not in r.text and owner.email not in r.text and "secret-channel" not in r.text
             walked += 1
             continue
         targets = {
-            # the owner's server and process
-            "foreign": {"server_id": str(server.id), "process_id": str(pid)},
+            # the owner's server, process and channel
+            "foreign": {"server_id": str(server.id), "process_id": str(pid), "channel_id": str(channel_id)},
             # the intruder's own server with the owner's process id
             "foreign_process": {"server_id": str(intruder_server.id), "process_id": str(pid)},
         }
         missing = {
-            "foreign": {"server_id": MISSING_ID, "process_id": MISSING_ID},
+            "foreign": {"server_id": MISSING_ID, "process_id": MISSING_ID, "channel_id": MISSING_ID},
             "foreign_process": {"server_id": str(intruder_server.id), "process_id": MISSING_ID},
         }
         for name, ids in targets.items():
@@ -119,9 +144,11 @@ async def test_another_users_token_sees_nothing_and_changes_nothing(client, data
             assert got.json() == ref.json(), (method, path, name)
             assert got.json()["error"] in {"server_not_found", "not_found"}
             assert server.hostname not in got.text and "secret-proc" not in got.text
+            assert "secret-channel" not in got.text
             walked += 1
     assert walked >= len(api_routes(client.app))
     assert owner_state(database_url, server.id) == before, "another user's request changed the owner's rows"
+    assert owner_channel(database_url, channel_id) == channel_before, "another user changed the owner's channel"
     # The intruder's own process is still intact too (the foreign_process walk addressed the owner's id).
     with psycopg.connect(libpq_url(database_url)) as conn:
         assert conn.execute("select process_name from watched_processes where id = %s",
@@ -130,15 +157,17 @@ async def test_another_users_token_sees_nothing_and_changes_nothing(client, data
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer pwt_forged"}], ids=["no_token", "bad_token"])
 async def test_without_a_valid_token_every_route_is_the_same_401(client, database_url, owned, headers):
-    owner, server, pid = owned
+    owner, server, pid, channel_id = owned
     before = owner_state(database_url, server.id)
+    channel_before = owner_channel(database_url, channel_id)
     bodies = set()
     for method, path in api_routes(client.app):
-        for ids in ({"server_id": str(server.id), "process_id": str(pid)},
-                    {"server_id": MISSING_ID, "process_id": MISSING_ID}):
+        for ids in ({"server_id": str(server.id), "process_id": str(pid), "channel_id": str(channel_id)},
+                    {"server_id": MISSING_ID, "process_id": MISSING_ID, "channel_id": MISSING_ID}):
             r = await client.request(method, fill(path, ids), json=BODIES.get((method, path)), headers=headers)
             assert r.status_code == 401, (method, path, r.status_code)
             assert r.headers["www-authenticate"] == "Bearer"
             bodies.add(r.text)
     assert len(bodies) == 1, bodies  # nothing tells an existing resource from a missing one
     assert owner_state(database_url, server.id) == before
+    assert owner_channel(database_url, channel_id) == channel_before

@@ -27,6 +27,7 @@ DEADLETTER_SUBJECTS = "deadletter.>"
 DEADLETTER_AGENT_SAMPLES = "deadletter.agent.samples"
 DEADLETTER_SAMPLE_EVENTS = "deadletter.samples.recorded"
 DEADLETTER_PROCESS_EVENTS = "deadletter.processes.changed"
+DEADLETTER_ALERTS = "deadletter.alerts"
 
 REASON_HEADER = "Procwatch-Reason"
 

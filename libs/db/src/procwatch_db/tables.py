@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Field, SQLModel
 
 from procwatch_domain.rules import SETTINGS, Setting
@@ -199,6 +200,64 @@ class Alert(SQLModel, table=True):
     resolve_reason: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     # Nats-Msg-Id of the firing event: a redelivered sample finds it and writes nothing.
     event_id: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+
+
+class Channel(SQLModel, table=True):
+    """A user's notification channel (migration 0007, docs/notifications.md).
+
+    The target (a URL, or the JSON list of email addresses) and the webhook signing
+    secret are stored encrypted (`procwatch_domain.crypto`): Slack and Discord URLs
+    carry tokens. `target_hint` is the masked form shown after creation.
+    """
+
+    __tablename__ = "channels"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    type: str = Field(sa_column=Column(String(16), nullable=False))
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    format: str = Field(default="standard", sa_column=Column(String(16), nullable=False, server_default="standard"))
+    target_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    target_hint: str = Field(sa_column=Column(String(200), nullable=False))
+    secret_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # NULL = every alert type / every server of the user.
+    alert_types: list[str] | None = Field(default=None, sa_column=Column(ARRAY(Text), nullable=True))
+    server_ids: list[int] | None = Field(default=None, sa_column=Column(ARRAY(BigInteger), nullable=True))
+    send_resolved: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
+    enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
+    # Set by the notifier when it disables the channel (e.g. a receiver answering 410 Gone).
+    disabled_reason: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    repeat_every_s: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    updated_at: datetime | None = Field(default=None, sa_column=_now_column())
+
+
+class Delivery(SQLModel, table=True):
+    """One alert event to one channel: the notifier's attempts and their outcome."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "alert_id", name="uq_deliveries_channel_alert"),
+        # The sender's scan: pending rows that are due.
+        Index("ix_deliveries_pending_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # GET /channels/{id}/deliveries, newest first.
+        Index("ix_deliveries_channel_newest", "channel_id", text("id DESC")),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    channel_id: int = Field(sa_column=Column(BigInteger, ForeignKey("channels.id", ondelete="CASCADE"), nullable=False))
+    alert_id: str = Field(sa_column=Column(String(200), nullable=False))
+    alert_type: str = Field(sa_column=Column(String(32), nullable=False))
+    alert_state: str = Field(sa_column=Column(String(16), nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    # pending | delivered | failed | dead (gave up) | skipped
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    last_status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
 PLANS: dict[str, tuple[int, int, int]] = {

@@ -73,6 +73,10 @@ def _boolean(value: Any) -> bool | None:
     return None
 
 
+# Public: the channels' validation (procwatch_api.channels_service) takes booleans the same way.
+parse_boolean = _boolean
+
+
 def _number(value: Any, setting: Setting) -> float | int | None:
     """The value as the setting's type, or None when it is not one within its bounds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

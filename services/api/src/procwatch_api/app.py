@@ -12,7 +12,8 @@ from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from procwatch_api import health, routes
+from procwatch_api import channels_routes, health, routes
+from procwatch_api.channels_schemas import CHANNEL_REQUEST_MODELS
 from procwatch_api.error_handlers import install_error_handlers
 from procwatch_api.ratelimit import RateLimiter, redis_client
 from procwatch_api.repository import Reads
@@ -22,6 +23,7 @@ from procwatch_api.service import ALERTS_DEFAULT_LIMIT, ALERTS_MAX_LIMIT
 from procwatch_api.settings import ApiSettings
 from procwatch_api.slow_clients import BodyDeadline, header_deadline_protocol
 from procwatch_db.urls import libpq_url, sqlalchemy_url
+from procwatch_domain import crypto
 from procwatch_messaging.outbox import OutboxRelay
 from procwatch_messaging.streams import ensure_streams
 from procwatch_runtime.gc_tuning import tune_gc
@@ -108,6 +110,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # Everything built so far lives as long as the process: keep it out of the collector's
         # generations, so a full collection under load walks only per-request garbage (p99).
         tune_gc(settings.gc_gen0_threshold)
+        try:
+            crypto.check_key()
+        except crypto.SecretsKeyError as exc:
+            # Everything else works; /channels answers 503 secrets_unavailable until it is set.
+            log.warning("channel secrets cannot be stored", extra={"reason": str(exc)})
         log.info("api started", extra={"rate_limit_per_minute": settings.rate_limit_per_minute})
         try:
             yield
@@ -136,12 +143,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s)
     app.include_router(health.router)
     app.include_router(routes.router)
+    app.include_router(channels_routes.router)
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (*REQUEST_MODELS, Error):
+            for model in (*REQUEST_MODELS, *CHANNEL_REQUEST_MODELS, Error):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema

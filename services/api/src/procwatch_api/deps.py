@@ -10,11 +10,13 @@ these but authenticate with the same hot_reads.admit.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from procwatch_api import service
+from procwatch_api.channels_repository import ChannelRepository
 from procwatch_api.errors import BodyTooLarge
 from procwatch_api.hot_reads import admit, client_host
 from procwatch_api.repository import Repository
@@ -74,3 +76,19 @@ async def unit_of_work(request: Request) -> AsyncIterator[Repository]:
 
 
 Repo = Annotated[Repository, Depends(unit_of_work, scope="function")]
+
+
+def channels_of_unit_of_work(repo: Repo) -> ChannelRepository:
+    """The channels' SQL (channels_repository) on the request's unit of work."""
+    return ChannelRepository(repo.conn)
+
+
+ChannelsRepo = Annotated[ChannelRepository, Depends(channels_of_unit_of_work)]
+
+
+@asynccontextmanager
+async def read_only_unit(request: Request) -> AsyncIterator[ChannelRepository]:
+    """A short transaction for a route that then waits on something else (the channel test's
+    HTTP request): its connection goes back to the pool before the wait."""
+    async with request.app.state.engine.connect() as conn:
+        yield ChannelRepository(conn)

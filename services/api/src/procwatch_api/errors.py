@@ -47,11 +47,12 @@ class Unauthorized(ApiError):
 
 
 class PlanLimitReached(ApiError):
-    """`scope` says which limit: "per_server" (watched processes of one server) or
-    "servers_per_user" (servers of one user)."""
+    """`scope` says which limit: "per_server" (watched processes of one server),
+    "servers_per_user" (servers of one user) or "channels_per_user" (notification channels)."""
 
     code, status = "plan_limit_reached", 402
-    _WHAT = {"per_server": "watched processes per server", "servers_per_user": "servers per user"}
+    _WHAT = {"per_server": "watched processes per server", "servers_per_user": "servers per user",
+             "channels_per_user": "notification channels per user"}
 
     def __init__(self, *, plan: str, limit: int, current_count: int, scope: str = "per_server") -> None:
         super().__init__(
@@ -79,6 +80,17 @@ class DuplicateProcess(ApiError):
 
     def __init__(self, process_name: str) -> None:
         super().__init__(f"a watched process named {process_name!r} already exists on this server")
+
+
+class SecretsUnavailable(ApiError):
+    """The channels' encryption key (PROCWATCH_SECRETS_KEY) is missing, malformed, or no longer
+    decrypts a stored secret: an operator's fix, answered without detail (never the key)."""
+
+    code, status = "secrets_unavailable", 503
+
+    def __init__(self) -> None:
+        super().__init__("channel secrets cannot be encrypted or decrypted: the server's secrets key"
+                         " (PROCWATCH_SECRETS_KEY) is not configured correctly")
 
 
 class BodyTooLarge(ApiError):

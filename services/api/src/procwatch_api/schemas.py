@@ -123,8 +123,9 @@ class ValidationFailedError(Error):
 
 class PlanLimitError(Error):
     error: Literal["plan_limit_reached"] = "plan_limit_reached"
-    scope: Literal["per_server", "servers_per_user"] = Field(
-        description="per_server: watched processes of the server; servers_per_user: servers of the user")
+    scope: Literal["per_server", "servers_per_user", "channels_per_user"] = Field(
+        description="per_server: watched processes of the server; servers_per_user: servers of the user;"
+                    " channels_per_user: notification channels of the user")
     plan: str
     limit: int
     current_count: int
@@ -304,13 +305,14 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         400: (ValidationFailedError, "validation_failed: the body or a parameter is invalid"),
         401: (Error, "unauthorized: missing, invalid or revoked bearer token"),
-        402: (PlanLimitError, "plan_limit_reached: as many watched processes on the server (per_server) or"
-              " servers (servers_per_user) as the plan allows"),
+        402: (PlanLimitError, "plan_limit_reached: as many watched processes on the server (per_server),"
+              " servers (servers_per_user) or channels (channels_per_user) as allowed"),
         404: (Error, "server_not_found / not_found (also for resources of other users and malformed ids)"),
         409: (Error, "duplicate_process: the name is taken on this server"),
         413: (Error, "body_too_large"),
         429: (RateLimitError, "rate_limited: see the Retry-After header"),
-        503: (Error, "service_unavailable: the database cannot be reached; retry (see Retry-After)"),
+        503: (Error, "service_unavailable: the database cannot be reached; retry (see Retry-After)."
+              " /channels: secrets_unavailable, the server's secrets key is not configured"),
     }
     return {status: {"model": described[status][0], "description": described[status][1]}
             for status in sorted({401, 429, 503, *statuses})}

@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 import unicodedata
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -210,6 +211,18 @@ def encode_cursor(alert_id: int) -> str:
     return base64.urlsafe_b64encode(f"a:{alert_id}".encode()).decode().rstrip("=")
 
 
+async def keyset_page(
+    fetch: Callable[[int | None, int], Awaitable[list[dict[str, Any]]]], limit: str | None, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a newest-first listing by id and its `next_cursor` (None on the last page):
+    `fetch(before_id, n)` returns at most n rows with ids below before_id (all when None)."""
+    page_size = parse_limit(limit)
+    rows = await fetch(decode_cursor(cursor), page_size + 1)
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return rows, (encode_cursor(rows[-1]["id"]) if more else None)
+
+
 def parse_limit(raw: str | None) -> int:
     if raw is None:
         return ALERTS_DEFAULT_LIMIT
@@ -353,15 +366,8 @@ async def list_alerts(
     repo: Repository, user_id: int, raw_server_id: str, raw_process_id: str, *, limit: str | None, cursor: str | None
 ) -> dict[str, Any]:
     row = await _owned_process(repo, user_id, raw_server_id, raw_process_id)
-    page_size = parse_limit(limit)
-    before = decode_cursor(cursor)
-    rows = await repo.alerts_page(row["id"], before, page_size + 1)
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    return {
-        "alerts": [present_alert(r) for r in rows],
-        "next_cursor": encode_cursor(rows[-1]["id"]) if more else None,
-    }
+    rows, next_cursor = await keyset_page(lambda before, n: repo.alerts_page(row["id"], before, n), limit, cursor)
+    return {"alerts": [present_alert(r) for r in rows], "next_cursor": next_cursor}
 
 
 # --- lifecycle events -------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_runtime.settings import ConnectionSettings
@@ -54,3 +54,20 @@ class ApiSettings(ConnectionSettings):
 
     outbox_poll_interval_s: float = 1.0
     nats_connect_timeout_s: float = 2.0
+
+    # /channels: the notifier's switches, read here too (the API checks a channel's target when it
+    # is saved and sends its test). Private and loopback targets, and plain http to them, are
+    # refused unless allowed (`procwatch up` and the tests allow them).
+    allow_private_targets: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS", "allow_private_targets"),
+    )
+    # The SMTP server email channels' tests go through (smtp://user:pass@host:port or smtps://...).
+    smtp_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("PROCWATCH_SMTP_URL", "smtp_url"),
+    )
+    # The From address of those test mails (the notifier's setting).
+    mail_from: str = Field(
+        default="procwatch@localhost",
+        validation_alias=AliasChoices("PROCWATCH_NOTIFIER_MAIL_FROM", "mail_from"),
+    )
