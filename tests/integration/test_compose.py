@@ -79,7 +79,8 @@ def test_compose_declares_the_production_like_stack(compose):
 def test_docker_compose_config_is_valid():
     # `docker compose config` is client-side: it needs the compose plugin, not an engine.
     # It refuses to render without its secrets (tests/security/test_compose_secrets.py).
-    secrets = {"POSTGRES_PASSWORD": "x", "PROCWATCH_NATS_SERVICES_PASSWORD": "x", "REDIS_PASSWORD": "x"}
+    secrets = {"POSTGRES_PASSWORD": "x", "PROCWATCH_NATS_SERVICES_PASSWORD": "x", "REDIS_PASSWORD": "x",
+               "PROCWATCH_SECRETS_KEY": "x"}
     out = subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True,
                          text=True, timeout=60, cwd=REPO, env={**os.environ, **secrets})
     assert out.returncode == 0, out.stderr

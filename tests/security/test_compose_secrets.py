@@ -13,7 +13,7 @@ import yaml
 pytestmark = pytest.mark.integration
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
-SECRETS = ("POSTGRES_PASSWORD", "PROCWATCH_NATS_SERVICES_PASSWORD", "REDIS_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "PROCWATCH_NATS_SERVICES_PASSWORD", "REDIS_PASSWORD", "PROCWATCH_SECRETS_KEY")
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:\?|:-|\?|-)(?P<arg>[^}]*))?\}")
 
 
