@@ -66,6 +66,55 @@ class OutboxRow:
     payload: str
 
 
+@dataclass(frozen=True)
+class OfflineServer:
+    """A server the job just declared offline (its row now has offline_since = last_seen_at)."""
+
+    id: int
+    user_id: int
+    hostname: str
+    last_seen_at: datetime
+    offline_after_s: int
+    offline_deadline_at: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class OpenOfflineAlert:
+    """An open server_offline alert that is over: its server is back, no longer flagged, or gone."""
+
+    alert_id: int
+    server_id: int
+    user_id: int
+    hostname: str
+    deleted: bool
+    alert_on_offline: bool
+    last_seen_at: datetime | None
+    offline_since: datetime | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class ServerAlertRow:
+    """A new server-level alert history row (watched_process_id NULL)."""
+
+    server_id: int
+    user_id: int
+    hostname: str
+    type: str
+    value: float | None
+    threshold: float | None
+    started_at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True)
+class ServerAlertResolution:
+    alert_id: int
+    resolved_at: datetime
+    reason: str
+
+
 # The names (process, server) come from the database, never from an event: what the
 # alerter writes into alerts carries no text a publisher of events chose.
 PROCESS_COLUMNS = (
@@ -160,3 +209,68 @@ class AlerterRepository:
         cur = await self._conn.execute("select hostname from servers where id = %s", (server_id,))
         row = await cur.fetchone()
         return row[0] if row else None
+
+    # --- server liveness (the offline job) ------------------------------------------
+
+    async def declare_offline(self, alert_type: str, judgeable_after_s: float, limit: int) -> list[OfflineServer]:
+        """Mark the due servers offline (offline_since = last_seen_at) and return them, oldest deadline
+        first. Due: deadline passed (the database's clock), not declared yet, flag on, and its
+        offline_after_s within what may be judged (procwatch_domain.liveness.LivenessGate). Found by
+        ix_servers_offline_due; rows ingest is stamping right now are skipped (they are alive).
+        Servers with an open alert of the type (a duplicate would break the unique episode) are left."""
+        cur = await self._conn.execute(
+            "with due as (select s.id from servers s"
+            "   where s.offline_since is null and s.alert_on_offline and s.offline_deadline_at <= now()"
+            "   and s.offline_after_s <= %(judgeable)s"
+            "   and not exists (select 1 from alerts a where a.server_id = s.id and a.watched_process_id is null"
+            "                   and a.type = %(type)s and a.resolved_at is null)"
+            "   order by s.offline_deadline_at limit %(n)s for update of s skip locked)"
+            " update servers s set offline_since = s.last_seen_at from due where s.id = due.id"
+            " returning s.id, s.user_id, s.hostname, s.last_seen_at, s.offline_after_s, s.offline_deadline_at, now()",
+            {"judgeable": judgeable_after_s, "n": limit, "type": alert_type},
+        )
+        return sorted((OfflineServer(*r) for r in await cur.fetchall()), key=lambda r: (r.offline_deadline_at, r.id))
+
+    async def offline_alerts_to_resolve(self, alert_type: str, limit: int) -> list[OpenOfflineAlert]:
+        """Open alerts of the type (uq_alerts_open_server_episode: only open ones are read) whose
+        server is back (last_seen_at moved past offline_since), no longer flagged, or deleted."""
+        cur = await self._conn.execute(
+            "select a.id, a.server_id, a.user_id, coalesce(s.hostname, a.hostname, ''), s.id is null,"
+            " coalesce(s.alert_on_offline, false), s.last_seen_at, s.offline_since, now()"
+            " from alerts a left join servers s on s.id = a.server_id"
+            " where a.watched_process_id is null and a.type = %(type)s and a.resolved_at is null"
+            " and (s.id is null or not s.alert_on_offline or s.offline_since is null"
+            "      or s.last_seen_at > s.offline_since)"
+            " order by a.id limit %(n)s for update of a skip locked",
+            {"type": alert_type, "n": limit},
+        )
+        return [OpenOfflineAlert(*r) for r in await cur.fetchall()]
+
+    async def clear_offline(self, server_ids: Sequence[int]) -> None:
+        """The servers are no longer declared offline (they count down to their deadline again)."""
+        if server_ids:
+            await self._conn.execute("update servers set offline_since = null where id = any(%s)",
+                                     (sorted(set(server_ids)),))
+
+    async def insert_server_alerts(self, rows: Sequence[ServerAlertRow]) -> None:
+        """Idempotent like insert_alerts: an existing event_id or open episode is skipped."""
+        if not rows:
+            return
+        async with self._conn.cursor() as cur:
+            await cur.executemany(
+                "insert into alerts (watched_process_id, server_id, user_id, hostname, type, state, value,"
+                " threshold, started_at, event_id) values (null, %s, %s, %s, %s, 'firing', %s, %s, %s, %s)"
+                " on conflict do nothing",
+                [(r.server_id, r.user_id, r.hostname, r.type, r.value, r.threshold, r.started_at, r.event_id)
+                 for r in rows],
+            )
+
+    async def resolve_server_alerts(self, resolutions: Sequence[ServerAlertResolution]) -> None:
+        if not resolutions:
+            return
+        async with self._conn.cursor() as cur:
+            await cur.executemany(
+                "update alerts set state = 'resolved', resolved_at = %s, resolve_reason = %s"
+                " where id = %s and resolved_at is null",
+                [(r.resolved_at, r.reason, r.alert_id) for r in resolutions],
+            )
