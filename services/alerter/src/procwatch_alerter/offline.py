@@ -9,7 +9,8 @@ Each run:
    cannot be asked, nobody is declared offline, and afterwards a server only once its whole
    offline_after_s lies inside the caught-up time (so does the job's first run after a start);
 3. runs AlerterService.detect_offline in one transaction: resolutions first (a scan of the OPEN
-   server_offline alerts only), then the due servers (partial index on offline_deadline_at);
+   server_offline alerts only), then the due servers (partial index on offline_deadline_at) whose
+   deadline passed more than ingest's current lag ago;
    the alert events go through the outbox and out in commit order (Handlers.run_unit).
 
 The sample hot paths are untouched: ingest only stamps last_seen_at (docs/ingest.md).
@@ -85,7 +86,8 @@ class OfflineDetector:
         judgeable = self.gate.judgeable_after_s(self._clock())
         if judgeable is None:
             self.gated_runs += 1
-        outcome = await self._run_unit(lambda svc: svc.detect_offline(judgeable, s.offline_batch))
+        lag_s = state.oldest_unacked_age_s
+        outcome = await self._run_unit(lambda svc: svc.detect_offline(judgeable, s.offline_batch, lag_s))
         for alert in outcome.alerts:
             if alert.state == "firing":
                 self.fired += 1

@@ -212,22 +212,25 @@ class AlerterRepository:
 
     # --- server liveness (the offline job) ------------------------------------------
 
-    async def declare_offline(self, alert_type: str, judgeable_after_s: float, limit: int) -> list[OfflineServer]:
+    async def declare_offline(self, alert_type: str, judgeable_after_s: float, limit: int,
+                              lag_s: float = 0.0) -> list[OfflineServer]:
         """Mark the due servers offline (offline_since = last_seen_at) and return them, oldest deadline
-        first. Due: deadline passed (the database's clock), not declared yet, flag on, and its
+        first. Due: deadline passed (the database's clock) more than `lag_s` ago (ingest's current lag:
+        a message of the server may still be queued that long), not declared yet, flag on, and its
         offline_after_s within what may be judged (procwatch_domain.liveness.LivenessGate). Found by
         ix_servers_offline_due; rows ingest is stamping right now are skipped (they are alive).
         Servers with an open alert of the type (a duplicate would break the unique episode) are left."""
         cur = await self._conn.execute(
             "with due as (select s.id from servers s"
-            "   where s.offline_since is null and s.alert_on_offline and s.offline_deadline_at <= now()"
+            "   where s.offline_since is null and s.alert_on_offline"
+            "   and s.offline_deadline_at <= now() - make_interval(secs => %(lag)s)"
             "   and s.offline_after_s <= %(judgeable)s"
             "   and not exists (select 1 from alerts a where a.server_id = s.id and a.watched_process_id is null"
             "                   and a.type = %(type)s and a.resolved_at is null)"
             "   order by s.offline_deadline_at limit %(n)s for update of s skip locked)"
             " update servers s set offline_since = s.last_seen_at from due where s.id = due.id"
             " returning s.id, s.user_id, s.hostname, s.last_seen_at, s.offline_after_s, s.offline_deadline_at, now()",
-            {"judgeable": judgeable_after_s, "n": limit, "type": alert_type},
+            {"judgeable": judgeable_after_s, "n": limit, "type": alert_type, "lag": lag_s},
         )
         return sorted((OfflineServer(*r) for r in await cur.fetchall()), key=lambda r: (r.offline_deadline_at, r.id))
 

@@ -330,11 +330,12 @@ class AlerterService:
 
     # --- server liveness (the offline job, procwatch_alerter.offline) -------------------------
 
-    async def detect_offline(self, judgeable_after_s: float | None, limit: int) -> Outcome:
+    async def detect_offline(self, judgeable_after_s: float | None, limit: int, lag_s: float = 0.0) -> Outcome:
         """One run of the offline job, in one transaction: resolve the server_offline alerts that are
         over (the server is back: `recovered` at the last_seen_at that proved it; its flag is off:
         `flag_disabled`; it was deleted: `deleted`), then, unless `judgeable_after_s` is None (the
-        pipeline may not be judged now), declare the due servers offline and fire. Every alert goes
+        pipeline may not be judged now), declare the due servers offline (deadline passed more than
+        `lag_s`, ingest's current lag, ago) and fire. Every alert goes
         to the history and the outbox like a process's (procwatch_domain.liveness)."""
         outcome = Outcome()
         rows: list[ServerAlertRow] = []
@@ -357,7 +358,7 @@ class AlerterService:
                                       reason=reason)
                 outcome.alerts.append(event)
             declared = ([] if judgeable_after_s is None
-                        else await self._repo.declare_offline(SERVER_OFFLINE, judgeable_after_s, limit))
+                        else await self._repo.declare_offline(SERVER_OFFLINE, judgeable_after_s, limit, lag_s))
             for srv in declared:
                 silent_s = max(0.0, (srv.now - srv.last_seen_at).total_seconds())
                 event = _server_event(SERVER_OFFLINE, "firing", srv.offline_deadline_at, srv.id, srv.user_id,
