@@ -63,12 +63,13 @@ class OfflineDetector:
             if backlog == 0:
                 return PipelineState(reachable=True)
             floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
-            oldest = await js.get_msg(stream, seq=floor + 1, subject=subjects.AGENT_SAMPLES_SUBJECTS, next=True)
-            newest = (await js.stream_info(stream)).state.last_ts
+            oldest = await js.get_msg(stream, seq=floor + 1, next=True,
+                                      subject=info.config.filter_subject or subjects.AGENT_SAMPLES_SUBJECTS)
+            newest = await js.get_msg(stream, seq=(await js.stream_info(stream)).state.last_seq)
         except Exception as exc:  # broker down, timeout, durable missing: judge nobody
             log.debug("ingest lag unknown", extra={"error": type(exc).__name__})
             return PipelineState(reachable=False)
-        age = (newest - oldest.time).total_seconds() if newest and oldest.time else 0.0
+        age = (newest.time - oldest.time).total_seconds() if newest.time and oldest.time else 0.0
         return PipelineState(reachable=True, backlog=backlog, oldest_unacked_age_s=max(0.0, age))
 
     async def run(self) -> None:

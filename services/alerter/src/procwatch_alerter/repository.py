@@ -249,11 +249,13 @@ class AlerterRepository:
         )
         return [OpenOfflineAlert(*r) for r in await cur.fetchall()]
 
-    async def clear_offline(self, server_ids: Sequence[int]) -> None:
-        """The servers are no longer declared offline (they count down to their deadline again)."""
-        if server_ids:
-            await self._conn.execute("update servers set offline_since = null where id = any(%s)",
-                                     (sorted(set(server_ids)),))
+    async def clear_recovered(self) -> None:
+        """Servers declared offline that were seen since count down to their deadline again
+        (ix_servers_offline_declared: only declared ones are read). Also those whose alert was
+        resolved by turning the flag off: a silence fires at most once, the next one fires again."""
+        await self._conn.execute(
+            "update servers set offline_since = null where offline_since is not null and last_seen_at > offline_since"
+        )
 
     async def insert_server_alerts(self, rows: Sequence[ServerAlertRow]) -> None:
         """Idempotent like insert_alerts: an existing event_id or open episode is skipped."""

@@ -343,20 +343,19 @@ class AlerterService:
         outbox: list[OutboxRow] = []
         async with self._write_transaction():
             over = await self._repo.offline_alerts_to_resolve(SERVER_OFFLINE, limit)
-            back: list[int] = []
             for a in over:
                 if a.deleted:
                     reason, at = DELETED, a.now
                 elif not a.alert_on_offline:
+                    # offline_since stays: turned back on during the same silence, it does not fire again.
                     reason, at = FLAG_DISABLED, a.now
-                    back.append(a.server_id)
                 else:
                     reason, at = RECOVERED, a.last_seen_at or a.now
-                    back.append(a.server_id)
                 resolutions.append(ServerAlertResolution(a.alert_id, at, reason))
                 event = _server_event(SERVER_OFFLINE, "resolved", at, a.server_id, a.user_id, a.hostname,
                                       reason=reason)
                 outcome.alerts.append(event)
+            await self._repo.clear_recovered()
             declared = ([] if judgeable_after_s is None
                         else await self._repo.declare_offline(SERVER_OFFLINE, judgeable_after_s, limit, lag_s))
             for srv in declared:
@@ -369,7 +368,6 @@ class AlerterService:
             if not outcome.alerts:
                 return outcome
             await self._repo.resolve_server_alerts(resolutions)
-            await self._repo.clear_offline(back)
             await self._repo.insert_server_alerts(rows)
             outbox = [OutboxRow(subjects.server_alerts(e.server.id), e.id, e.model_dump_json())
                       for e in outcome.alerts]
