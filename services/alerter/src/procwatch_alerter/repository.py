@@ -124,6 +124,37 @@ PROCESS_COLUMNS = (
 _PROCESSES_WITH_SERVER = "watched_processes wp join servers s on s.id = wp.server_id"
 
 
+# The offline job's two reads (the bench EXPLAINs them as they are: bench/offline.py). Params:
+# judgeable (s), lag (s), type, n.
+# Due servers: ix_servers_offline_due (partial: not declared, flag on) read up to now() - lag.
+DUE_SERVERS_SQL = (
+    "select s.id from servers s"
+    " where s.offline_since is null and s.alert_on_offline"
+    " and s.offline_deadline_at <= now() - make_interval(secs => %(lag)s)"
+    " and s.offline_after_s <= %(judgeable)s"
+    " and not exists (select 1 from alerts a where a.server_id = s.id and a.watched_process_id is null"
+    "                 and a.type = %(type)s and a.resolved_at is null)"
+    " order by s.offline_deadline_at limit %(n)s"
+)
+# Open alerts of the type whose server is back, unflagged or deleted: uq_alerts_open_server_episode
+# (partial: open, server-level) holds only the open ones.
+OFFLINE_ALERTS_OVER_SQL = (
+    "select a.id, a.server_id, a.user_id, coalesce(s.hostname, a.hostname, ''), s.id is null,"
+    " coalesce(s.alert_on_offline, false), s.last_seen_at, s.offline_since, now()"
+    " from alerts a left join servers s on s.id = a.server_id"
+    " where a.watched_process_id is null and a.type = %(type)s and a.resolved_at is null"
+    " and (s.id is null or not s.alert_on_offline or s.offline_since is null or s.last_seen_at > s.offline_since)"
+    " order by a.id limit %(n)s"
+)
+
+DECLARE_OFFLINE_SQL = (
+    "with due as (" + DUE_SERVERS_SQL + " for update of s skip locked)"
+    " update servers s set offline_since = s.last_seen_at from due where s.id = due.id"
+    " returning s.id, s.user_id, s.hostname, s.last_seen_at, s.offline_after_s, s.offline_deadline_at, now()"
+)
+LOCK_OFFLINE_ALERTS_OVER_SQL = OFFLINE_ALERTS_OVER_SQL + " for update of a skip locked"
+
+
 # Positional: one call per row (a sample batch reads thousands of rows a second).
 _process_row = args_row(ProcessRow)
 
@@ -221,32 +252,14 @@ class AlerterRepository:
         ix_servers_offline_due; rows ingest is stamping right now are skipped (they are alive).
         Servers with an open alert of the type (a duplicate would break the unique episode) are left."""
         cur = await self._conn.execute(
-            "with due as (select s.id from servers s"
-            "   where s.offline_since is null and s.alert_on_offline"
-            "   and s.offline_deadline_at <= now() - make_interval(secs => %(lag)s)"
-            "   and s.offline_after_s <= %(judgeable)s"
-            "   and not exists (select 1 from alerts a where a.server_id = s.id and a.watched_process_id is null"
-            "                   and a.type = %(type)s and a.resolved_at is null)"
-            "   order by s.offline_deadline_at limit %(n)s for update of s skip locked)"
-            " update servers s set offline_since = s.last_seen_at from due where s.id = due.id"
-            " returning s.id, s.user_id, s.hostname, s.last_seen_at, s.offline_after_s, s.offline_deadline_at, now()",
-            {"judgeable": judgeable_after_s, "n": limit, "type": alert_type, "lag": lag_s},
+            DECLARE_OFFLINE_SQL, {"judgeable": judgeable_after_s, "n": limit, "type": alert_type, "lag": lag_s},
         )
         return sorted((OfflineServer(*r) for r in await cur.fetchall()), key=lambda r: (r.offline_deadline_at, r.id))
 
     async def offline_alerts_to_resolve(self, alert_type: str, limit: int) -> list[OpenOfflineAlert]:
         """Open alerts of the type (uq_alerts_open_server_episode: only open ones are read) whose
         server is back (last_seen_at moved past offline_since), no longer flagged, or deleted."""
-        cur = await self._conn.execute(
-            "select a.id, a.server_id, a.user_id, coalesce(s.hostname, a.hostname, ''), s.id is null,"
-            " coalesce(s.alert_on_offline, false), s.last_seen_at, s.offline_since, now()"
-            " from alerts a left join servers s on s.id = a.server_id"
-            " where a.watched_process_id is null and a.type = %(type)s and a.resolved_at is null"
-            " and (s.id is null or not s.alert_on_offline or s.offline_since is null"
-            "      or s.last_seen_at > s.offline_since)"
-            " order by a.id limit %(n)s for update of a skip locked",
-            {"type": alert_type, "n": limit},
-        )
+        cur = await self._conn.execute(LOCK_OFFLINE_ALERTS_OVER_SQL, {"type": alert_type, "n": limit})
         return [OpenOfflineAlert(*r) for r in await cur.fetchall()]
 
     async def clear_recovered(self) -> None:
