@@ -252,10 +252,11 @@ def run_offline(servers: common.Servers, args) -> Section:
                reference="buffers " + ", ".join(str(r["over_buffers"]) for r in runs)),
     ]
     section.notes = [
-        "Fire time = arrival of the `server_offline` event on a subscription to `alerts.*.server`; deadline = "
+        "Fire time = arrival of the `server_offline` event on a core NATS subscription to `alerts.*.server` "
+        "(the bench's callback stamps it); deadline = "
         "the event's occurred_at (last_seen_at + offline_after_s). The job runs every 1 s (± 20 % jitter) in a "
         "real `procwatch alerter`; the heartbeats are SQL updates of a tenth of the fleet per second "
-        "(what ingest writes), stopped for every 100th server after the job's first offline_after_s "
+        f"(what ingest writes), stopped for every {opts.silenced_every}th server after the job's first offline_after_s "
         "(its liveness gate). Load average (1 min) when the servers fell silent: "
         + ", ".join(f"{r['load_1m']:.2f}" for r in runs) + ".",
         "Database cost per run of the job at rest (every server seen, nobody due yet): EXPLAIN (ANALYZE, "

@@ -39,9 +39,10 @@ class StateUpdate:
 
 @dataclass(frozen=True)
 class AlertRow:
-    """A new alert history row (an episode's start, or a one-shot restart)."""
+    """A new alert history row (an episode's start, or a one-shot restart). A server-level alert
+    (server_offline) has no process and keeps the hostname it fired with."""
 
-    watched_process_id: int
+    watched_process_id: int | None
     server_id: int
     user_id: int
     type: str
@@ -49,6 +50,7 @@ class AlertRow:
     threshold: float | None
     started_at: datetime
     event_id: str
+    hostname: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,20 +94,6 @@ class OpenOfflineAlert:
     last_seen_at: datetime | None
     offline_since: datetime | None
     now: datetime
-
-
-@dataclass(frozen=True)
-class ServerAlertRow:
-    """A new server-level alert history row (watched_process_id NULL)."""
-
-    server_id: int
-    user_id: int
-    hostname: str
-    type: str
-    value: float | None
-    threshold: float | None
-    started_at: datetime
-    event_id: str
 
 
 @dataclass(frozen=True)
@@ -209,9 +197,11 @@ class AlerterRepository:
         async with self._conn.cursor() as cur:
             await cur.executemany(
                 "insert into alerts (watched_process_id, server_id, user_id, type, state, value, threshold,"
-                " started_at, event_id) values (%s, %s, %s, %s, 'firing', %s, %s, %s, %s) on conflict do nothing",
+                " started_at, event_id, hostname) values (%s, %s, %s, %s, 'firing', %s, %s, %s, %s, %s)"
+                " on conflict do nothing",
                 [
-                    (r.watched_process_id, r.server_id, r.user_id, r.type, r.value, r.threshold, r.started_at, r.event_id)
+                    (r.watched_process_id, r.server_id, r.user_id, r.type, r.value, r.threshold, r.started_at,
+                     r.event_id, r.hostname)
                     for r in rows
                 ],
             )
@@ -269,19 +259,6 @@ class AlerterRepository:
         await self._conn.execute(
             "update servers set offline_since = null where offline_since is not null and last_seen_at > offline_since"
         )
-
-    async def insert_server_alerts(self, rows: Sequence[ServerAlertRow]) -> None:
-        """Idempotent like insert_alerts: an existing event_id or open episode is skipped."""
-        if not rows:
-            return
-        async with self._conn.cursor() as cur:
-            await cur.executemany(
-                "insert into alerts (watched_process_id, server_id, user_id, hostname, type, state, value,"
-                " threshold, started_at, event_id) values (null, %s, %s, %s, %s, 'firing', %s, %s, %s, %s)"
-                " on conflict do nothing",
-                [(r.server_id, r.user_id, r.hostname, r.type, r.value, r.threshold, r.started_at, r.event_id)
-                 for r in rows],
-            )
 
     async def resolve_server_alerts(self, resolutions: Sequence[ServerAlertResolution]) -> None:
         if not resolutions:

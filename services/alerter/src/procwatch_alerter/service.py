@@ -42,7 +42,6 @@ from procwatch_alerter.repository import (
     OutboxRow,
     ProcessRow,
     ServerAlertResolution,
-    ServerAlertRow,
     StateUpdate,
 )
 
@@ -338,7 +337,7 @@ class AlerterService:
         `lag_s`, ingest's current lag, ago) and fire. Every alert goes
         to the history and the outbox like a process's (procwatch_domain.liveness)."""
         outcome = Outcome()
-        rows: list[ServerAlertRow] = []
+        rows: list[AlertRow] = []
         resolutions: list[ServerAlertResolution] = []
         outbox: list[OutboxRow] = []
         async with self._write_transaction():
@@ -362,13 +361,13 @@ class AlerterService:
                 silent_s = max(0.0, (srv.now - srv.last_seen_at).total_seconds())
                 event = _server_event(SERVER_OFFLINE, "firing", srv.offline_deadline_at, srv.id, srv.user_id,
                                       srv.hostname, value=round(silent_s, 3), threshold=float(srv.offline_after_s))
-                rows.append(ServerAlertRow(srv.id, srv.user_id, srv.hostname, SERVER_OFFLINE, event.value,
-                                           event.threshold, srv.offline_deadline_at, event.id))
+                rows.append(AlertRow(None, srv.id, srv.user_id, SERVER_OFFLINE, event.value, event.threshold,
+                                     srv.offline_deadline_at, event.id, srv.hostname))
                 outcome.alerts.append(event)
             if not outcome.alerts:
                 return outcome
             await self._repo.resolve_server_alerts(resolutions)
-            await self._repo.insert_server_alerts(rows)
+            await self._repo.insert_alerts(rows)
             outbox = [OutboxRow(subjects.server_alerts(e.server.id), e.id, e.model_dump_json())
                       for e in outcome.alerts]
             ids = await self._repo.add_outbox(outbox)
