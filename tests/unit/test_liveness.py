@@ -81,6 +81,12 @@ def test_gate_judges_a_server_only_once_its_whole_window_was_healthy():
     assert gate.judgeable_after_s(141.0) is None
     gate.observe(True, 150.0)
     assert gate.judgeable_after_s(170.0) == 20.0  # counted again from the recovery
+    gappy = LivenessGate(max_gap_s=5.0)
+    gappy.observe(True, 0.0)
+    gappy.observe(True, 4.0)
+    assert gappy.judgeable_after_s(4.0) == 4.0
+    gappy.observe(True, 20.0)  # not checked for 16 s (another replica ran the job): start again
+    assert gappy.judgeable_after_s(20.0) == 0.0
     graced = LivenessGate(extra_grace_s=5.0)
     graced.observe(True, 0.0)
     assert graced.judgeable_after_s(30.0) == 25.0

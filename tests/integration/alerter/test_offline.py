@@ -157,3 +157,22 @@ async def test_nobody_is_judged_while_ingest_lags_and_only_after_a_full_window_o
     (firing, _), = await world.alerts(1, timeout=15)
     assert firing.type == "server_offline"
     assert time.monotonic() - caught_up_at >= 2 - 0.3  # the window, less one check interval of jitter
+
+
+async def test_an_offline_servers_processes_keep_their_state_and_are_judged_on_the_first_sample_back(world, js):
+    durable = await ingest_stand_in(js, world.server.id)
+    proc = world.process("nginx")
+    await world.start_alerter(**offline_on(durable))
+    await world.send(proc, 0, count=2)  # up
+    seen(world, ago_s=3, offline_after_s=1)
+    assert await world.kinds(1) == [("server_offline", "firing")]
+    # Offline: missing data is not a process being down.
+    assert world.row(proc.id)["alerted_state"] is None
+    await no_more_alerts(world)
+
+    # Back: the first sample shows the process died meanwhile.
+    execute(world.database_url, "update servers set last_seen_at = now(), offline_deadline_at = now() + interval"
+                                " '1 hour' where id = %s", world.server.id)
+    await world.send(proc, 10, count=0)
+    assert sorted(await world.kinds(2)) == [("process_down", "firing"), ("server_offline", "resolved")]
+    assert world.row(proc.id)["alerted_state"] == "down"

@@ -90,20 +90,26 @@ def pipeline_caught_up(state: PipelineState, max_backlog: int, max_lag_s: float)
 class LivenessGate:
     """Since when the pipeline has been caught up without a break (monotonic seconds).
 
-    `observe(caught_up, now)` once per check; `healthy_for(now)` is None while it is not, else for
-    how long it has been. A server may be declared offline only when its whole offline_after_s lies
-    inside that time (`offline_after_s <= healthy_for + grace`): a server whose messages are still
-    queued, or who could not reach a broker that was down, is never judged on that gap. The first
-    check after the job starts opens the window (a restarted alerter waits as well)."""
+    `observe(caught_up, now)` once per check; `judgeable_after_s(now)` is None while it is not, else
+    how long it has been (less the extra grace). A server may be declared offline only when its whole
+    offline_after_s lies inside that time: a server whose messages are still queued, or who could not
+    reach a broker that was down, is never judged on that gap. The first check after the job starts
+    opens the window (a restarted alerter waits as well), and so does a check after a gap longer than
+    `max_gap_s` (another replica ran the job meanwhile, or this one could not: what happened in between
+    was not seen)."""
 
-    def __init__(self, extra_grace_s: float = 0.0) -> None:
+    def __init__(self, extra_grace_s: float = 0.0, max_gap_s: float = float("inf")) -> None:
         self.extra_grace_s = extra_grace_s
+        self.max_gap_s = max_gap_s
         self.healthy_since: float | None = None
+        self.last_observed: float | None = None
 
     def observe(self, caught_up: bool, now: float) -> None:
-        if not caught_up:
+        gap = self.last_observed is not None and now - self.last_observed > self.max_gap_s
+        self.last_observed = now
+        if not caught_up or gap:
             self.healthy_since = None
-        elif self.healthy_since is None:
+        if caught_up and self.healthy_since is None:
             self.healthy_since = now
 
     def judgeable_after_s(self, now: float) -> float | None:

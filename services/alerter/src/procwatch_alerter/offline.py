@@ -45,7 +45,9 @@ class OfflineDetector:
         self._js = js
         self._run_unit = run_unit
         self._clock = clock
-        self.gate = LivenessGate(settings.offline_grace_s)
+        # A check missed for a few periods (another replica held the job's lock, or this one failed)
+        # reopens the window: what happened meanwhile was not seen by this replica.
+        self.gate = LivenessGate(settings.offline_grace_s, max_gap_s=max(5.0, 5 * settings.offline_check_every_s))
         self.last_state: PipelineState | None = None
         # Counters (tests, the bench, the final log line).
         self.fired = 0
