@@ -327,6 +327,17 @@ ANALYSIS = {
         "messages fetched in one go) left this figure where it was: p99 28.6 ms before (runs 28.6 / 28.4 / "
         "32.7), 26.1 and 27.3 ms in the two full runs since.",
     ],
+    "offline": [
+        "Reading the figures: a server is declared at the first run of the job after its deadline; the job "
+        "sleeps 1 s ± 20 % after each run, so the delay is that wait plus the run itself (probe of ingest's "
+        "consumer, one transaction, publish), on 2 cores shared with PostgreSQL absorbing the heartbeat "
+        "updates. `PROCWATCH_ALERTER_OFFLINE_CHECK_EVERY_S` trades database reads for latency.",
+        "The due-servers read touches no server that is not due, but every heartbeat moves "
+        "`offline_deadline_at`, leaving an index entry with a past deadline behind until vacuum removes "
+        "it: the index scan steps over those (the buffers figure), which is why its cost varies with "
+        "autovacuum's timing (run 1 vs run 2), not with the fleet size. Ingest's throttle (one stamp per "
+        "server per `PROCWATCH_INGEST_LAST_SEEN_STEP_S`) bounds how many there are.",
+    ],
     "api": [
         "With 32 connections in a closed loop, mean latency = 32 / throughput (Little's law): p99 ≤ 25 ms "
         "needs well over 1,280 req/s. The API, PostgreSQL, Redis and wrk share the 2 cores.",
