@@ -334,8 +334,8 @@ class AlerterService:
         over (the server is back: `recovered` at the last_seen_at that proved it; its flag is off:
         `flag_disabled`; it was deleted: `deleted`), then, unless `judgeable_after_s` is None (the
         pipeline may not be judged now), declare the due servers offline (deadline passed more than
-        `lag_s`, ingest's current lag, ago) and fire. Every alert goes
-        to the history and the outbox like a process's (procwatch_domain.liveness)."""
+        `lag_s`, ingest's current lag, ago) and fire. Every alert goes to the history and the outbox
+        like a process's (procwatch_domain.liveness)."""
         outcome = Outcome()
         rows: list[AlertRow] = []
         resolutions: list[ServerAlertResolution] = []
