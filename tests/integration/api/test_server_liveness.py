@@ -68,8 +68,9 @@ async def test_put_validation_errors_use_the_error_body(client, user, server, bo
 async def test_put_of_another_users_or_a_missing_server_is_404(client, user, other_user, server):
     for path, headers in ((f"/servers/{server.id}", other_user.headers), ("/servers/999999999", user.headers),
                           ("/servers/x", user.headers)):
-        r = await client.put(path, json={"offline_after_s": 60}, headers=headers)
-        assert r.status_code == 404 and r.json()["error"] == "server_not_found"
+        for body in ({"offline_after_s": 60}, {"offline_after_s": 1}):  # ownership before validation
+            r = await client.put(path, json=body, headers=headers)
+            assert r.status_code == 404 and r.json()["error"] == "server_not_found"
 
 
 async def test_server_alert_history_lists_only_the_servers_own_alerts(client, database_url, user, other_user, server):

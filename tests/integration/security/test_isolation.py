@@ -25,6 +25,7 @@ BODIES = {
     ("POST", "/servers"): {"hostname": "intruder-01"},
     ("POST", "/servers/{server_id}/processes"): {"process_name": "intruder"},
     ("PUT", "/servers/{server_id}/processes/{process_id}"): {"enabled": False, "process_name": "renamed"},
+    ("PUT", "/servers/{server_id}"): {"hostname": "renamed", "offline_after_s": 60, "alert_on_offline": False},
 }
 MISSING_ID = "999999999"
 

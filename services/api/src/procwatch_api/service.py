@@ -306,11 +306,11 @@ async def get_server(repo: Repository, user_id: int, raw_server_id: str) -> dict
 async def update_server(repo: Repository, user_id: int, raw_server_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """PUT: hostname and the liveness settings (a new offline_after_s moves the deadline with it;
     turning alert_on_offline off resolves an open server_offline alert: the alerter's offline job)."""
-    server_id = parse_id(raw_server_id)
+    server_id = await _server_id(repo, user_id, raw_server_id)  # another user's server: 404 before any 400
     fields = validate_server_fields(body, for_update=True)
-    row = await repo.update_server(user_id, server_id, fields) if server_id is not None else None
+    row = await repo.update_server(user_id, server_id, fields)
     if row is None:
-        raise ServerNotFound()
+        raise ServerNotFound()  # deleted meanwhile
     return {"server": present_server(row)}
 
 
