@@ -15,6 +15,11 @@ only when its sample is the newest one (DESIGN: a late sample never re-triggers)
 from a crash redelivers older messages after newer ones, so this keeps the expected alert set
 exact while every sample and every event still crosses every fault.
 
+Liveness (issue 15): every server's offline_after_s is OFFLINE_AFTER_S (a test value, below the
+API's minimum). No fault of the watcher itself (ingest stopped for 3 x offline_after_s while the
+agents keep sending, kill -9, NATS or PostgreSQL down) may declare a server offline; one agent
+falling silent fires exactly one `server_offline` for its server, resolved when it sends again.
+
 After each fault: one line `faults: N injected, samples lost 0, duplicated 0, alerts missing 0, extra 0,
 webhooks lost 0, duplicated 0 (re-sent R)`: every alert id on ALERTS reached the receiver (lost),
 and no id arrived with two different bodies nor an id that is no alert (duplicated); R counts the
@@ -75,6 +80,7 @@ RECEIVER_DOWN_S = float(os.environ.get("PROCWATCH_FAULTS_RECEIVER_DOWN_S", "60")
 # still has webhooks to send (and in flight) when the fault hits.
 SLOW_RECEIVER_BEFORE = {"PostgreSQL down 10 s": 0.05}
 SECRETS_KEY = os.environ.get(crypto.SECRETS_KEY_ENV) or crypto.new_key()
+OFFLINE_AFTER_S = int(os.environ.get("PROCWATCH_FAULTS_OFFLINE_AFTER_S", "4"))
 
 
 # --- the scripted load --------------------------------------------------------------------------
@@ -148,6 +154,7 @@ def make_fleet(database_url: str) -> Fleet:
                     " values (%s, %s, %s, true, %s, %s, %s, false) returning id",
                     (sid, user_id, proc, proc == "p2", proc == "p3", CPU_THRESHOLD)).fetchone()
                 row.append(pid)
+            conn.execute("update servers set offline_after_s = %s where id = %s", (OFFLINE_AFTER_S, sid))
             server_ids.append(sid)
             keys.append(key)
             pids.append(row)
@@ -208,6 +215,10 @@ class LoadGen:
     published: list[tuple[int, datetime, list]] = field(default_factory=list)
     retries: int = 0
     stopping: bool = False
+    # Servers (indices) whose agent is silent: nothing published for them meanwhile.
+    silent: set[int] = field(default_factory=set)
+    # The server-level alert events the run must produce: (server_id, type, state, reason).
+    server_alerts: Counter = field(default_factory=Counter)
 
     def at(self, tick: int) -> datetime:
         return self.base + timedelta(seconds=10 * tick)
@@ -240,7 +251,8 @@ class LoadGen:
                     if i % 3 == 0:
                         self.restarts[i] += 1
             at = self.at(self.tick)
-            batch = [(i, at, [scripted(i, p, pos, self.restarts[i]) for p in PROCS]) for i in range(N_SERVERS)]
+            batch = [(i, at, [scripted(i, p, pos, self.restarts[i]) for p in PROCS]) for i in range(N_SERVERS)
+                     if i not in self.silent]
             await asyncio.gather(*(self._send(*m) for m in batch))
             self.published += batch
             self.tick += 1
@@ -306,13 +318,18 @@ def start_system(tmp: Path) -> System:
               crypto.SECRETS_KEY_ENV: SECRETS_KEY}
     services = {
         "ingest": ServiceProcess("ingest", {**common, "PROCWATCH_INGEST_ACK_WAIT_S": "5",
+                                            "PROCWATCH_INGEST_LAST_SEEN_STEP_S": "0",
                                             "PROCWATCH_INGEST_RETENTION_ENABLED": "false",
                                             "PROCWATCH_INGEST_POOL_TIMEOUT_S": "2",
                                             "PROCWATCH_INGEST_RETRY_MAX_S": "2"}, tmp / "ingest.log"),
         "alerter": ServiceProcess("alerter", {**common, "PROCWATCH_ALERTER_ACK_WAIT_S": "5",
                                               "PROCWATCH_ALERTER_FETCH_TIMEOUT_S": "1",
                                               "PROCWATCH_ALERTER_MAX_BACKOFF_S": "2",
-                                              "PROCWATCH_ALERTER_RELAY_POLL_INTERVAL_S": "0.5"},
+                                              "PROCWATCH_ALERTER_RELAY_POLL_INTERVAL_S": "0.5",
+                                              # offline_after_s is seconds here: the lag bounds shrink with it.
+                                              "PROCWATCH_ALERTER_OFFLINE_CHECK_EVERY_S": "0.5",
+                                              "PROCWATCH_ALERTER_OFFLINE_MAX_LAG_S": "1",
+                                              "PROCWATCH_ALERTER_OFFLINE_MAX_BACKLOG": str(2 * N_SERVERS)},
                                   tmp / "alerter.log"),
         "notifier": ServiceProcess("notifier", {**common, "PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS": "1",
                                                 "PROCWATCH_NOTIFIER_ACK_WAIT_S": "5",
@@ -349,6 +366,11 @@ async def read_alerts(nc) -> list[tuple[str, AlertEvent]]:
 
 def alert_key(e: AlertEvent) -> tuple:
     return (e.process.id, e.type, e.state, e.occurred_at.astimezone(UTC))
+
+
+def server_alert_key(e: AlertEvent) -> tuple:
+    """A server-level event: its time is the broker's (not scripted), so it is not part of the key."""
+    return (e.server.id, e.type, e.state, e.reason)
 
 
 async def consumer_state(js, stream: str, durable: str) -> tuple[int, int] | None:
@@ -400,12 +422,15 @@ async def tally(system: System, gen: LoadGen, fleet: Fleet, nc, upto: int, recei
     want = {(fleet.pids[i][k], at) for i, at, _ in published for k in range(len(PROCS))}
     lost = len(want - set(got))
     duplicated = sum(n - 1 for n in got.values() if n > 1) + len(set(got) - want)
-    events = [e for _, e in await read_alerts(nc) if e.occurred_at.astimezone(UTC) < gen.at(upto)]
+    everything = [e for _, e in await read_alerts(nc)]
+    events = [e for e in everything if e.process is not None and e.occurred_at.astimezone(UTC) < gen.at(upto)]
     have = Counter(alert_key(e) for e in events)
     expect = expected_alerts(published, fleet)
-    missing = sum((expect - have).values())
-    extra = sum((have - expect).values())
-    webhooks = webhook_tally(receiver, secret, {e.id for _, e in await read_alerts(nc)})
+    # Server-level ones (server_offline) over the whole run: any not scripted is extra.
+    have_servers = Counter(server_alert_key(e) for e in everything if e.process is None)
+    missing = sum((expect - have).values()) + sum((gen.server_alerts - have_servers).values())
+    extra = sum((have - expect).values()) + sum((have_servers - gen.server_alerts).values())
+    webhooks = webhook_tally(receiver, secret, {e.id for e in everything})
     return Tally(lost, duplicated, missing, extra, webhooks)
 
 
@@ -428,7 +453,7 @@ async def caught_up(system: System, gen: LoadGen, fleet: Fleet, nc, js, timeout:
         await asyncio.sleep(0.05)
     upto = gen.tick
     all_pids = [pid for row in fleet.pids for pid in row]
-    n_expected = len(PROCS) * N_SERVERS * upto
+    n_expected = len(PROCS) * sum(1 for p in gen.published if p[1] < gen.at(upto))
 
     def stored():
         (n,), = system.query("select count(*) from process_samples where watched_process_id = any(%s)"
@@ -440,7 +465,8 @@ async def caught_up(system: System, gen: LoadGen, fleet: Fleet, nc, js, timeout:
 
     async def alerted():
         state = await consumer_state(js, subjects.SAMPLE_EVENTS_STREAM, "alerter")
-        have = Counter(alert_key(e) for _, e in await read_alerts(nc) if e.occurred_at < gen.at(upto))
+        have = Counter(alert_key(e) for _, e in await read_alerts(nc)
+                       if e.process is not None and e.occurred_at < gen.at(upto))
         return True if not (expected - have) else (state, sum((expected - have).values()))
 
     await wait_until(alerted, timeout, "every expected alert on ALERTS", interval=0.5)
@@ -561,6 +587,40 @@ async def test_fault_matrix(system: System, capsys):
         await receiver.start()
         return f"{RECEIVER_DOWN_S:g} s, alerts raised meanwhile"
 
+    async def server_events(sid: int) -> list[AlertEvent]:
+        return [e for _, e in await read_alerts(nc) if e.process is None and e.server.id == sid]
+
+    async def stop_ingest():
+        # The watcher's own outage: agents keep sending for 3 x offline_after_s, nobody is offline after.
+        stopped_at = time.monotonic()
+        await asyncio.to_thread(system.services["ingest"].stop)  # SIGTERM: drains, then exits
+        await asyncio.sleep(max(0.0, 3 * OFFLINE_AFTER_S - (time.monotonic() - stopped_at)))
+        system.services["ingest"].start()
+        return "agents sending"
+
+    async def silence_agent():
+        # One agent stops: exactly one server_offline for its server, resolved when it sends again.
+        idx = 1
+        sid = fleet.server_ids[idx]
+        gen.silent.add(idx)
+        silent_at = time.monotonic()
+
+        async def fired():
+            return True if [e.state for e in await server_events(sid)] == ["firing"] else "not yet"
+
+        await wait_until(fired, OFFLINE_AFTER_S + 10, f"server_offline of server {sid}")
+        fired_after = time.monotonic() - silent_at
+        gen.silent.discard(idx)
+
+        async def resolved():
+            states = [(e.state, e.reason) for e in await server_events(sid)]
+            return True if states == [("firing", None), ("resolved", "recovered")] else states
+
+        await wait_until(resolved, 15, f"server_offline of server {sid} resolved")
+        gen.server_alerts.update({(sid, "server_offline", "firing", None): 1,
+                                  (sid, "server_offline", "resolved", "recovered"): 1})
+        return f"fired {fired_after:.1f} s after its agent fell silent (offline_after_s {OFFLINE_AFTER_S})"
+
     faults = [
         ("kill -9 ingest", kill_ingest),
         ("kill -9 alerter", kill_alerter),
@@ -569,6 +629,8 @@ async def test_fault_matrix(system: System, capsys):
         ("flush Redis", flush_redis),
         ("kill -9 notifier", kill_notifier),
         ("webhook receiver down", receiver_down),
+        (f"ingest stopped {3 * OFFLINE_AFTER_S} s", stop_ingest),
+        ("one agent silent", silence_agent),
     ]
     try:
         for name, inject in faults:
@@ -593,6 +655,9 @@ async def test_fault_matrix(system: System, capsys):
                         f" slowest {max((d for _, d in window), default=0):.2f} s")
             report(f"{result.line(injected)}  [{name}{', ' + note if note else ''}; {timing}; {api_note}]")
         await gen.active_phase()
+        # The agents stop now: every server would rightly go offline. Not part of the matrix.
+        system.query("update servers set alert_on_offline = false where id = any(%s) returning id",
+                     (fleet.server_ids,))
         gen.stopping = True
         await gen_task
         upto = await caught_up(system, gen, fleet, nc, js, 120)
@@ -623,8 +688,10 @@ async def test_fault_matrix(system: System, capsys):
             " last_oldest_start_unix, alerted_state from watched_processes where id = any(%s)", (all_pids,))}
         newest = {(fleet.pids[i][k]): readings[k] for i, at, readings in gen.published if at == last_at
                   for k in range(len(PROCS))}
+        sent = Counter(i for i, _, _ in gen.published)  # ticks published per server (a silent one has fewer)
+        server_of = {pid: i for i, row in enumerate(fleet.pids) for pid in row}
         for pid, (total, count, cpu, mem, at, oldest, alerted) in state.items():
-            assert total == gen.tick, (pid, total)
+            assert total == sent[server_of[pid]], (pid, total)
             assert (count, cpu, mem, oldest) == newest[pid] and at == last_at, pid
             assert alerted is None, (pid, alerted)  # every scripted episode resolved
 

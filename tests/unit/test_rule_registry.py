@@ -17,6 +17,7 @@ from procwatch_contracts.messages import AlertEvent, ProcessAlertConfig
 from procwatch_db.tables import metadata
 from procwatch_domain import rules, status, validation
 from procwatch_domain.alerts import SampleView, evaluate_transition
+from procwatch_domain.liveness import SERVER_ALERT_TYPES
 from procwatch_ingest import repository as ingest_repository
 
 pytestmark = pytest.mark.unit
@@ -40,7 +41,8 @@ def test_messages_carry_exactly_the_registry_settings_in_order():
     assert ProcessAlertConfigView.__struct_fields__ == NAMES
     for setting in rules.SETTINGS:
         assert ProcessAlertConfig.model_fields[setting.name].annotation is setting.type
-    assert typing.get_args(AlertEvent.model_fields["type"].annotation) == rules.ALERT_TYPES
+    # The process rules' types, then the server-level ones (procwatch_domain.liveness).
+    assert typing.get_args(AlertEvent.model_fields["type"].annotation) == rules.ALERT_TYPES + SERVER_ALERT_TYPES
 
 
 def test_the_services_rows_and_column_lists_hold_every_setting():
@@ -75,7 +77,7 @@ def test_validation_and_the_openapi_models_cover_every_setting():
     for setting in rules.PARAMETER_SETTINGS:
         assert (create[setting.name]["minimum"], create[setting.name]["maximum"]) == (setting.minimum, setting.maximum)
         assert create[setting.name]["default"] == setting.default
-    assert typing.get_args(api_schemas.Alert.model_fields["type"].annotation) == rules.ALERT_TYPES
+    assert typing.get_args(api_schemas.Alert.model_fields["type"].annotation) == rules.ALERT_TYPES + SERVER_ALERT_TYPES
 
 
 @pytest.mark.parametrize("setting", rules.PARAMETER_SETTINGS, ids=lambda s: s.name)

@@ -38,8 +38,9 @@ async def js(nats_url):
     await nc.close()
 
 
-def alerter_settings(database_url: str, nats_url: str, server_id: int, durable: str | None = None) -> AlerterSettings:
-    return AlerterSettings(
+def alerter_settings(database_url: str, nats_url: str, server_id: int, durable: str | None = None,
+                     **overrides) -> AlerterSettings:
+    values = dict(
         database_url=database_url,
         nats_url=nats_url,
         durable=durable or f"alerter-test-{uuid.uuid4().hex[:8]}",
@@ -50,7 +51,12 @@ def alerter_settings(database_url: str, nats_url: str, server_id: int, durable: 
         fetch_timeout_s=0.5,
         relay_poll_interval_s=0.2,
         max_backoff_s=0.5,
+        # The offline job scans every server of the shared database: on only where a test asks
+        # (tests/integration/alerter/test_offline.py).
+        offline_detection=False,
     )
+    values.update(overrides)
+    return AlerterSettings(**values)
 
 
 @dataclass
@@ -82,8 +88,9 @@ class World:
         config = ProcessAlertConfig(**{name: row[name] for name in SETTING_NAMES})
         return Proc(pid, name, self.server, config)
 
-    async def start_alerter(self, durable: str | None = None) -> AlerterApp:
-        self.alerter = AlerterApp(alerter_settings(self.database_url, self.nats_url, self.server.id, durable))
+    async def start_alerter(self, durable: str | None = None, **overrides) -> AlerterApp:
+        self.alerter = AlerterApp(alerter_settings(self.database_url, self.nats_url, self.server.id, durable,
+                                                   **overrides))
         await self.alerter.start()
         return self.alerter
 

@@ -15,7 +15,8 @@ async def test_create_shows_the_agent_key_once_and_stores_only_its_hash(client, 
     r = await client.post("/servers", json={"hostname": "web-01.prod"}, headers=user.headers)
     assert r.status_code == 201, r.text
     s = r.json()["server"]
-    assert set(s) == {"id", "hostname", "last_agent_version", "created_at", "agent_key"}
+    assert set(s) == {"id", "hostname", "last_agent_version", "created_at", "agent_key", "last_seen_at", "status",
+                      "offline_after_s", "alert_on_offline"}
     assert s["hostname"] == "web-01.prod" and s["last_agent_version"] is None
     assert s["agent_key"].startswith("pwa_") and s["created_at"].endswith("Z")
     stored = sql(database_url, "select agent_key_hash, user_id from servers where id = %s", (s["id"],))

@@ -28,6 +28,7 @@ BODIES = {
     ("PUT", "/servers/{server_id}/processes/{process_id}"): {"enabled": False, "process_name": "renamed"},
     ("POST", "/channels"): {"type": "email", "name": "intruder", "to": ["intruder@example.com"]},
     ("PUT", "/channels/{channel_id}"): {"name": "renamed", "enabled": False},
+    ("PUT", "/servers/{server_id}"): {"hostname": "renamed", "offline_after_s": 60, "alert_on_offline": False},
 }
 MISSING_ID = "999999999"
 

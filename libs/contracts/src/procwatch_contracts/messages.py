@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
-from procwatch_domain import rules
+from procwatch_domain import liveness, rules
 
 MAX_PROCESSES_PER_MESSAGE = 1000
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -141,7 +141,8 @@ class ProcessChanged(_Message):
 
 # --- alerter -> integrations ----------------------------------------------
 
-AlertType = Literal[rules.ALERT_TYPES]  # type: ignore[valid-type]  # one per rule of the registry
+# One per rule of the registry, plus the server-level types (procwatch_domain.liveness).
+AlertType = Literal[liveness.ALL_ALERT_TYPES]  # type: ignore[valid-type]
 AlertState = Literal["firing", "resolved"]
 
 
@@ -156,7 +157,11 @@ class AlertProcess(_Message):
 
 
 class AlertEvent(_Message):
-    """Subject `alerts.<server_id>.<process_id>`, stream ALERTS, `Nats-Msg-Id` = `id`."""
+    """Subject `alerts.<server_id>.<process_id>` (a process's alert) or `alerts.<server_id>.server`
+    (a server-level alert: `process` is null, e.g. `server_offline`), stream ALERTS, `Nats-Msg-Id` = `id`.
+
+    `server_offline`: `value` = seconds since the server was last seen (at firing), `threshold` =
+    its offline_after_s; resolve reasons `recovered`, `flag_disabled`, `deleted`."""
 
     v: Literal[1] = 1
     id: str
@@ -165,7 +170,7 @@ class AlertEvent(_Message):
     occurred_at: datetime
     user_id: int
     server: AlertServer
-    process: AlertProcess
+    process: AlertProcess | None = None
     value: float | None = None
     threshold: float | None = None
     sample: dict | None = None

@@ -13,9 +13,11 @@ AGENT_CONFIG_SUBJECTS = "agent.config.*"
 SAMPLE_EVENTS_STREAM = "SAMPLE_EVENTS"
 SAMPLE_EVENTS_SUBJECTS = "samples.recorded.*"
 
-# The alerter publishes alert events; integrations consume them.
+# The alerter publishes alert events; integrations consume them. A process's alerts go on
+# `alerts.<server_id>.<process_id>`, a server's own (server_offline) on `alerts.<server_id>.server`.
 ALERTS_STREAM = "ALERTS"
 ALERTS_SUBJECTS = "alerts.*.*"
+SERVER_ALERTS_TOKEN = "server"
 
 # The API publishes process lifecycle events (through its outbox).
 PROCESS_EVENTS_STREAM = "PROCESS_EVENTS"
@@ -46,6 +48,10 @@ def samples_recorded(server_id: int) -> str:
 
 def alerts(server_id: int, process_id: int) -> str:
     return f"alerts.{server_id}.{process_id}"
+
+
+def server_alerts(server_id: int) -> str:
+    return f"alerts.{server_id}.{SERVER_ALERTS_TOKEN}"
 
 
 def processes_changed(server_id: int) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -69,6 +70,13 @@ class ApiToken(SQLModel, table=True):
 
 class Server(SQLModel, table=True):
     __tablename__ = "servers"
+    __table_args__ = (
+        CheckConstraint("offline_after_s between 1 and 86400", name="ck_servers_offline_after_s"),
+        # The alerter's due scan (services/alerter offline job): only servers that can go offline.
+        Index("ix_servers_offline_due", "offline_deadline_at",
+              postgresql_where=text("offline_since IS NULL AND alert_on_offline")),
+        Index("ix_servers_offline_declared", "id", postgresql_where=text("offline_since IS NOT NULL")),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
@@ -77,6 +85,14 @@ class Server(SQLModel, table=True):
     # sha256 of the agent key, hex; the key is shown once at creation.
     agent_key_hash: str = Field(sa_column=Column(String(64), nullable=False))
     created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    # Liveness (migration 0006, procwatch_domain.liveness): broker time of the newest authenticated
+    # agent message, and that + offline_after_s (written together by ingest and the API).
+    last_seen_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    offline_deadline_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    # The last_seen_at at which the alerter declared it offline; NULL while it is not.
+    offline_since: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    offline_after_s: int = Field(default=30, sa_column=Column(Integer, nullable=False, server_default=text("30")))
+    alert_on_offline: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
 
 
 class WatchedProcess(SQLModel, table=True):
@@ -173,11 +189,18 @@ class OutboxEvent(SQLModel, table=True):
 
 
 class Alert(SQLModel, table=True):
-    """Alert history: one row per episode (firing -> resolved); restarts are one-shot rows."""
+    """Alert history: one row per episode (firing -> resolved); restarts are one-shot rows.
+    A server-level alert (server_offline) has watched_process_id NULL."""
 
     __tablename__ = "alerts"
     __table_args__ = (
         Index("ix_alerts_process_newest", "watched_process_id", "id"),
+        Index("ix_alerts_server_newest", "server_id", "id", postgresql_where=text("watched_process_id IS NULL")),
+        # At most one open server-level episode per server and type.
+        Index(
+            "uq_alerts_open_server_episode", "server_id", "type", unique=True,
+            postgresql_where=text("resolved_at IS NULL AND watched_process_id IS NULL"),
+        ),
         # At most one open episode per process and condition.
         Index(
             "uq_alerts_open_episode", "watched_process_id", "type", unique=True,
@@ -186,8 +209,9 @@ class Alert(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
-    watched_process_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("watched_processes.id", ondelete="CASCADE"), nullable=False)
+    watched_process_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, ForeignKey("watched_processes.id", ondelete="CASCADE"), nullable=True),
     )
     server_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -200,6 +224,8 @@ class Alert(SQLModel, table=True):
     resolve_reason: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     # Nats-Msg-Id of the firing event: a redelivered sample finds it and writes nothing.
     event_id: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
+    # Server-level alerts: the hostname at firing (a deleted server's "resolved" still names it).
+    hostname: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
 
 
 class Channel(SQLModel, table=True):

@@ -119,10 +119,14 @@ def apply_transitions(firing: frozenset[str], transitions: Iterable[Transition])
     return frozenset(state)
 
 
+def alert_stamp(at: datetime) -> str:
+    """The time part of an alert id, e.g. 20260524T184100.000000Z."""
+    if at.tzinfo is None:
+        raise ValueError("alert time must be timezone-aware")
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
 def alert_id(process_id: int, alert_type: str, state: str, at: datetime) -> str:
     """The deterministic id (and `Nats-Msg-Id`) of an alert event: derived from
     (process, type, state, sample time), so a redelivered sample yields the same id."""
-    if at.tzinfo is None:
-        raise ValueError("alert time must be timezone-aware")
-    stamp = at.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    return f"alert-{process_id}-{alert_type}-{state}-{stamp}"
+    return f"alert-{process_id}-{alert_type}-{state}-{alert_stamp(at)}"

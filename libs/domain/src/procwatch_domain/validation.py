@@ -136,3 +136,13 @@ def validate_process_fields(body: dict[str, Any], *, for_update: bool) -> dict[s
     if not for_update:
         clean = {**CREATE_DEFAULTS, **clean}
     return clean
+
+
+def setting_problem(setting: Setting, value: Any) -> tuple[Any, str | None]:
+    """(the clean value, None), or (None, why not) for a value of any setting (a process's alert
+    settings here, a server's liveness settings: procwatch_domain.liveness.SERVER_SETTINGS)."""
+    if setting.is_flag:
+        flag = _boolean(value)
+        return (flag, None) if flag is not None else (None, "must be a boolean (true/false or 0/1)")
+    number = _number(value, setting)
+    return (number, None) if number is not None else (None, number_problem(setting))

@@ -6,6 +6,7 @@
     SAMPLE_EVENTS  --(durable pull consumer, BatchPullLoop, one batch at a time)--> Handlers.on_sample_batch
     PROCESS_EVENTS --(durable pull consumer, FastStream, one at a time)--> Handlers.on_process_event
     outbox_events  --(OutboxRelay, a background task of the worker)--> ALERTS
+    servers        --(OfflineDetector.run, a periodic job, one replica at a time)--> outbox_events (server_offline)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from procwatch_runtime.health import HealthServer
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_alerter.handlers import Handlers
+from procwatch_alerter.offline import OfflineDetector
 from procwatch_alerter.settings import AlerterSettings
 
 log = logging.getLogger("procwatch.alerter")
@@ -62,6 +64,10 @@ class AlerterApp:
         # One last relay pass on drain, so what was committed goes out now rather than at next start.
         self.worker.background("alerter-outbox-relay", self.relay.run, flush=self.relay.publish_pending,
                                check="outbox_relay")
+        self.offline = OfflineDetector(settings, lambda: self.worker.js, self.handlers.run_unit)
+        self.offline_job = self.worker.periodic(
+            "offline-servers", self.offline.run, every_s=settings.offline_check_every_s, jitter=0.2,
+        ) if settings.offline_detection else None
         self.worker.on_drain(self.handlers.stopping.set)
         self.worker.on_stopped(lambda: log.info("alerter stopped", extra=asdict(self.handlers.stats)))
 

@@ -162,7 +162,7 @@ class Handlers:
             log.info(
                 "alert",
                 extra={"alert_id": alert.id, "type": alert.type, "state": alert.state,
-                       "server_id": alert.server.id, "process_id": alert.process.id, "reason": alert.reason,
+                       "server_id": alert.server.id, "process_id": alert.process.id if alert.process else None, "reason": alert.reason,
                        "handled_ms": round(handled_ms, 1)},
             )
         if outcome.skipped_foreign:
@@ -209,6 +209,12 @@ class Handlers:
                     await msg.in_progress()
             await asyncio.sleep(delay)
             delay = min(self._settings.max_backoff_s, delay * 2)
+
+    async def run_unit(self, work: Work) -> Outcome:
+        """`work` as one unit outside any message (the periodic jobs): its writes in one transaction,
+        its alert events published in commit order with the consumers' (see `_commit`). Raises what
+        `work` raised; the job runs again at its next turn."""
+        return await self._commit(work)
 
     async def _commit(self, work: Work) -> Outcome:
         """Run `work`; its writes go in one transaction, then its alert events are published at once.

@@ -39,9 +39,10 @@ class StateUpdate:
 
 @dataclass(frozen=True)
 class AlertRow:
-    """A new alert history row (an episode's start, or a one-shot restart)."""
+    """A new alert history row (an episode's start, or a one-shot restart). A server-level alert
+    (server_offline) has no process and keeps the hostname it fired with."""
 
-    watched_process_id: int
+    watched_process_id: int | None
     server_id: int
     user_id: int
     type: str
@@ -49,6 +50,7 @@ class AlertRow:
     threshold: float | None
     started_at: datetime
     event_id: str
+    hostname: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,41 @@ class OutboxRow:
     payload: str
 
 
+@dataclass(frozen=True)
+class OfflineServer:
+    """A server the job just declared offline (its row now has offline_since = last_seen_at)."""
+
+    id: int
+    user_id: int
+    hostname: str
+    last_seen_at: datetime
+    offline_after_s: int
+    offline_deadline_at: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class OpenOfflineAlert:
+    """An open server_offline alert that is over: its server is back, no longer flagged, or gone."""
+
+    alert_id: int
+    server_id: int
+    user_id: int
+    hostname: str
+    deleted: bool
+    alert_on_offline: bool
+    last_seen_at: datetime | None
+    offline_since: datetime | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class ServerAlertResolution:
+    alert_id: int
+    resolved_at: datetime
+    reason: str
+
+
 # The names (process, server) come from the database, never from an event: what the
 # alerter writes into alerts carries no text a publisher of events chose.
 PROCESS_COLUMNS = (
@@ -73,6 +110,37 @@ PROCESS_COLUMNS = (
     + setting_columns_sql("wp.") + ", wp.alerted_state, wp.alert_evaluated_at"
 )
 _PROCESSES_WITH_SERVER = "watched_processes wp join servers s on s.id = wp.server_id"
+
+
+# The offline job's two reads (the bench EXPLAINs them as they are: bench/offline.py). Params:
+# judgeable (s), lag (s), type, n.
+# Due servers: ix_servers_offline_due (partial: not declared, flag on) read up to now() - lag.
+DUE_SERVERS_SQL = (
+    "select s.id from servers s"
+    " where s.offline_since is null and s.alert_on_offline"
+    " and s.offline_deadline_at <= now() - make_interval(secs => %(lag)s)"
+    " and s.offline_after_s <= %(judgeable)s"
+    " and not exists (select 1 from alerts a where a.server_id = s.id and a.watched_process_id is null"
+    "                 and a.type = %(type)s and a.resolved_at is null)"
+    " order by s.offline_deadline_at limit %(n)s"
+)
+# Open alerts of the type whose server is back, unflagged or deleted: uq_alerts_open_server_episode
+# (partial: open, server-level) holds only the open ones.
+OFFLINE_ALERTS_OVER_SQL = (
+    "select a.id, a.server_id, a.user_id, coalesce(s.hostname, a.hostname, ''), s.id is null,"
+    " coalesce(s.alert_on_offline, false), s.last_seen_at, s.offline_since, now()"
+    " from alerts a left join servers s on s.id = a.server_id"
+    " where a.watched_process_id is null and a.type = %(type)s and a.resolved_at is null"
+    " and (s.id is null or not s.alert_on_offline or s.offline_since is null or s.last_seen_at > s.offline_since)"
+    " order by a.id limit %(n)s"
+)
+
+DECLARE_OFFLINE_SQL = (
+    "with due as (" + DUE_SERVERS_SQL + " for update of s skip locked)"
+    " update servers s set offline_since = s.last_seen_at from due where s.id = due.id"
+    " returning s.id, s.user_id, s.hostname, s.last_seen_at, s.offline_after_s, s.offline_deadline_at, now()"
+)
+LOCK_OFFLINE_ALERTS_OVER_SQL = OFFLINE_ALERTS_OVER_SQL + " for update of a skip locked"
 
 
 # Positional: one call per row (a sample batch reads thousands of rows a second).
@@ -129,9 +197,11 @@ class AlerterRepository:
         async with self._conn.cursor() as cur:
             await cur.executemany(
                 "insert into alerts (watched_process_id, server_id, user_id, type, state, value, threshold,"
-                " started_at, event_id) values (%s, %s, %s, %s, 'firing', %s, %s, %s, %s) on conflict do nothing",
+                " started_at, event_id, hostname) values (%s, %s, %s, %s, 'firing', %s, %s, %s, %s, %s)"
+                " on conflict do nothing",
                 [
-                    (r.watched_process_id, r.server_id, r.user_id, r.type, r.value, r.threshold, r.started_at, r.event_id)
+                    (r.watched_process_id, r.server_id, r.user_id, r.type, r.value, r.threshold, r.started_at,
+                     r.event_id, r.hostname)
                     for r in rows
                 ],
             )
@@ -160,3 +230,42 @@ class AlerterRepository:
         cur = await self._conn.execute("select hostname from servers where id = %s", (server_id,))
         row = await cur.fetchone()
         return row[0] if row else None
+
+    # --- server liveness (the offline job) ------------------------------------------
+
+    async def declare_offline(self, alert_type: str, judgeable_after_s: float, limit: int,
+                              lag_s: float = 0.0) -> list[OfflineServer]:
+        """Mark the due servers offline (offline_since = last_seen_at) and return them, oldest deadline
+        first. Due: deadline passed (the database's clock) more than `lag_s` ago (ingest's current lag:
+        a message of the server may still be queued that long), not declared yet, flag on, and its
+        offline_after_s within what may be judged (procwatch_domain.liveness.LivenessGate). Found by
+        ix_servers_offline_due; rows ingest is stamping right now are skipped (they are alive).
+        Servers with an open alert of the type (a duplicate would break the unique episode) are left."""
+        cur = await self._conn.execute(
+            DECLARE_OFFLINE_SQL, {"judgeable": judgeable_after_s, "n": limit, "type": alert_type, "lag": lag_s},
+        )
+        return sorted((OfflineServer(*r) for r in await cur.fetchall()), key=lambda r: (r.offline_deadline_at, r.id))
+
+    async def offline_alerts_to_resolve(self, alert_type: str, limit: int) -> list[OpenOfflineAlert]:
+        """Open alerts of the type (uq_alerts_open_server_episode: only open ones are read) whose
+        server is back (last_seen_at moved past offline_since), no longer flagged, or deleted."""
+        cur = await self._conn.execute(LOCK_OFFLINE_ALERTS_OVER_SQL, {"type": alert_type, "n": limit})
+        return [OpenOfflineAlert(*r) for r in await cur.fetchall()]
+
+    async def clear_recovered(self) -> None:
+        """Servers declared offline that were seen since count down to their deadline again
+        (ix_servers_offline_declared: only declared ones are read). Also those whose alert was
+        resolved by turning the flag off: a silence fires at most once, the next one fires again."""
+        await self._conn.execute(
+            "update servers set offline_since = null where offline_since is not null and last_seen_at > offline_since"
+        )
+
+    async def resolve_server_alerts(self, resolutions: Sequence[ServerAlertResolution]) -> None:
+        if not resolutions:
+            return
+        async with self._conn.cursor() as cur:
+            await cur.executemany(
+                "update alerts set state = 'resolved', resolved_at = %s, resolve_reason = %s"
+                " where id = %s and resolved_at is null",
+                [(r.resolved_at, r.reason, r.alert_id) for r in resolutions],
+            )

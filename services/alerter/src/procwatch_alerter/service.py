@@ -20,6 +20,9 @@ from procwatch_contracts import subjects
 from procwatch_contracts.fast import RecordedSampleView, SampleRecordedView
 from procwatch_contracts.messages import AlertEvent, AlertProcess, AlertServer, ProcessChanged
 from procwatch_domain.alerts import (
+    DELETED,
+    FLAG_DISABLED,
+    RECOVERED,
     SampleView,
     Transition,
     alert_id,
@@ -27,6 +30,7 @@ from procwatch_domain.alerts import (
     evaluate_transition,
     resolve_for_change,
 )
+from procwatch_domain.liveness import SERVER_OFFLINE, server_alert_id
 from procwatch_domain.rules import ONE_SHOT_FLAGS
 from procwatch_domain.status import format_alerted_state, parse_alerted_state
 from procwatch_messaging.outbox import OutboxRecord
@@ -37,6 +41,7 @@ from procwatch_alerter.repository import (
     AlertRow,
     OutboxRow,
     ProcessRow,
+    ServerAlertResolution,
     StateUpdate,
 )
 
@@ -321,3 +326,69 @@ class AlerterService:
         outcome.evaluated = 1
         await writes.flush(self._repo)
         return writes.into(outcome)
+
+    # --- server liveness (the offline job, procwatch_alerter.offline) -------------------------
+
+    async def detect_offline(self, judgeable_after_s: float | None, limit: int, lag_s: float = 0.0) -> Outcome:
+        """One run of the offline job, in one transaction: resolve the server_offline alerts that are
+        over (the server is back: `recovered` at the last_seen_at that proved it; its flag is off:
+        `flag_disabled`; it was deleted: `deleted`), then, unless `judgeable_after_s` is None (the
+        pipeline may not be judged now), declare the due servers offline (deadline passed more than
+        `lag_s`, ingest's current lag, ago) and fire. Every alert goes to the history and the outbox
+        like a process's (procwatch_domain.liveness)."""
+        outcome = Outcome()
+        rows: list[AlertRow] = []
+        resolutions: list[ServerAlertResolution] = []
+        outbox: list[OutboxRow] = []
+        async with self._write_transaction():
+            over = await self._repo.offline_alerts_to_resolve(SERVER_OFFLINE, limit)
+            for a in over:
+                if a.deleted:
+                    reason, at = DELETED, a.now
+                elif not a.alert_on_offline:
+                    # offline_since stays: turned back on during the same silence, it does not fire again.
+                    reason, at = FLAG_DISABLED, a.now
+                else:
+                    reason, at = RECOVERED, a.last_seen_at or a.now
+                resolutions.append(ServerAlertResolution(a.alert_id, at, reason))
+                event = _server_event(SERVER_OFFLINE, "resolved", at, a.server_id, a.user_id, a.hostname,
+                                      reason=reason)
+                outcome.alerts.append(event)
+            await self._repo.clear_recovered()
+            declared = ([] if judgeable_after_s is None
+                        else await self._repo.declare_offline(SERVER_OFFLINE, judgeable_after_s, limit, lag_s))
+            for srv in declared:
+                silent_s = max(0.0, (srv.now - srv.last_seen_at).total_seconds())
+                event = _server_event(SERVER_OFFLINE, "firing", srv.offline_deadline_at, srv.id, srv.user_id,
+                                      srv.hostname, value=round(silent_s, 3), threshold=float(srv.offline_after_s))
+                rows.append(AlertRow(None, srv.id, srv.user_id, SERVER_OFFLINE, event.value, event.threshold,
+                                     srv.offline_deadline_at, event.id, srv.hostname))
+                outcome.alerts.append(event)
+            if not outcome.alerts:
+                return outcome
+            await self._repo.resolve_server_alerts(resolutions)
+            await self._repo.insert_alerts(rows)
+            outbox = [OutboxRow(subjects.server_alerts(e.server.id), e.id, e.model_dump_json())
+                      for e in outcome.alerts]
+            ids = await self._repo.add_outbox(outbox)
+        outcome.outbox = [(i, r.subject, r.msg_id, r.payload) for i, r in zip(ids, outbox, strict=True)]
+        outcome.evaluated = len(over) + len(declared)
+        return outcome
+
+
+def _server_event(alert_type: str, state: str, at: datetime, server_id: int, user_id: int, hostname: str, *,
+                  value: float | None = None, threshold: float | None = None,
+                  reason: str | None = None) -> AlertEvent:
+    """A server-level alert event (no process), with its deterministic id."""
+    return AlertEvent(
+        id=server_alert_id(server_id, alert_type, state, at),
+        type=alert_type,  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]
+        occurred_at=at,
+        user_id=user_id,
+        server=AlertServer(id=server_id, hostname=hostname),
+        process=None,
+        value=value,
+        threshold=threshold,
+        reason=reason,
+    )

@@ -47,6 +47,21 @@ class AlerterSettings(WorkerSettings):
     max_backoff_s: float = 10.0
     # Unexpected (non-transient) errors: attempts before the event is dead-lettered.
     max_attempts_on_error: int = 3
+    # Server liveness (docs/alerts.md, "Offline servers"): the periodic job that declares servers
+    # offline (server_offline) and resolves those alerts. One replica runs it at a time.
+    offline_detection: bool = True
+    offline_check_every_s: float = Field(default=1.0, gt=0, le=60)
+    # Servers declared offline per run at most (the rest on the next run).
+    offline_batch: int = Field(default=1000, ge=1, le=100_000)
+    # Ingest counts as caught up (liveness may be judged) while its durable consumer on
+    # AGENT_SAMPLES has at most this many messages pending or unacked ...
+    offline_max_backlog: int = Field(default=10_000, ge=0)
+    # ... and its oldest unacked message is at most this many seconds older than the stream's newest.
+    offline_max_lag_s: float = Field(default=5.0, ge=0)
+    # Extra wait after the pipeline is caught up again, on top of each server's offline_after_s.
+    offline_grace_s: float = Field(default=0.0, ge=0)
+    # Ingest's durable consumer on AGENT_SAMPLES (PROCWATCH_INGEST_DURABLE).
+    ingest_durable: str = "procwatch-ingest"
     log_level: str = "INFO"
 
     @property

@@ -28,7 +28,8 @@ PROCESS_COLUMNS = (
     "id, server_id, user_id, process_name, enabled, " + setting_columns_sql() + ", last_count, last_cpu_pct,"
     " last_memory_pct, last_sample_at, alerted_state, samples_total, created_at, updated_at"
 )
-SERVER_COLUMNS = "id, hostname, last_agent_version, created_at"
+SERVER_COLUMNS = ("id, hostname, last_agent_version, created_at, last_seen_at, offline_deadline_at, offline_since,"
+                  " offline_after_s, alert_on_offline")
 # Allocated in the statement that changes the process, so the event id is known before the outbox insert.
 NEXT_EVENT_ID = "nextval(pg_get_serial_sequence('outbox_events', 'id')) as event_id"
 DUPLICATE_NAME_CONSTRAINT = "uq_watched_processes_server_name"
@@ -262,13 +263,27 @@ class Repository:
             f"select {SERVER_COLUMNS} from servers where id = :sid and user_id = :uid", sid=server_id, uid=user_id
         )
 
-    async def insert_server(self, user_id: int, hostname: str, agent_key_hash: str) -> dict[str, Any]:
+    async def insert_server(self, user_id: int, agent_key_hash: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """fields: hostname and any of the liveness settings (the column defaults otherwise)."""
+        names = "".join(f", {k}" for k in fields)
+        values = "".join(f", :{k}" for k in fields)
         row = await self._one(
-            f"insert into servers (user_id, hostname, agent_key_hash) values (:uid, :h, :k) returning {SERVER_COLUMNS}",
-            uid=user_id, h=hostname, k=agent_key_hash,
+            f"insert into servers (user_id, agent_key_hash{names}) values (:_uid, :_k{values})"
+            f" returning {SERVER_COLUMNS}",
+            _uid=user_id, _k=agent_key_hash, **fields,
         )
         assert row is not None
         return row
+
+    async def update_server(self, user_id: int, server_id: int, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """A new offline_after_s moves the offline deadline with it (the partial index finds it)."""
+        assignments = "".join(f", {k} = :{k}" for k in fields)
+        return await self._one(
+            f"update servers set id = id{assignments},"
+            " offline_deadline_at = last_seen_at + make_interval(secs => coalesce(cast(:_after as integer), offline_after_s))"
+            f" where id = :_sid and user_id = :_uid returning {SERVER_COLUMNS}",
+            _sid=server_id, _uid=user_id, _after=fields.get("offline_after_s"), **fields,
+        )
 
     async def delete_server(self, user_id: int, server_id: int) -> bool:
         row = await self._one(
@@ -348,6 +363,16 @@ class Repository:
             " where watched_process_id = :pid and (cast(:before as bigint) is null or id < cast(:before as bigint))"
             " order by id desc limit :n",
             pid=process_id, before=before_id, n=limit,
+        )
+
+    async def server_alerts_page(self, server_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """The server's own alerts (watched_process_id null): ix_alerts_server_newest."""
+        return await self._all(
+            "select id, type, state, value, threshold, started_at, resolved_at, resolve_reason from alerts"
+            " where server_id = :sid and watched_process_id is null"
+            " and (cast(:before as bigint) is null or id < cast(:before as bigint))"
+            " order by id desc limit :n",
+            sid=server_id, before=before_id, n=limit,
         )
 
     # --- outbox -------------------------------------------------------------

@@ -26,6 +26,7 @@ from procwatch_api.schemas import (
     ServerCreatedOne,
     ServerList,
     ServerOne,
+    ServerUpdate,
     errors,
     request_body,
 )
@@ -54,6 +55,23 @@ async def create_server(request: Request, user_id: UserId, body: Body, repo: Rep
 @router.get(SERVER, response_model=ServerOne, responses=errors(404), tags=["servers"])
 async def get_server(server_id: str, user_id: UserId, repo: Repo) -> Response:
     return json_response(await service.get_server(repo, user_id, server_id))
+
+
+@router.put(SERVER, response_model=ServerOne, responses=errors(400, 404, 413),
+            openapi_extra=request_body(ServerUpdate), tags=["servers"])
+async def update_server(server_id: str, request: Request, user_id: UserId, body: Body, repo: Repo) -> Response:
+    return json_response(await service.update_server(repo, user_id, server_id, json_object(request, body)))
+
+
+@router.get(SERVER + "/alerts", response_model=AlertPage, responses=errors(400, 404), tags=["alerts"])
+async def list_server_alerts(
+    server_id: str, user_id: UserId, repo: Repo,
+    limit: str | None = Query(None, description="1-200, default 50"),
+    cursor: str | None = Query(None, description="`next_cursor` of the previous page (opaque: any other value"
+                                                 " is answered 400 validation_failed)"),
+) -> Response:
+    """The server's own alerts (server_offline), newest first; its processes' alerts are listed per process."""
+    return json_response(await service.list_server_alerts(repo, user_id, server_id, limit=limit, cursor=cursor))
 
 
 @router.delete(SERVER, response_model=Ok, responses=errors(404), tags=["servers"])

@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from procwatch_domain.rules import ALERT_TYPES, SETTINGS, Setting
+from procwatch_domain.liveness import ALL_ALERT_TYPES, ALERT_ON_OFFLINE, OFFLINE_AFTER
+from procwatch_domain.rules import SETTINGS, Setting
 
 from procwatch_api import name_patterns
-from procwatch_api.service import hostname_problem
+from procwatch_api.service import SERVER_READ_ONLY_FIELDS, SERVER_UPDATABLE_FIELDS, hostname_problem
 from procwatch_domain.validation import READ_ONLY_FIELDS, UPDATABLE_FIELDS, process_name_problem
 
 Flag = Literal[0, 1]
@@ -174,13 +175,29 @@ ProcessUpdate = create_model(  # + one optional, non-nullable field per alert se
 )
 
 
+_HOSTNAME_RULE = "No whitespace, control or invisible characters"
+
+
 class ServerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", title="ServerCreate",
-                              json_schema_extra=_document_request(None, frozenset({"id", "last_agent_version",
-                                                                                   "created_at"})))
+                              json_schema_extra=_document_request(None, SERVER_READ_ONLY_FIELDS))
 
-    hostname: str = Field(min_length=1, max_length=255, description="No whitespace, control or invisible characters",
+    hostname: str = Field(min_length=1, max_length=255, description=_HOSTNAME_RULE, json_schema_extra=_hostname_schema)
+    offline_after_s: int = _create_field(OFFLINE_AFTER)[1]
+    alert_on_offline: bool | Flag = _create_field(ALERT_ON_OFFLINE)[1]
+
+
+class ServerUpdate(BaseModel):
+    """At least one updatable field; none may be null. Read-only fields of the representation are ignored."""
+
+    model_config = ConfigDict(extra="forbid", title="ServerUpdate",
+                              json_schema_extra=_document_request(SERVER_UPDATABLE_FIELDS, SERVER_READ_ONLY_FIELDS))
+
+    # Typed without None: an absent field is unchanged, a null one is refused (400).
+    hostname: str = Field(None, min_length=1, max_length=255, description=_HOSTNAME_RULE,  # type: ignore[assignment]
                           json_schema_extra=_hostname_schema)
+    offline_after_s: int = _update_field(OFFLINE_AFTER)[1]
+    alert_on_offline: bool | Flag = _update_field(ALERT_ON_OFFLINE)[1]
 
 
 class _ProcessHead(BaseModel):
@@ -215,6 +232,13 @@ class ServerSummary(BaseModel):
 
 class Server(ServerSummary):
     created_at: str
+    last_seen_at: str | None = Field(description="when the agent last sent anything (a sample or its heartbeat), on"
+                                                 " the broker's clock; null: never")
+    status: Literal["pending", "online", "offline"] = Field(
+        description="pending: never seen; offline: nothing for offline_after_s; online otherwise")
+    offline_after_s: int = Field(ge=OFFLINE_AFTER.minimum, le=OFFLINE_AFTER.maximum,
+                                 description=OFFLINE_AFTER.description)
+    alert_on_offline: Flag = Field(description=ALERT_ON_OFFLINE.description)
 
 
 class ServerCreated(Server):
@@ -233,7 +257,7 @@ class Sample(BaseModel):
 
 class Alert(BaseModel):
     id: int
-    type: Literal[ALERT_TYPES]  # type: ignore[valid-type]
+    type: Literal[ALL_ALERT_TYPES]  # type: ignore[valid-type]
     state: Literal["firing", "resolved"]
     value: float | None
     threshold: float | None
@@ -287,7 +311,7 @@ class Ready(BaseModel):
     checks: dict[str, str]
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (ProcessCreate, ProcessUpdate, ServerCreate)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (ProcessCreate, ProcessUpdate, ServerCreate, ServerUpdate)
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:

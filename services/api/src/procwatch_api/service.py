@@ -31,7 +31,13 @@ from procwatch_contracts.messages import ProcessAlertConfig, ProcessChanged
 from procwatch_domain.secrets import hash_secret, new_agent_key
 from procwatch_domain.status import process_status
 from procwatch_domain.rules import PARAMETER_SETTINGS, SETTINGS
-from procwatch_domain.validation import BOOLEAN_FIELDS, ProcessValidationError, validate_process_fields
+from procwatch_domain.liveness import SERVER_SETTINGS, server_status
+from procwatch_domain.validation import (
+    BOOLEAN_FIELDS,
+    ProcessValidationError,
+    setting_problem,
+    validate_process_fields,
+)
 
 SAMPLES_SHOWN = 100
 RESTART_WINDOW = timedelta(hours=24)
@@ -109,12 +115,18 @@ def present_samples(rows: list[SampleRow]) -> list[dict[str, Any]]:
     ]
 
 
-def present_server(row: dict[str, Any]) -> dict[str, Any]:
+def present_server(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     return {
         "id": row["id"],
         "hostname": row["hostname"],
         "last_agent_version": row["last_agent_version"],
         "created_at": json_time(row["created_at"]),
+        # Liveness (procwatch_domain.liveness, docs/api.md "Staleness").
+        "last_seen_at": json_time(row["last_seen_at"]),
+        "status": server_status(row["last_seen_at"], row["offline_deadline_at"], row["offline_since"] is not None,
+                                now or datetime.now(UTC)),
+        "offline_after_s": row["offline_after_s"],
+        "alert_on_offline": int(bool(row["alert_on_offline"])),
     }
 
 
@@ -172,20 +184,38 @@ def hostname_problem(hostname: Any) -> str | None:
     return None
 
 
-def validate_server_fields(body: dict[str, Any]) -> str:
-    issues = [
-        {"field": str(k)[:100], "message": "unknown field"}
-        for k in body if k not in ("hostname", "id", "last_agent_version", "created_at")
-    ]
-    if "hostname" not in body:
-        issues.append({"field": "hostname", "message": "is required"})
-    else:
-        problem = hostname_problem(body["hostname"])
+# Fields of the server representation a client may echo back: accepted and ignored.
+SERVER_READ_ONLY_FIELDS = frozenset({"id", "last_agent_version", "created_at", "last_seen_at", "status"})
+_SERVER_SETTINGS = {s.name: s for s in SERVER_SETTINGS}
+SERVER_UPDATABLE_FIELDS = ("hostname", *_SERVER_SETTINGS)
+
+
+def validate_server_fields(body: dict[str, Any], *, for_update: bool = False) -> dict[str, Any]:
+    """The clean values of the fields present (hostname, offline_after_s, alert_on_offline), every
+    problem at once; hostname is required on create."""
+    issues = []
+    clean: dict[str, Any] = {}
+    for k, value in body.items():
+        if k == "hostname":
+            problem = hostname_problem(value)
+        elif k in _SERVER_SETTINGS:
+            value, problem = setting_problem(_SERVER_SETTINGS[k], value)
+        elif k in SERVER_READ_ONLY_FIELDS:
+            continue
+        else:
+            k, problem = str(k)[:100], "unknown field"
         if problem:
-            issues.append({"field": "hostname", "message": problem})
+            issues.append({"field": k, "message": problem})
+        else:
+            clean[k] = value
+    if not for_update and "hostname" not in body:
+        issues.append({"field": "hostname", "message": "is required"})
+    if for_update and not issues and not clean:
+        issues.append({"field": "body", "message": "no updatable fields provided; updatable: "
+                                                   + ", ".join(SERVER_UPDATABLE_FIELDS)})
     if issues:
         raise ValidationFailed(issues)
-    return body["hostname"]
+    return clean
 
 
 def _process_fields(body: dict[str, Any], *, for_update: bool) -> dict[str, Any]:
@@ -268,13 +298,13 @@ async def list_servers(repo: Repository, user_id: int) -> dict[str, Any]:
 
 
 async def create_server(repo: Repository, user_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    hostname = validate_server_fields(body)
+    fields = validate_server_fields(body)
     servers = await repo.lock_user_servers(user_id)
     if servers.count >= servers.limit:
         raise PlanLimitReached(plan=servers.plan, limit=servers.limit, current_count=servers.count,
                                scope="servers_per_user")
     agent_key = new_agent_key()
-    row = await repo.insert_server(user_id, hostname, hash_secret(agent_key))
+    row = await repo.insert_server(user_id, hash_secret(agent_key), fields)
     return {"server": {**present_server(row), "agent_key": agent_key}}
 
 
@@ -284,6 +314,26 @@ async def get_server(repo: Repository, user_id: int, raw_server_id: str) -> dict
     if row is None:
         raise ServerNotFound()
     return {"server": present_server(row)}
+
+
+async def update_server(repo: Repository, user_id: int, raw_server_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """PUT: hostname and the liveness settings (a new offline_after_s moves the deadline with it;
+    turning alert_on_offline off resolves an open server_offline alert: the alerter's offline job)."""
+    server_id = await _server_id(repo, user_id, raw_server_id)  # another user's server: 404 before any 400
+    fields = validate_server_fields(body, for_update=True)
+    row = await repo.update_server(user_id, server_id, fields)
+    if row is None:
+        raise ServerNotFound()  # deleted meanwhile
+    return {"server": present_server(row)}
+
+
+async def list_server_alerts(
+    repo: Repository, user_id: int, raw_server_id: str, *, limit: str | None, cursor: str | None
+) -> dict[str, Any]:
+    """The server's own alert history (server_offline), newest first: the process alert page's shape."""
+    server_id = await _server_id(repo, user_id, raw_server_id)
+    rows, next_cursor = await keyset_page(lambda before, n: repo.server_alerts_page(server_id, before, n), limit, cursor)
+    return {"alerts": [present_alert(r) for r in rows], "next_cursor": next_cursor}
 
 
 async def delete_server(repo: Repository, user_id: int, raw_server_id: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy as AckPolicyNats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from procwatch_contracts import subjects
-from procwatch_contracts.messages import AgentSample, SampleRecorded, WatchListReply, WatchListRequest
+from procwatch_contracts.messages import AgentSample, AlertEvent, SampleRecorded, WatchListReply, WatchListRequest
 from procwatch_messaging.publish import AckedPublisher
 from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool
 from procwatch_runtime.gc_tuning import tune_gc
@@ -48,6 +48,7 @@ class IngestApp:
             unknown_server_cache_ttl_s=settings.unknown_server_cache_ttl_s,
             process_cache_ttl_s=settings.process_cache_ttl_s,
             max_future_s=settings.max_future_s,
+            last_seen_step_s=settings.last_seen_step_s,
             stats=self.stats,
         )
         self.worker = Worker("ingest", settings, stream_limits=settings.stream_limits(), pool=WorkerPool(
@@ -148,6 +149,17 @@ class IngestApp:
             subjects.DEADLETTER_AGENT_SAMPLES, stream=JStream(subjects.DEADLETTER_STREAM, declare=False),
             title=subjects.DEADLETTER_AGENT_SAMPLES, schema=bytes,
             description="The original agent payload, headers `Procwatch-Reason` and `Procwatch-Original-Subject`.",
+        )
+
+        # What the alerter publishes (documented here: this document is the broker API's one).
+        self.docs_broker.publisher(
+            subjects.ALERTS_SUBJECTS, stream=JStream(subjects.ALERTS_STREAM, declare=False),
+            title="alerts.{server_id}.{target}", schema=AlertEvent,
+            description=(
+                "Alert events (AlertEvent v1), published by the alerter through its outbox; `Nats-Msg-Id` = id. "
+                "target: a process id for a process's alerts; `server` for a server's own (`server_offline`, "
+                "process null, value = seconds since last seen, threshold = offline_after_s)."
+            ),
         )
 
         # The AGENT_SAMPLES consumer is our own pull loop (procwatch_messaging.pull.BatchPullLoop): FastStream 0.7.8's batch

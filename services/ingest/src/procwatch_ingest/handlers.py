@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 
 import psycopg
@@ -97,7 +98,7 @@ class SampleBatchHandler:
                 async with self.pool.connection() as conn:
                     async with conn.transaction():
                         repo = IngestRepository(conn)
-                        plan = await self.service.prepare(repo, checked)
+                        plan = await self.service.prepare(repo, checked, [_broker_time(m) for m in batch])
                         result = await self.service.store(repo, plan, may_be_replay=may_be_replay,
                                                           lock_turn=lock_turn)
                         t2 = time.perf_counter()
@@ -139,6 +140,7 @@ class SampleBatchHandler:
         finally:
             if ordered:
                 self._commit_publish.release()
+        self.service.last_seen_committed(result.last_seen)
         stats.events_published += len(result.events)
         stats.samples_inserted += result.inserted
         stats.samples_duplicate += result.duplicates
@@ -187,6 +189,14 @@ class SampleBatchHandler:
         """Hand the batch back: after `delay`, else after the retry backoff of each message."""
         await acks.nak(batch, delay if delay is not None else (
             lambda msg: retry_delay(acks.num_delivered(msg), self.retry_base_s, self.retry_max_s)))
+
+
+def _broker_time(msg: Msg) -> datetime | None:
+    """When JetStream stored the message (its metadata), the liveness clock; None if unknown."""
+    try:
+        return msg.metadata.timestamp
+    except Exception:  # not a JetStream message (tests feeding core NATS messages)
+        return None
 
 
 class WatchListHandler:

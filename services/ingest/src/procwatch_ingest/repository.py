@@ -233,13 +233,22 @@ class IngestRepository:
                     await copy.write_row(u)
             await cur.execute(UPDATE_PROCESSES_FROM_STAGE_SQL)
 
-    async def set_agent_versions(self, versions: dict[int, str]) -> None:
-        if not versions:
+    async def update_servers(self, versions: dict[int, str], seen: dict[int, datetime]) -> None:
+        """One statement for the batch's servers (one lock order, ids ascending: two statements
+        locking overlapping sets could deadlock with a concurrent batch):
+        - the agent version, where it changed;
+        - liveness: last_seen_at moved forward (never back) with the offline deadline."""
+        ids = sorted(versions.keys() | seen.keys())
+        if not ids:
             return
-        ids = sorted(versions)
         await self.conn.execute(
-            "update servers s set last_agent_version = u.v"
-            " from unnest(%s::bigint[], %s::text[]) as u(id, v)"
-            " where s.id = u.id and s.last_agent_version is distinct from u.v",
-            (ids, [versions[i] for i in ids]),
+            "update servers s set last_agent_version = coalesce(u.v, s.last_agent_version),"
+            " last_seen_at = case when u.t > s.last_seen_at or s.last_seen_at is null"
+            "   then u.t else s.last_seen_at end,"
+            " offline_deadline_at = case when u.t > s.last_seen_at or s.last_seen_at is null"
+            "   then u.t + make_interval(secs => s.offline_after_s) else s.offline_deadline_at end"
+            " from unnest(%s::bigint[], %s::text[], %s::timestamptz[]) as u(id, v, t)"
+            " where s.id = u.id and (s.last_agent_version is distinct from coalesce(u.v, s.last_agent_version)"
+            "   or u.t > s.last_seen_at or (s.last_seen_at is null and u.t is not null))",
+            (bigint_array(ids), [versions.get(i) for i in ids], [seen.get(i) for i in ids]),
         )

@@ -25,6 +25,7 @@ from procwatch_contracts.fast import (
     encode_sample_recorded,
 )
 from procwatch_db.tables import SAMPLE_ID_BLOCK
+from procwatch_domain.liveness import should_stamp
 from procwatch_domain.secrets import secret_matches
 
 from procwatch_ingest import inbound
@@ -93,6 +94,8 @@ class Plan:
     rows: list[tuple] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     dropped: int = 0  # readings of unknown / paused process names
+    # Server id -> broker time of its newest authenticated message in the batch (liveness).
+    seen: dict[int, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,8 @@ class BatchResult:
     inserted: int
     duplicates: int
     dropped: int
+    # The last_seen_at values written (server id -> time): `last_seen_committed` after commit.
+    last_seen: dict[int, datetime] = field(default_factory=dict)
 
 
 def event_msg_id(server_id: int, sampled_at: datetime) -> str:
@@ -145,6 +150,7 @@ class IngestService:
         unknown_server_cache_ttl_s: float = 2.0,
         process_cache_ttl_s: float = 5.0,
         max_future_s: float = 300.0,
+        last_seen_step_s: float = 1.0,
         stats: IngestStats | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
@@ -156,6 +162,9 @@ class IngestService:
         self.stats = stats or IngestStats()
         self.sample_ids = SampleIdPool()
         self._now = now
+        # Server id -> the last_seen_at this process last committed (see `liveness_stamps`).
+        self.last_seen_step_s = last_seen_step_s
+        self._last_seen_written: dict[int, datetime] = {}
 
     # --- checks --------------------------------------------------------------
 
@@ -210,7 +219,10 @@ class IngestService:
             return Rejected(inbound.UNAUTHORIZED, "agent key does not match the server")
         return row
 
-    async def prepare(self, repo: IngestRepository, checked: list[Accepted | Rejected]) -> Plan:
+    async def prepare(self, repo: IngestRepository, checked: list[Accepted | Rejected],
+                      received_at: Sequence[datetime | None] | None = None) -> Plan:
+        """`received_at[i]`: the broker's stored time of message i (its liveness time); when
+        unknown, ingest's own clock now (never the agent's sampled_at)."""
         plan = Plan()
         accepted = {i: c for i, c in enumerate(checked) if isinstance(c, Accepted)}
         plan.rejected = {i: c for i, c in enumerate(checked) if isinstance(c, Rejected)}
@@ -228,6 +240,9 @@ class IngestService:
                 plan.rejected[i] = result
             else:
                 authed[i] = (a, result)
+                seen = (received_at[i] if received_at is not None else None) or now
+                if (prev := plan.seen.get(sid)) is None or seen > prev:
+                    plan.seen[sid] = seen
         process_names = await self._process_names(repo, {row.id for _, row in authed.values()})
 
         # A repeat of a (process, time) key is the same sample: one row. A process belongs to
@@ -383,7 +398,8 @@ class IngestService:
         t3 = time.perf_counter()
         phase["store_lock_chain"] += t3 - t2
         await repo.update_processes(updates)
-        await repo.set_agent_versions({sid: v for sid, (_, v) in versions.items()})
+        last_seen = self.liveness_stamps(plan.seen)
+        await repo.update_servers({sid: v for sid, (_, v) in versions.items()}, last_seen)
         t4 = time.perf_counter()
 
         events: list[OutgoingEvent] = []
@@ -406,7 +422,24 @@ class IngestService:
         phase["store_update"] += t4 - t3
         phase["store_events"] += t5 - t4
         return BatchResult(events=events, inserted=inserted_count, duplicates=len(rows) - inserted_count,
-                           dropped=dropped)
+                           dropped=dropped, last_seen=last_seen)
+
+    # --- liveness ----------------------------------------------------------------
+
+    def liveness_stamps(self, seen: dict[int, datetime]) -> dict[int, datetime]:
+        """The servers whose last_seen_at is worth writing: moved forward by >= last_seen_step_s
+        since the value this process last committed (procwatch_domain.liveness.should_stamp)."""
+        written = self._last_seen_written
+        step = self.last_seen_step_s
+        return {sid: at for sid, at in seen.items() if should_stamp(written.get(sid), at, step)}
+
+    def last_seen_committed(self, stamps: dict[int, datetime]) -> None:
+        """After the batch's commit: remember what was written (a rolled-back batch is redelivered
+        and stamps again)."""
+        written = self._last_seen_written
+        for sid, at in stamps.items():
+            if (prev := written.get(sid)) is None or at > prev:
+                written[sid] = at
 
     async def watch_list(self, repo: IngestRepository, server_id: int) -> list[str]:
         return await repo.enabled_process_names(server_id)

@@ -42,6 +42,9 @@ class IngestSettings(WorkerSettings):
     max_future_s: float = Field(default=300.0, ge=0)
     # Told to agents in the watch-list reply.
     interval_seconds: float = Field(default=10.0, gt=0)
+    # A server's last_seen_at (liveness, docs/ingest.md) is written only when it moved forward by at
+    # least this many seconds since the value this replica last wrote (offline_after_s is >= 30).
+    last_seen_step_s: float = Field(default=1.0, ge=0, le=10)
 
     # JetStream stream limits, applied when the service starts.
     samples_max_age_s: float = Field(default=24 * 3600, gt=0)

@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007_channels"
-down_revision = "0005_plan_max_servers"
+down_revision = "0006_server_liveness"
 branch_labels = None
 depends_on = None
 
