@@ -4,7 +4,7 @@
 (procwatch_domain.crypto, key from PROCWATCH_SECRETS_KEY), never plaintext.
 
 Revision ID: 0007_channels
-Revises: 0005_plan_max_servers (re-chained to 0006 when the liveness migration lands)
+Revises: 0006_server_liveness
 Create Date: 2026-12-01 12:05:00
 """
 import sqlalchemy as sa
