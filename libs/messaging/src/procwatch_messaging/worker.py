@@ -371,3 +371,26 @@ async def _quietly(awaitable: Awaitable, what: str) -> None:
         await awaitable
     except Exception as exc:
         log.warning("stopping a part failed", extra={"part": what, "error": type(exc).__name__})
+
+
+class WorkerService:
+    """Base of a worker service's app object: its `__init__` builds `self.worker` and declares the
+    parts; this gives the same start / stop (tests, bench), run (main) and health to every service."""
+
+    worker: Worker
+
+    @property
+    def health(self) -> HealthServer | None:
+        """The health endpoint (None unless the service's health port is set)."""
+        return self.worker.health
+
+    async def start(self) -> None:
+        """Start in the running loop; `stop()` drains."""
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+
+    async def run(self) -> None:
+        """Until SIGTERM / SIGINT (retrying the start while dependencies are down), then drain."""
+        await self.worker.run()

@@ -24,9 +24,8 @@ from nats.js.api import DeliverPolicy as NatsDeliverPolicy
 
 from procwatch_contracts import subjects
 from procwatch_messaging.outbox import OutboxRelay
-from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool
+from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool, WorkerService
 from procwatch_runtime.gc_tuning import tune_gc
-from procwatch_runtime.health import HealthServer
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_alerter.handlers import Handlers
@@ -36,7 +35,7 @@ from procwatch_alerter.settings import AlerterSettings
 log = logging.getLogger("procwatch.alerter")
 
 
-class AlerterApp:
+class AlerterApp(WorkerService):
     """The alerter's parts on a Worker. `start()` / `stop()` for tests; `main()` for production."""
 
     def __init__(self, settings: AlerterSettings) -> None:
@@ -71,10 +70,6 @@ class AlerterApp:
         self.worker.on_drain(self.handlers.stopping.set)
         self.worker.on_stopped(lambda: log.info("alerter stopped", extra=asdict(self.handlers.stats)))
 
-    @property
-    def health(self) -> HealthServer | None:
-        """The health endpoint (None unless PROCWATCH_ALERTER_HEALTH_PORT is set)."""
-        return self.worker.health
 
     def _sample_consumer_config(self) -> NatsConsumerConfig:
         s = self.settings
@@ -106,15 +101,6 @@ class AlerterApp:
         async def on_process_event(msg: NatsMessage) -> None:
             await handlers.on_process_event(msg)
 
-    async def start(self) -> None:
-        await self.worker.start()
-
-    async def stop(self) -> None:
-        await self.worker.stop()
-
-    async def run(self) -> None:
-        """Until SIGTERM / SIGINT (retrying the start while dependencies are down), then drain."""
-        await self.worker.run()
 
 
 def main() -> None:

@@ -22,9 +22,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AgentSample, AlertEvent, SampleRecorded, WatchListReply, WatchListRequest
 from procwatch_messaging.publish import AckedPublisher
-from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool
+from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool, WorkerService
 from procwatch_runtime.gc_tuning import tune_gc
-from procwatch_runtime.health import HealthServer
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_ingest.handlers import SampleBatchHandler, WatchListHandler
@@ -37,7 +36,7 @@ from procwatch_ingest.stats import IngestStats
 log = logging.getLogger("procwatch.ingest")
 
 
-class IngestApp:
+class IngestApp(WorkerService):
     """The service's parts on a Worker; startable in-process (tests, bench) or by `main()`."""
 
     def __init__(self, settings: IngestSettings):
@@ -85,10 +84,6 @@ class IngestApp:
         self.docs_broker = NatsBroker(settings.nats_url)
         self._register()
 
-    @property
-    def health(self) -> HealthServer | None:
-        """The health endpoint (None unless PROCWATCH_INGEST_HEALTH_PORT is set)."""
-        return self.worker.health
 
     def _events_publisher(self) -> AckedPublisher:
         """The publisher of SampleRecorded and dead-letter messages, on the worker's client."""
@@ -183,16 +178,6 @@ class IngestApp:
         async def doc_agent_samples(body: list[AgentSample]) -> None:  # pragma: no cover - docs only
             raise NotImplementedError
 
-    async def start(self) -> None:
-        """Start in the running loop (tests, bench); `stop()` drains."""
-        await self.worker.start()
-
-    async def stop(self) -> None:
-        await self.worker.stop()
-
-    async def run(self) -> None:
-        """Until SIGTERM / SIGINT, then drain."""
-        await self.worker.run()
 
 
 def create_app(settings: IngestSettings | None = None) -> IngestApp:

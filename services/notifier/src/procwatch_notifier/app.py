@@ -20,8 +20,7 @@ from nats.js.api import DeliverPolicy as NatsDeliverPolicy
 
 from procwatch_contracts import subjects
 from procwatch_domain import crypto
-from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool
-from procwatch_runtime.health import HealthServer
+from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool, WorkerService
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_notifier.handlers import Handlers
@@ -31,7 +30,7 @@ from procwatch_notifier.settings import NotifierSettings
 log = logging.getLogger("procwatch.notifier")
 
 
-class NotifierApp:
+class NotifierApp(WorkerService):
     """The notifier's parts on a Worker. `start()` / `stop()` for tests; `main()` for production."""
 
     def __init__(self, settings: NotifierSettings) -> None:
@@ -61,19 +60,7 @@ class NotifierApp:
         self.worker.on_stopped(lambda: log.info("notifier stopped", extra={
             **asdict(self.handlers.stats), **asdict(self.sender.stats)}))
 
-    @property
-    def health(self) -> HealthServer | None:
-        """The health endpoint (None unless PROCWATCH_NOTIFIER_HEALTH_PORT is set)."""
-        return self.worker.health
 
-    async def start(self) -> None:
-        await self.worker.start()
-
-    async def stop(self) -> None:
-        await self.worker.stop()
-
-    async def run(self) -> None:
-        await self.worker.run()
 
 
 def main() -> None:
