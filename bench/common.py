@@ -7,6 +7,7 @@ One definition each: the bench scripts import these, never copy them. Pure helpe
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -276,3 +277,141 @@ async def wait_for_consumer(nats_url: str, stream: str, durable: str, timeout: f
         raise TimeoutError(f"consumer {stream}/{durable} not created within {timeout}s")
     finally:
         await nc.drain()
+
+
+# --- webhooks: the notifier and a receiver that verifies what it sends -------------------
+
+
+def secrets_key() -> str:
+    """The PROCWATCH_SECRETS_KEY the bench encrypts channel secrets with (set in this process's
+    environment too: procwatch_domain.crypto reads it there)."""
+    from procwatch_domain import crypto
+
+    key = os.environ.get(crypto.SECRETS_KEY_ENV) or crypto.new_key()
+    os.environ[crypto.SECRETS_KEY_ENV] = key
+    return key
+
+
+def notifier_env(database_url: str, nats_url: str) -> dict[str, str]:
+    """The environment of a `procwatch notifier` subprocess that may post to 127.0.0.1."""
+    from procwatch_domain import crypto
+
+    return {"DATABASE_URL": database_url, "NATS_URL": nats_url, "LOG_LEVEL": "WARNING",
+            "PROCWATCH_NOTIFIER_LOG_LEVEL": "WARNING", crypto.SECRETS_KEY_ENV: secrets_key(),
+            "PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS": "1"}
+
+
+def insert_webhook_channel(conn, user_id: int, name: str, url: str, secret: str,
+                           server_ids: list[int] | None = None) -> None:
+    """A webhook channel row as the channels API stores it (target and secret encrypted; the
+    alerts of `server_ids`, or of all the user's servers when None)."""
+    from procwatch_domain import crypto
+
+    secrets_key()
+    conn.execute("insert into channels (user_id, type, name, target_encrypted, target_hint,"
+                 " secret_encrypted, server_ids) values (%s, 'webhook', %s, %s, %s, %s, %s)",
+                 (user_id, name, crypto.encrypt(url), "http://127.0.0.1/***", crypto.encrypt(secret), server_ids))
+
+
+@dataclass
+class WebhookArrivals:
+    arrivals: dict[str, float]  # webhook-id -> wall-clock arrival of its first verified delivery
+    bad: int  # deliveries whose signature did not verify
+    repeats: int  # verified deliveries of an id already received
+
+
+class WebhookReceiver:
+    """A real HTTP receiver in its own process on 127.0.0.1:`port`. It verifies each webhook's
+    signature with the `standardwebhooks` package, as a receiver would, and notes when each
+    webhook-id first arrived. Requests to `hang_path` are accepted and never answered.
+
+        with WebhookReceiver(port, secret, tmp) as receiver:
+            ...  # receiver.received: verified webhooks so far
+        receiver.result  # WebhookArrivals
+    """
+
+    def __init__(self, port: int, secret: str, tmp: Path, hang_path: str | None = None) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.port = port
+        self._ready, self._stop = ctx.Event(), ctx.Event()
+        self._received = ctx.Value("i", 0)
+        self._out_path = tmp / f"webhook-receiver-{time.monotonic_ns()}.json"
+        self._process = ctx.Process(target=_receive_webhooks, daemon=True, args=(
+            port, secret, hang_path, self._ready, self._stop, self._received, str(self._out_path)))
+        self.result: WebhookArrivals | None = None
+
+    @property
+    def received(self) -> int:
+        return self._received.value
+
+    def __enter__(self) -> WebhookReceiver:
+        self._process.start()
+        if not self._ready.wait(30):
+            self._process.terminate()
+            raise RuntimeError("the webhook receiver did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.terminate()
+        if self._out_path.exists():
+            self.result = WebhookArrivals(**json.loads(self._out_path.read_text()))
+
+
+def _receive_webhooks(port: int, secret: str, hang_path: str | None, ready, stop, received, out_path: str) -> None:
+    """WebhookReceiver's process."""
+    import uvicorn
+    from standardwebhooks.webhooks import Webhook
+
+    verifier = Webhook(secret)
+    arrivals: dict[str, float] = {}
+    counts = {"bad": 0, "repeats": 0}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        at = time.time()
+        if scope["path"] == hang_path:
+            try:
+                await asyncio.Event().wait()  # never answers
+            except asyncio.CancelledError:  # the receiver stops
+                return
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        try:
+            verifier.verify(body, headers)
+            msg_id = headers["webhook-id"]
+            if msg_id in arrivals:
+                counts["repeats"] += 1
+            else:
+                arrivals[msg_id] = at
+                received.value += 1
+        except Exception:
+            counts["bad"] += 1
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def main():
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                               access_log=False, lifespan="off", interface="asgi3",
+                                               timeout_graceful_shutdown=1))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.02)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        Path(out_path).write_text(json.dumps({"arrivals": arrivals, **counts}))
+        server.should_exit = server.force_exit = True
+        await task
+
+    asyncio.run(main())

@@ -11,16 +11,14 @@ its arrival at the receiver (wall clock, same machine), for the 99 healthy chann
 from __future__ import annotations
 
 import asyncio
-import json
-import multiprocessing as mp
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from bench.common import (
-    Servers, create_database, drop_database, latency_summary, loadavg_1m, service, wait_for_consumer,
+    Servers, WebhookReceiver, fresh_database, insert_webhook_channel, latency_summary, loadavg_1m, notifier_env,
+    service, wait_for_consumer,
 )
 from procwatch_contracts import subjects
 
@@ -34,60 +32,6 @@ class NotifyOptions:
     seconds: float = 20.0
     warmup: float = 3.0
     drain_s: float = 15.0  # after publishing stops: how long late webhooks may still arrive
-
-
-def _receiver(port: int, secret: str, ready, stop, out_path: str) -> None:
-    """The receiving side (its own process): verify each webhook, note when it arrived."""
-    import uvicorn
-    from standardwebhooks.webhooks import Webhook
-
-    verifier = Webhook(secret)
-    arrivals: dict[str, float] = {}
-    counts = {"bad": 0, "repeats": 0}
-
-    async def app(scope, receive, send):
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        at = time.time()
-        if scope["path"] == HANG_PATH:
-            try:
-                await asyncio.Event().wait()  # never answers
-            except asyncio.CancelledError:  # the receiver stops
-                return
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        try:
-            verifier.verify(body, headers)
-            msg_id = headers["webhook-id"]
-            if msg_id in arrivals:
-                counts["repeats"] += 1
-            else:
-                arrivals[msg_id] = at
-        except Exception:
-            counts["bad"] += 1
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def main():
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False, lifespan="off", interface="asgi3",
-                                               timeout_graceful_shutdown=1))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.02)
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.1)
-        Path(out_path).write_text(json.dumps({"arrivals": arrivals, **counts}))
-        server.should_exit = server.force_exit = True
-        await task
-
-    asyncio.run(main())
 
 
 def _setup(url: str, port: int, channels: int) -> tuple[str, int, list[tuple[int, str]]]:
@@ -108,10 +52,7 @@ def _setup(url: str, port: int, channels: int) -> tuple[str, int, list[tuple[int
             hostname = f"notify-{i:03d}"
             (sid,) = conn.execute("insert into servers (user_id, hostname, agent_key_hash) values (%s, %s, %s)"
                                   " returning id", (user_id, hostname, hash_secret(new_agent_key()))).fetchone()
-            conn.execute("insert into channels (user_id, type, name, target_encrypted, target_hint,"
-                         " secret_encrypted, server_ids) values (%s, 'webhook', %s, %s, %s, %s, %s)",
-                         (user_id, f"bench-{i}", crypto.encrypt(f"http://127.0.0.1:{port}/hook/{i}"),
-                          "http://127.0.0.1/***", crypto.encrypt(secret), [sid]))
+            insert_webhook_channel(conn, user_id, f"bench-{i}", f"http://127.0.0.1:{port}/hook/{i}", secret, [sid])
             servers.append((sid, hostname))
     return secret, user_id, servers
 
@@ -158,44 +99,21 @@ async def _publish(nats_url: str, user_id: int, servers: list[tuple[int, str]], 
 
 
 def run_once(servers: Servers, opts: NotifyOptions) -> dict:
-    import os
-
     from procwatch.embedded import free_port
-    from procwatch_domain import crypto
 
-    key = os.environ.get(crypto.SECRETS_KEY_ENV) or crypto.new_key()
-    os.environ[crypto.SECRETS_KEY_ENV] = key
-    with servers.nats() as nats_url:
-        url = create_database(servers.database_url, "procwatch_bench_notify")
-        try:
-            port = free_port()
-            secret, user_id, fleet = _setup(url, port, opts.channels)
-            ctx = mp.get_context("spawn")
-            ready, stop = ctx.Event(), ctx.Event()
-            out_path = str(servers.tmp / f"notify-receiver-{time.monotonic_ns()}.json")
-            receiver = ctx.Process(target=_receiver, args=(port, secret, ready, stop, out_path), daemon=True)
-            receiver.start()
-            if not ready.wait(30):
-                raise RuntimeError("the receiver did not start")
-            env = {"DATABASE_URL": url, "NATS_URL": nats_url, "LOG_LEVEL": "WARNING",
-                   "PROCWATCH_NOTIFIER_LOG_LEVEL": "WARNING", crypto.SECRETS_KEY_ENV: key,
-                   "PROCWATCH_NOTIFIER_ALLOW_PRIVATE_TARGETS": "1"}
-            try:
-                with service(["notifier"], env, servers.tmp / f"notify-notifier-{time.monotonic_ns()}.log"):
-                    asyncio.run(wait_for_consumer(nats_url, subjects.ALERTS_STREAM, "notifier"))
-                    asyncio.run(_publish(nats_url, user_id, fleet, opts, opts.warmup))
-                    load_avg = loadavg_1m()
-                    sent = asyncio.run(_publish(nats_url, user_id, fleet, opts, opts.seconds))
-                    time.sleep(opts.drain_s)
-            finally:
-                stop.set()
-                receiver.join(30)
-                if receiver.is_alive():
-                    receiver.terminate()
-            got = json.loads(Path(out_path).read_text())
-        finally:
-            drop_database(url)
-    arrivals = got["arrivals"]
+    with servers.nats() as nats_url, fresh_database(servers.database_url, "procwatch_bench_notify") as url:
+        port = free_port()
+        secret, user_id, fleet = _setup(url, port, opts.channels)
+        with WebhookReceiver(port, secret, servers.tmp, hang_path=HANG_PATH) as receiver, \
+                service(["notifier"], notifier_env(url, nats_url),
+                        servers.tmp / f"notify-notifier-{time.monotonic_ns()}.log"):
+            asyncio.run(wait_for_consumer(nats_url, subjects.ALERTS_STREAM, "notifier"))
+            asyncio.run(_publish(nats_url, user_id, fleet, opts, opts.warmup))
+            load_avg = loadavg_1m()
+            sent = asyncio.run(_publish(nats_url, user_id, fleet, opts, opts.seconds))
+            time.sleep(opts.drain_s)
+    got = receiver.result
+    arrivals = got.arrivals
     healthy = {i: v for i, v in sent.items() if v[1] != 0}
     latencies = [arrivals[i] - at for i, (at, _) in healthy.items() if i in arrivals]
     lost = sum(1 for i in healthy if i not in arrivals)
@@ -205,7 +123,7 @@ def run_once(servers: Servers, opts: NotifyOptions) -> dict:
         "rate_achieved": len(sent) / opts.seconds,
         "healthy_sent": len(healthy),
         "lost": lost,
-        "bad_signatures": got["bad"],
-        "repeats": got["repeats"],
+        "bad_signatures": got.bad,
+        "repeats": got.repeats,
         "load_1m": load_avg,
     }
