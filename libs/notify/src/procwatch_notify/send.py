@@ -23,8 +23,10 @@ from email.utils import formatdate, make_msgid
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+import orjson
 
 from procwatch_contracts.messages import AlertEvent
+from procwatch_domain import crypto
 from procwatch_notify import webhooks
 from procwatch_notify.http import HttpClient, HttpError
 from procwatch_notify.render import Request, render
@@ -46,6 +48,21 @@ class ChannelTarget:
     url: str | None = None
     to: list[str] | None = None  # email addresses
     secret: str | None = None  # webhooks: whsec_...
+
+
+def decrypt_target(channel_type: str, channel_format: str, target_encrypted: str,
+                   secret_encrypted: str | None) -> ChannelTarget:
+    """A stored channel's target, decrypted (the one definition, for the notifier and the API's
+    test send): a URL, or for email a JSON list of addresses. Raises procwatch_domain.crypto's
+    errors when the key is missing or wrong, ValueError when an email target is malformed."""
+    plain = crypto.decrypt(target_encrypted)
+    if channel_type == "email":
+        to = orjson.loads(plain)
+        if not isinstance(to, list) or not all(isinstance(a, str) for a in to):
+            raise ValueError("email target is not a list of addresses")
+        return ChannelTarget(channel_type, channel_format, None, to, None)
+    secret = crypto.decrypt(secret_encrypted) if secret_encrypted else None
+    return ChannelTarget(channel_type, channel_format, plain, None, secret)
 
 
 @dataclass(frozen=True)

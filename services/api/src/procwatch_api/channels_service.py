@@ -31,7 +31,7 @@ from procwatch_domain.channels import (
     mask_url,
 )
 from procwatch_domain.validation import parse_boolean
-from procwatch_notify.send import ChannelTarget, Outcome, SendSettings, send_once
+from procwatch_notify.send import ChannelTarget, Outcome, SendSettings, decrypt_target, send_once
 from procwatch_notify.targets import TargetRefused, check_target
 
 # Every alert type a channel can subscribe to: the contracts' AlertType. server_offline is
@@ -359,13 +359,10 @@ async def channel_target(repo: ChannelRepository, user_id: int, raw_channel_id: 
     if stored is None:
         raise NotFound("channel not found")
     try:
-        target = crypto.decrypt(stored.target_encrypted)
-        secret = crypto.decrypt(stored.secret_encrypted) if stored.secret_encrypted else None
+        return channel_id, decrypt_target(stored.type, stored.format, stored.target_encrypted,
+                                          stored.secret_encrypted)
     except (crypto.SecretsKeyError, crypto.SecretUnreadable):
         raise SecretsUnavailable() from None
-    is_url = stored.type in URL_CHANNEL_TYPES
-    return channel_id, ChannelTarget(type=stored.type, format=stored.format, url=target if is_url else None,
-                                     to=None if is_url else orjson.loads(target), secret=secret)
 
 
 def test_event(user_id: int, channel_id: int) -> AlertEvent:

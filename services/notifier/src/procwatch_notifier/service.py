@@ -20,7 +20,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ValidationError
@@ -31,7 +30,7 @@ from procwatch_notify.digest import MIN_INTERVAL_S, Pacer
 from procwatch_notify.render import CHAT_TYPES, render, render_digest
 from procwatch_notify.schedule import next_attempt_in
 from procwatch_notify.http import HttpClient
-from procwatch_notify.send import ChannelTarget, Outcome, deliver
+from procwatch_notify.send import ChannelTarget, Outcome, decrypt_target, deliver
 
 from procwatch_notifier.repository import Channel, Claimed, NotifierRepository
 from procwatch_notifier.settings import NotifierSettings
@@ -60,15 +59,8 @@ class SenderStats:
 
 
 def target_of(channel: Channel) -> ChannelTarget:
-    """The channel's decrypted target: a URL, or (email) a JSON list of addresses."""
-    plain = crypto.decrypt(channel.target_encrypted)
-    secret = crypto.decrypt(channel.secret_encrypted) if channel.secret_encrypted else None
-    if channel.type == "email":
-        to = orjson.loads(plain)
-        if not isinstance(to, list) or not all(isinstance(a, str) for a in to):
-            raise ValueError("email target is not a list of addresses")
-        return ChannelTarget(channel.type, channel.format, None, to, None)
-    return ChannelTarget(channel.type, channel.format, plain, None, secret)
+    """The channel's decrypted target."""
+    return decrypt_target(channel.type, channel.format, channel.target_encrypted, channel.secret_encrypted)
 
 
 class Sender:
