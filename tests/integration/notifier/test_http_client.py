@@ -90,3 +90,58 @@ async def test_refused_and_unreachable_targets():
         await client.post("http://127.0.0.1:9/", {}, b"")
     with pytest.raises(HttpError):
         await HttpClient(allow_private=True).post("http://127.0.0.1:9/", {}, b"")
+
+
+async def serve_tls(certificate, answer: bytes):
+    """An https server (certificate issued by a test CA) answering each connection's request with `answer`."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(context)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")][0])
+            await reader.readexactly(length)
+            writer.write(answer)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_https_verifies_the_certificate_and_the_host_name():
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    answer = b"HTTP/1.1 204 No Content\r\n\r\n"
+    server, port = await serve_tls(ca.issue_cert("localhost"), answer)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    try:
+        # Trusted CA, matching name: delivered over TLS.
+        client = HttpClient(allow_private=True, ssl_context=trusting)
+        ok = await client.post(f"https://localhost:{port}/hook", {}, b"{}")
+        assert ok.status == 204
+        await client.aclose()
+        # Same server reached by an address the certificate does not name: refused.
+        client = HttpClient(allow_private=True, ssl_context=trusting)
+        with pytest.raises(HttpError, match="cannot connect"):
+            await client.post(f"https://127.0.0.1:{port}/hook", {}, b"{}")
+        await client.aclose()
+        # The system's CA store does not know the test CA: refused.
+        client = HttpClient(allow_private=True)
+        with pytest.raises(HttpError, match="cannot connect"):
+            await client.post(f"https://localhost:{port}/hook", {}, b"{}")
+        await client.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
