@@ -77,3 +77,27 @@ async def test_a_burst_of_30_becomes_five_messages_and_a_digest(notify_world, ki
         assert f"worker-{i} is down" in everything
     assert "alerts on" in everything  # a digest went out
     assert time.monotonic() - started < 30
+
+
+async def test_the_burst_state_carries_over_to_the_next_replica(notify_world):
+    """Replica A sends 3 messages of a Discord burst and stops; replica B picks the channel up
+    paced from A's last message and 3 messages into the burst: 2 more single messages, then the
+    digest (a replica starting afresh would have sent 5 singles at once)."""
+    w = notify_world
+    channel = w.chat("discord", "/discord-replicas")
+    first = await w.start()
+    await w.publish(*[w.event(process_id=i, process_name=f"worker-{i}") for i in range(3)])
+    await w.until(lambda: sum(d["status"] == "delivered" for d in w.deliveries(channel.id)) == 3, timeout=20,
+                  what="replica A's 3 messages")
+    await first.stop()
+    await w.start()
+    await w.publish(*[w.event(process_id=i, process_name=f"worker-{i}") for i in range(3, 8)])
+    await w.until(lambda: len(w.deliveries(channel.id)) == 8 and
+                  all(d["status"] == "delivered" for d in w.deliveries(channel.id)), timeout=30,
+                  what="all 8 delivered")
+    received = w.receiver.at("/discord-replicas")
+    embeds = [len(body_of(r)["embeds"]) for r in received]
+    assert len(received) == 6, embeds  # 3 by A, 2 by B one by one, then B's digest of the other 3
+    assert "alerts on" in orjson.dumps(body_of(received[-1])).decode()
+    times = [r.at for r in received]
+    assert all(b - a >= 2.0 * 0.95 for a, b in zip(times, times[1:])), times

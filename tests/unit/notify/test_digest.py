@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from procwatch_notify.digest import MIN_INTERVAL_S, Pacer
+from procwatch_notify.digest import MIN_INTERVAL_S, Pacer, Turn
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +45,14 @@ def test_rate_limits_hold_for_any_burst():
 def test_a_slow_trickle_gets_one_message_per_event():
     messages = simulate("slack", [i * 3.0 for i in range(10)], until=60)
     assert [n for _, n in messages] == [1] * 10
+
+
+def test_a_resumed_pacer_continues_the_burst_and_the_pacing():
+    pacer = Pacer.resume(MIN_INTERVAL_S["slack"], now=100.0, since_last_s=0.25, streak=5)
+    turn = pacer.plan(100.0, 7)
+    assert turn.wait_s == pytest.approx(0.75)  # 1 s after the other replica's last message
+    assert turn.take == 7  # the burst already had its 5 single messages: the rest is one digest
+    fresh = Pacer.resume(MIN_INTERVAL_S["slack"], now=100.0, since_last_s=None, streak=0)
+    assert fresh.plan(100.0, 7) == Turn(wait_s=0.0, take=1)
+    ended = Pacer.resume(MIN_INTERVAL_S["slack"], now=100.0, since_last_s=60.0, streak=5)
+    assert ended.plan(100.0, 7) == Turn(wait_s=0.0, take=1)  # 10 s without a message ended that burst

@@ -256,6 +256,10 @@ class Channel(SQLModel, table=True):
     repeat_every_s: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=_now_column())
     updated_at: datetime | None = Field(default=None, sa_column=_now_column())
+    # Chat burst state (procwatch_notify.digest), shared by the notifier replicas: when the
+    # channel's last message went out and how many the current burst has had.
+    paced_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    burst_streak: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
 
 
 class Delivery(SQLModel, table=True):

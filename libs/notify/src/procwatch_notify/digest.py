@@ -10,7 +10,8 @@ The rule, per channel:
   rest counted). 10 s without a message ends the burst.
 So 200 processes going down at once give 5 messages and one digest, not 200; a steady
 trickle of single events still gets one message per event (a digest of one is the event's
-own message).
+own message). The state (last message, streak) lives on the channel row, so every notifier
+replica paces a channel from where the last one left it (`Pacer.resume`).
 Email and webhooks are not digested (machines and mail clients handle volume).
 """
 
@@ -42,6 +43,17 @@ class Pacer:
         self.window_s = window_s
         self.last: float | None = None
         self.streak = 0  # messages of the current burst
+
+    @classmethod
+    def resume(cls, min_interval_s: float, *, now: float, since_last_s: float | None, streak: int) -> Pacer:
+        """A pacer picking up a channel's burst where another sender (replica) left it: its last
+        message went out `since_last_s` seconds before `now` (None: never), `streak` messages into
+        the burst."""
+        pacer = cls(min_interval_s)
+        if since_last_s is not None:
+            pacer.last = now - max(0.0, since_last_s)
+            pacer.streak = streak
+        return pacer
 
     def _continues(self, at: float) -> bool:
         return self.last is not None and at - self.last < self.window_s

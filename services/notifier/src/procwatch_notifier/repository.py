@@ -45,6 +45,8 @@ class Channel:
     secret_encrypted: str | None
     enabled: bool
     updated_at: datetime
+    since_paced_s: float | None  # chat burst state: seconds since its last message (None: never)
+    burst_streak: int  # messages in its current burst
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,8 @@ limit %(limit)s
 """
 
 LOCK_CHANNELS = """
-select id, type, format, name, target_encrypted, secret_encrypted, enabled, updated_at
+select id, type, format, name, target_encrypted, secret_encrypted, enabled, updated_at,
+       extract(epoch from clock_timestamp() - paced_at)::float8, burst_streak
 from channels where id = any(%(ids)s::bigint[])
 order by id
 for no key update skip locked
@@ -178,6 +181,12 @@ class NotifierRepository:
         if delivered:
             await self.conn.execute(MARK_DELIVERED, {"ids": [d[0] for d in delivered],
                                                      "codes": [d[1] for d in delivered]})
+
+    async def record_paced(self, channel_id: int, streak: int) -> None:
+        """A chat channel's message went out now, `streak` messages into its burst (for whichever
+        replica sends to it next). Leaves updated_at alone: that one tracks the channel's settings."""
+        await self.conn.execute("update channels set paced_at = clock_timestamp(), burst_streak = %s where id = %s",
+                                (streak, channel_id))
 
     async def retry(self, delivery_id: int, in_s: float, status_code: int | None, error: str | None) -> None:
         await self.conn.execute(

@@ -5,7 +5,8 @@
   holds only its own slot, for at most `request_timeout_s` per attempt.
 - Within a channel, deliveries go out one at a time in id (alert) order; after a failure the
   channel waits for the head's retry and nothing behind it overtakes it.
-- Chat channels are paced and digest bursts (procwatch_notify.digest).
+- Chat channels are paced and digest bursts (procwatch_notify.digest); the burst state is
+  read with the claim and written back after each message, so replicas share it.
 - Delivery is at least once: a delivery is marked delivered after the receiver's 2xx; a crash
   in between sends it again when its claim runs out (same webhook-id: receivers dedupe).
 """
@@ -40,7 +41,6 @@ log = logging.getLogger("procwatch.notifier")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout, OSError)
 # Stop starting attempts this long before a claim's lease runs out (the rest is released).
 LEASE_MARGIN_S = 2.0
-MAX_PACERS = 10_000
 
 
 @dataclass
@@ -74,7 +74,6 @@ class Sender:
         self._stopping = asyncio.Event()
         self._busy: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
-        self._pacers: dict[int, Pacer] = {}
         self._targets: dict[int, tuple[datetime, ChannelTarget]] = {}
         # Sent and accepted, marked delivered by the next claim's transaction (one commit for
         # all channels rather than one per delivery). Until then their claim holds the channel.
@@ -179,13 +178,21 @@ class Sender:
         self._targets[channel.id] = (channel.updated_at, target)
         return target
 
-    def _pacer(self, channel: Channel) -> Pacer:
-        pacer = self._pacers.get(channel.id)
-        if pacer is None:
-            if len(self._pacers) >= MAX_PACERS:
-                self._pacers.clear()
-            pacer = self._pacers[channel.id] = Pacer(MIN_INTERVAL_S[channel.type])
-        return pacer
+    def _pacer(self, channel: Channel) -> Pacer | None:
+        """A chat channel's burst state as the claim read it (None for webhooks and email)."""
+        if channel.type not in CHAT_TYPES:
+            return None
+        return Pacer.resume(MIN_INTERVAL_S[channel.type], now=self._clock(), since_last_s=channel.since_paced_s,
+                            streak=channel.burst_streak)
+
+    async def _record_paced(self, channel: Channel, pacer: Pacer) -> None:
+        pacer.record(self._clock())
+        try:
+            async with self._pool.connection() as conn:
+                await NotifierRepository(conn).record_paced(channel.id, pacer.streak)
+        except TRANSIENT_ERRORS as exc:  # this task still paces from memory; another replica may send sooner
+            log.warning("saving a chat channel's burst state failed",
+                        extra={"channel_id": channel.id, "error": type(exc).__name__})
 
     async def _send_channel(self, channel: Channel, rows: list[Claimed]) -> None:
         if not channel.enabled:
@@ -202,22 +209,22 @@ class Sender:
             return
         deadline = self._clock() + self.settings.claim_lease_s - self.settings.request_timeout_s - LEASE_MARGIN_S
         pending = rows
+        pacer = self._pacer(channel)
         while pending:
             if self._clock() > deadline or self._stopping.is_set():
                 async with self._pool.connection() as conn:
                     await NotifierRepository(conn).release([r.id for r in pending])
                 return
             take = 1
-            chat = channel.type in CHAT_TYPES
-            if chat:
-                turn = self._pacer(channel).plan(self._clock(), len(pending))
+            if pacer is not None:
+                turn = pacer.plan(self._clock(), len(pending))
                 if turn.wait_s > 0:
                     await asyncio.sleep(turn.wait_s)
                 take = turn.take
             group, pending = pending[:take], pending[take:]
             outcome = await self._attempt(channel, target, group)
-            if chat:
-                self._pacer(channel).record(self._clock())
+            if pacer is not None:
+                await self._record_paced(channel, pacer)
             if outcome.ok:
                 self._accepted += [(r.id, outcome.status_code) for r in group]
                 continue
