@@ -129,7 +129,7 @@ async def test_ingest_health_endpoint_reports_ready_and_a_dead_database(database
         assert (await _get(app.health.port, "/nope")).status_code == 404
     finally:
         await app.stop()
-    assert app.health._server is None
+    assert not app.health.listening
 
     dead_db = closed_port_url("postgresql") + "/procwatch"
     app = IngestApp(ingest_settings(dead_db, nats_url, health_port=0, health_timeout_s=1.0))

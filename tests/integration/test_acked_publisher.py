@@ -32,7 +32,7 @@ async def test_each_future_gives_the_stored_sequence_and_duplicates_the_first(st
     assert await asyncio.wait_for(asyncio.gather(*futures, again), 5) == [1, 2, 1]
     stored = await js.get_msg(await js.find_stream_name_by_subject(subject), 2)
     assert stored.data == b"m1"
-    assert publisher._futures == {}  # nothing left behind
+    assert publisher.awaiting_acks == 0  # nothing left behind
 
 
 async def test_a_refused_message_and_a_subject_without_stream_fail_their_future(stream):
@@ -52,4 +52,4 @@ async def test_a_future_given_up_on_leaves_no_entry(stream):
     future = await publisher.publish_async(subject, b"x")
     future.cancel()
     await asyncio.sleep(0)  # done callbacks run on the next loop iteration
-    assert publisher._futures == {}
+    assert publisher.awaiting_acks == 0

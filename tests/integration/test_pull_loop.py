@@ -129,7 +129,7 @@ async def test_stop_finishes_the_batch_in_flight_and_leaves_nothing_unacked(stre
         await js.publish(subject, f"s{i}".encode())
     await rec.wait_for(1)
     await loop.stop()
-    assert loop._sub is None  # unsubscribed; the durable stays
+    assert not loop.subscribed  # unsubscribed; the durable stays
     handled = sum(len(b) for _, b in rec.batches)
     assert 0 < handled <= 50
     # Every batch handed over was handled and acked, whatever else had reached the

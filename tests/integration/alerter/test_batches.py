@@ -169,8 +169,7 @@ async def test_procwatch_alerter_runs_on_uvloop_alerts_and_stops_cleanly_on_sigt
 async def test_alert_events_leave_right_after_the_commit_not_at_the_relay_poll(world):
     """The fast path: the handler publishes the committed outbox rows itself and marks them."""
     proc = world.process("nginx", alert_on_cpu=True, cpu_threshold_pct=50)
-    app = await world.start_alerter()
-    app.relay._poll_interval = 60.0  # only the fast path (or a wake) can publish in time now
+    await world.start_alerter(relay_poll_interval_s=60.0)  # only the fast path (or a wake) can publish in time now
     await world.send(proc, 0, cpu=10)
     await world.send(proc, 1, cpu=90)
     sent = time.monotonic()

@@ -35,13 +35,13 @@ async def test_crash_between_commit_and_publish_loses_no_event(ingest, nc, datab
                                    (pid,)) == [(1,)])
 
     failing = _FailingPublisher()
-    real = ingest.batches._publisher
-    ingest.batches._publisher = lambda: failing
+    real = ingest.batches.publisher
+    ingest.batches.publisher = lambda: failing
     try:
         await publish_sample(nc, server, t1, [reading("nginx", 1, oldest=200)])
         await eventually(lambda: failing.calls >= 1)
     finally:
-        ingest.batches._publisher = real
+        ingest.batches.publisher = real
     # Committed before the failed publish; redelivered (nak with delay) and now announced.
     events = await eventually(lambda: _events(nc, server.id, 2))
     assert query(database_url, "select samples_total from watched_processes where id=%s", (pid,)) == [(2,)]

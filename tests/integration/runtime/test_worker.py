@@ -202,7 +202,7 @@ async def test_a_subscriber_dead_letters_poison_with_a_reason_and_redelivers_a_t
     assert deliveries[b"bug"] == [1, 2, 3]  # retried max_attempts times, then parked
     reasons = {m.data: m.headers[subjects.REASON_HEADER] for m in parked}
     assert reasons == {b"poison": "invalid: not a test event", b"bug": "processing_failed: KeyError"}
-    assert all(m.headers[acks.ORIGINAL_SUBJECT_HEADER] == subject for m in parked)
+    assert all(m.headers[subjects.ORIGINAL_SUBJECT_HEADER] == subject for m in parked)
     assert consumer.num_ack_pending == 0 and consumer.num_pending == 0  # everything settled
 
 

@@ -33,7 +33,7 @@ def test_cache_size_is_bounded():
     cache: TtlCache[int, int] = TtlCache(10, Clock(), max_entries=3)
     for i in range(10):
         cache.put(i, i)
-    assert len(cache._data) <= 3 and cache.get(9) == 9
+    assert len(cache) <= 3 and cache.get(9) == 9
 
 
 def test_retry_delay_grows_and_is_capped():

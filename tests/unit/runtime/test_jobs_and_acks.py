@@ -97,7 +97,7 @@ def test_dead_letter_headers_carry_the_reason_the_original_subject_and_an_id_per
     headers = acks.dead_letter_headers(msg, "invalid: bad", {"Procwatch-Original-Msg-Id": "m1"})
     assert headers == {
         subjects.REASON_HEADER: "invalid: bad",
-        acks.ORIGINAL_SUBJECT_HEADER: "processes.changed.12",
+        subjects.ORIGINAL_SUBJECT_HEADER: "processes.changed.12",
         "Nats-Msg-Id": "dl-PROCESS_EVENTS-41",  # a redelivery is parked once
         "Procwatch-Original-Msg-Id": "m1",
     }

@@ -32,6 +32,9 @@ DEADLETTER_PROCESS_EVENTS = "deadletter.processes.changed"
 DEADLETTER_ALERTS = "deadletter.alerts"
 
 REASON_HEADER = "Procwatch-Reason"
+# On a dead letter: where the message was published, and its own Nats-Msg-Id (agent samples).
+ORIGINAL_SUBJECT_HEADER = "Procwatch-Original-Subject"
+ORIGINAL_MSG_ID_HEADER = "Procwatch-Original-Msg-Id"
 
 
 def agent_samples(server_id: int) -> str:

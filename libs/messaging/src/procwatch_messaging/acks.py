@@ -28,7 +28,6 @@ from procwatch_contracts import subjects
 
 log = logging.getLogger("procwatch.messaging.acks")
 
-ORIGINAL_SUBJECT_HEADER = "Procwatch-Original-Subject"
 MSG_ID_HEADER = "Nats-Msg-Id"
 MAX_REASON_CHARS = 200
 
@@ -105,7 +104,7 @@ def num_delivered(msg: Msg) -> int:
 def dead_letter_headers(msg: Msg, reason: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """`Procwatch-Reason`, the original subject, and a `Nats-Msg-Id` from the stored message's
     sequence, so a poison message redelivered before its ack landed is parked once."""
-    headers = {subjects.REASON_HEADER: reason[:MAX_REASON_CHARS], ORIGINAL_SUBJECT_HEADER: msg.subject}
+    headers = {subjects.REASON_HEADER: reason[:MAX_REASON_CHARS], subjects.ORIGINAL_SUBJECT_HEADER: msg.subject}
     with suppress(Exception):
         headers[MSG_ID_HEADER] = f"dl-{msg.metadata.stream}-{msg.metadata.sequence.stream}"
     if extra:

@@ -29,6 +29,11 @@ class AckedPublisher:
         self._futures: dict[str, asyncio.Future] = {}
         self._tokens = itertools.count()
 
+    @property
+    def awaiting_acks(self) -> int:
+        """Publishes whose stream ack (or failure) has not come back yet."""
+        return len(self._futures)
+
     async def publish_async(self, subject: str, payload: bytes = b"",
                             headers: dict[str, str] | None = None) -> asyncio.Future:
         """Publish; the returned future resolves to the stream sequence once the stream has stored it."""

@@ -77,6 +77,11 @@ class BatchPullLoop:
         self._batches: set[asyncio.Task] = set()
 
     @property
+    def subscribed(self) -> bool:
+        """Holding a subscription to the durable (between start() and the end of stop())."""
+        return self._sub is not None
+
+    @property
     def running(self) -> bool:
         return self._running and self._task is not None and not self._task.done()
 

@@ -28,6 +28,10 @@ class HealthServer:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self._server: asyncio.base_events.Server | None = None
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]

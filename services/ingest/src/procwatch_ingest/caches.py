@@ -46,6 +46,10 @@ class TtlCache(Generic[K, V]):
     def missing(self, keys: Iterable[K]) -> set[K]:
         return {k for k in keys if k not in self}
 
+    def __len__(self) -> int:
+        """Entries held, expired ones included until they are looked up or evicted."""
+        return len(self._data)
+
     def invalidate(self, key: K) -> None:
         self._data.pop(key, None)
 

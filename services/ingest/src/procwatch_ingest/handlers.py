@@ -50,7 +50,8 @@ class SampleBatchHandler:
         self.service = service
         self.stats = service.stats
         self.pool = pool
-        self._publisher = publisher
+        # () -> the current AckedPublisher (the worker may reconnect); a seam for fault tests.
+        self.publisher = publisher
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.publish_timeout_s = publish_timeout_s
@@ -123,7 +124,7 @@ class SampleBatchHandler:
                 await self._nak(batch, delay=0)
                 return
 
-            publisher = self._publisher()
+            publisher = self.publisher()
             t4 = time.perf_counter()
             try:
                 await self._publish_all(publisher, [(e.subject, e.payload, {"Nats-Msg-Id": e.msg_id})
@@ -173,7 +174,7 @@ class SampleBatchHandler:
             headers = acks.dead_letter_headers(msg, reason.header)
             original_id = (msg.headers or {}).get(inbound.MSG_ID_HEADER)
             if original_id:
-                headers[inbound.ORIGINAL_MSG_ID_HEADER] = original_id[:200]
+                headers[subjects.ORIGINAL_MSG_ID_HEADER] = original_id[:200]
             # The Authorization header is deliberately not copied: the key never leaves ingest.
             out.append((subjects.DEADLETTER_AGENT_SAMPLES, msg.data, headers))
         try:

@@ -20,8 +20,6 @@ from procwatch_contracts.messages import MAX_MESSAGE_BYTES, MAX_PROCESSES_PER_ME
 
 AUTH_HEADER = "Authorization"
 MSG_ID_HEADER = "Nats-Msg-Id"
-ORIGINAL_SUBJECT_HEADER = "Procwatch-Original-Subject"
-ORIGINAL_MSG_ID_HEADER = "Procwatch-Original-Msg-Id"
 
 # Reason codes of dead-lettered agent messages.
 TOO_LARGE = "too_large"
