@@ -27,7 +27,8 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[3]
-START_TIMEOUT_S = 30
+# Generous: a deadline, not a wait (polled); a loaded 2-core CI host needs more than a quiet one.
+START_TIMEOUT_S = 90
 
 
 def wait_for(check, timeout: float, what: str, interval: float = 0.05):
