@@ -15,6 +15,8 @@ A rule is either *stateful* (`level` set: it fires when the level turns bad and 
 firing, listed in `alerted_state`, until a sample is good again or its flag is turned
 off) or *one-shot* (`fires_between` set: it fires on what happened between the previous
 and this sample, and never stays firing). Adding a rule: docs/alerts.md, "Adding a rule".
+The flap settings (`FLAP_SETTINGS`: alert_after_samples, resolve_after_samples) belong to no
+rule: they apply to every stateful rule of a process and are listed with the parameters.
 """
 
 from __future__ import annotations
