@@ -80,6 +80,11 @@ class Evaluation(NamedTuple):
     streaks: Streaks
 
 
+# Per rule, what the evaluation reads, looked up once (it runs for every sample of the fleet):
+# (condition, flag name, level, fires_between, active).
+_STEPS = tuple((r.condition, r.flag.name, r.level, r.fires_between, r.active) for r in RULES)
+
+
 def evaluate_sample(
     firing: frozenset[str], streaks: Streaks, config: AlertConfig, previous: SampleView | None,
     sample: SampleView,
@@ -88,36 +93,41 @@ def evaluate_sample(
     `streaks` before it (see the module docstring for flap protection).
 
     `firing` holds stateful conditions (one-shot ones never stay "firing"). Transitions are
-    returned in rule order (procwatch_domain.rules.RULES). A rule no longer enabled resolves
-    at once (`flag_disabled`), whatever `resolve_after_samples` says.
+    returned in rule order (procwatch_domain.rules.RULES). A rule no longer enabled
+    (`Rule.enabled`) resolves at once (`flag_disabled`), whatever `resolve_after_samples` says.
     """
     out: list[Transition] = []
     after: dict[str, int] | None = None  # copied on the first change: most samples change nothing
-    for rule in RULES:
-        enabled = rule.enabled(config)
-        if rule.level is None:  # one-shot
-            if enabled and previous is not None and rule.fires_between(previous, sample):  # type: ignore[misc]
-                out.append(Transition(rule.condition, "firing", None, None))
+    for condition, flag, level, fires_between, active in _STEPS:
+        enabled = getattr(config, flag)
+        if enabled and active is not None:
+            enabled = active(config)
+        if level is None:  # one-shot
+            if enabled and previous is not None and fires_between(previous, sample):  # type: ignore[misc]
+                out.append(Transition(condition, "firing", None, None))
             continue
-        is_bad, value, threshold = rule.level(config, sample)
-        condition = rule.condition
-        if is_bad is None and enabled:
-            continue  # the sample says nothing about this condition: state and streak kept
-        streak = 0
-        if condition in firing:
-            if not enabled:
+        if not enabled:  # never fires; resolves what is open; its run is over
+            if condition in firing:
+                _, value, threshold = level(config, sample)
                 out.append(Transition(condition, "resolved", value, threshold, FLAG_DISABLED))
-            elif not is_bad:
+            streak = 0
+        else:
+            is_bad, value, threshold = level(config, sample)
+            if is_bad is None:
+                continue  # the sample says nothing about this condition: state and streak kept
+            streak = 0
+            if condition in firing:
+                if not is_bad:
+                    streak = streaks.get(condition, 0) + 1
+                    if streak >= config.resolve_after_samples:
+                        out.append(Transition(condition, "resolved", value, threshold, RECOVERED))
+                        streak = 0
+            elif is_bad:
                 streak = streaks.get(condition, 0) + 1
-                if streak >= config.resolve_after_samples:
-                    out.append(Transition(condition, "resolved", value, threshold, RECOVERED))
+                if streak >= config.alert_after_samples:
+                    out.append(Transition(condition, "firing", value, threshold))
                     streak = 0
-        elif enabled and is_bad:
-            streak = streaks.get(condition, 0) + 1
-            if streak >= config.alert_after_samples:
-                out.append(Transition(condition, "firing", value, threshold))
-                streak = 0
-        if streak != streaks.get(condition, 0):
+        if (streak or streaks) and streak != streaks.get(condition, 0):
             if after is None:
                 after = dict(streaks)
             if streak:
