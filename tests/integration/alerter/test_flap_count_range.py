@@ -6,6 +6,9 @@ handled in order, so an extra alert would arrive before the sentinel's."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -98,3 +101,42 @@ async def test_redelivered_samples_are_not_counted_twice(world):
     assert len(world.history(proc.id)) == 1
     row = world.row(proc.id)
     assert (row["alerted_state"], row["alert_streaks"]) == ("cpu", None)
+
+
+async def _row_when(world, process_id, predicate, timeout=10.0):
+    """The process row once `predicate(row)` holds (polled with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = world.row(process_id)
+        if predicate(row):
+            return row
+        assert time.monotonic() < deadline, f"row never matched: {row}"
+        await asyncio.sleep(0.05)
+
+
+async def test_clearing_both_bounds_resolves_an_open_range_alert(world):
+    proc = world.process("worker", min_count=2)
+    await world.start_alerter()
+    await world.send(proc, 0, count=1)
+    assert await world.kinds(1) == [("process_count_out_of_range", "firing")]
+    world.sql("update watched_processes set min_count = null where id = %s returning id", proc.id)
+    await world.changed(proc, "updated")
+    [(resolved, _)] = await world.alerts(1)
+    assert (resolved.type, resolved.state, resolved.reason) == ("process_count_out_of_range", "resolved",
+                                                                "flag_disabled")
+    assert world.row(proc.id)["alerted_state"] is None
+
+
+async def test_a_pause_clears_a_run_in_progress(world):
+    proc = world.process("java", alert_on_cpu=True, cpu_threshold_pct=80, alert_after_samples=3)
+    await world.start_alerter()
+    await world.send(proc, 0, cpu=95)
+    await world.send(proc, 1, cpu=95)
+    await _row_when(world, proc.id, lambda r: r["alert_streaks"] == "cpu:2")
+    world.sql("update watched_processes set enabled = false where id = %s returning id", proc.id)
+    await world.changed(proc, "updated")
+    await _row_when(world, proc.id, lambda r: r["alert_streaks"] is None)
+    world.sql("update watched_processes set enabled = true where id = %s returning id", proc.id)
+    await world.send(proc, 2, cpu=95)  # resumed: the run starts again, this is its 1st sample
+    row = await _row_when(world, proc.id, lambda r: r["alert_streaks"] is not None)
+    assert row["alert_streaks"] == "cpu:1" and row["alerted_state"] is None

@@ -36,8 +36,9 @@ class StateUpdate:
     # None: leave alert_evaluated_at as it is (lifecycle changes).
     evaluated_at: datetime | None
     # The flap streaks after it (procwatch_domain.alerts.format_streaks), written in the same
-    # statement as alerted_state: flap protection costs no round trip of its own.
-    streaks: str | None = None
+    # statement as alerted_state: flap protection costs no round trip of its own. No default: the
+    # statement overwrites the column, so every writer says what the runs are.
+    streaks: str | None
 
 
 @dataclass(frozen=True)
