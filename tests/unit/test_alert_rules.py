@@ -10,13 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from procwatch_domain.alerts import (
+    NO_STREAKS,
     SampleView,
     Transition,
     alert_id,
     apply_transitions,
+    evaluate_sample,
     evaluate_transition,
+    format_streaks,
+    parse_streaks,
     resolve_all,
     resolve_for_change,
+    streaks_after_change,
 )
 from procwatch_domain.rules import SETTINGS
 
@@ -203,3 +208,163 @@ def test_firing_state_always_matches_the_last_sample_and_flags(sequence):
         assert ("down" in firing) == (config.alert_on_down and sample.count == 0)
         assert ("cpu" in firing) == (config.alert_on_cpu and sample.cpu_pct > config.cpu_threshold_pct)
         assert ("memory" in firing) == (config.alert_on_memory and sample.memory_pct > config.memory_threshold_pct)
+
+
+# --- count range (process_count_out_of_range) ------------------------------------------
+
+RANGE = Cfg(min_count=2, max_count=4)
+
+
+@pytest.mark.parametrize(
+    ("firing", "config", "sample", "expected"),
+    [
+        pytest.param(NONE, RANGE, s(count=1), [T("count_range", "firing", 1.0, 2.0)], id="below min: threshold min"),
+        pytest.param(NONE, RANGE, s(count=5), [T("count_range", "firing", 5.0, 4.0)], id="above max: threshold max"),
+        pytest.param(NONE, RANGE, s(count=2), [], id="at min: in range"),
+        pytest.param(NONE, RANGE, s(count=4), [], id="at max: in range"),
+        pytest.param(NONE, Cfg(min_count=3), s(count=500), [], id="no max: open above"),
+        pytest.param(NONE, Cfg(max_count=3), s(count=1), [], id="no min: open below"),
+        pytest.param(NONE, Cfg(max_count=0, alert_on_down=False), s(count=1),
+                     [T("count_range", "firing", 1.0, 0.0)], id="max 0: must not run"),
+        pytest.param(NONE, Cfg(), s(count=1000), [], id="no bounds: off"),
+        pytest.param(NONE, replace(RANGE, alert_on_count_range=False), s(count=9), [], id="flag off never fires"),
+        pytest.param(frozenset({"count_range"}), RANGE, s(count=3),
+                     [T("count_range", "resolved", 3.0, None, "recovered")], id="back in range resolves"),
+        pytest.param(frozenset({"count_range"}), RANGE, s(count=6), [], id="still out of range: no repeat"),
+        # count 0 is down's: the range neither fires (no double alert) nor resolves (still short).
+        pytest.param(NONE, RANGE, s(count=0), [T("down", "firing", 0.0)], id="count 0 is down, not the range"),
+        pytest.param(frozenset({"count_range"}), RANGE, s(count=0), [T("down", "firing", 0.0)],
+                     id="count 0 keeps the range firing"),
+        pytest.param(frozenset({"count_range"}), replace(RANGE, alert_on_count_range=False), s(count=0),
+                     [T("down", "firing", 0.0), T("count_range", "resolved", 0.0, None, "flag_disabled")],
+                     id="flag off resolves even at count 0"),
+        pytest.param(frozenset({"count_range"}), Cfg(), s(count=9),
+                     [T("count_range", "resolved", 9.0, None, "flag_disabled")], id="bounds cleared resolves"),
+    ],
+)
+def test_count_range_transitions(firing, config, sample, expected):
+    assert evaluate_transition(firing, config, UP, sample) == expected
+
+
+def test_count_range_is_turned_off_by_its_flag_or_by_clearing_both_bounds():
+    firing = {"count_range"}
+    assert resolve_for_change(firing, deleted=False, enabled=True, config=RANGE) == []
+    assert resolve_for_change(firing, deleted=False, enabled=True, config=Cfg(max_count=4)) == []
+    assert resolve_for_change(firing, deleted=False, enabled=True, config=Cfg()) == [
+        T("count_range", "resolved", reason="flag_disabled")]
+    assert resolve_for_change(firing, deleted=False, enabled=True, config=replace(RANGE, alert_on_count_range=False)
+                              ) == [T("count_range", "resolved", reason="flag_disabled")]
+
+
+# --- flap protection (alert_after_samples / resolve_after_samples) ---------------------
+
+
+def _feed(config, sample_list, firing=NONE, streaks=NO_STREAKS):
+    """Evaluate the samples in order; returns per sample its transitions, and the final state."""
+    log = []
+    for sample in sample_list:
+        transitions, streaks = evaluate_sample(firing, streaks, config, None, sample)
+        firing = apply_transitions(firing, transitions)
+        log.append(transitions)
+    return log, firing, streaks
+
+
+HOT, COOL = s(cpu=90.0), s(cpu=10.0)
+CPU = Cfg(alert_on_cpu=True)
+
+
+def test_n_consecutive_samples_fire_on_the_nth():
+    log, firing, streaks = _feed(replace(CPU, alert_after_samples=3), [HOT, HOT, HOT, HOT])
+    assert log == [[], [], [T("cpu", "firing", 90.0, 50.0)], []]
+    assert firing == {"cpu"} and streaks == {}
+
+
+def test_an_interrupted_run_starts_again():
+    config = replace(CPU, alert_after_samples=3)
+    log, firing, streaks = _feed(config, [HOT, HOT, COOL, HOT, HOT])
+    assert log == [[]] * 5 and firing == NONE and streaks == {"cpu": 2}
+    log, firing, _ = _feed(config, [HOT], firing, streaks)
+    assert log == [[T("cpu", "firing", 90.0, 50.0)]]
+
+
+def test_resolve_hysteresis():
+    config = replace(CPU, resolve_after_samples=3)
+    log, firing, streaks = _feed(config, [HOT, COOL, COOL, HOT, COOL, COOL, COOL])
+    assert log[0] == [T("cpu", "firing", 90.0, 50.0)]  # alert_after_samples 1: at once
+    assert log[1:6] == [[]] * 5, "an interrupted good run does not resolve"
+    assert log[6] == [T("cpu", "resolved", 10.0, 50.0, "recovered")]
+    assert firing == NONE and streaks == {}
+
+
+def test_a_rule_turned_off_resolves_at_once_whatever_resolve_after_samples():
+    config = replace(CPU, resolve_after_samples=5, alert_on_cpu=False)
+    log, firing, streaks = _feed(config, [HOT], frozenset({"cpu"}), {"cpu": 2})
+    assert log == [[T("cpu", "resolved", 90.0, 50.0, "flag_disabled")]] and firing == NONE and streaks == {}
+
+
+def test_flap_applies_to_every_stateful_rule_of_the_process_not_to_restarts():
+    config = Cfg(alert_on_cpu=True, alert_on_restart=True, min_count=2, alert_after_samples=2)
+    first, second = s(count=0), s(count=1, cpu=90.0, start=2000)
+    transitions, streaks = evaluate_sample(NONE, NO_STREAKS, config, None, first)
+    assert transitions == [] and streaks == {"down": 1}
+    transitions, streaks = evaluate_sample(NONE, streaks, config, s(start=1000), second)
+    assert transitions == [T("restart", "firing")], "the one-shot restart fires on its sample"
+    assert streaks == {"cpu": 1, "count_range": 1}, "down's run ended; cpu and the range started theirs"
+
+
+def test_count_0_keeps_the_range_streak():
+    config = replace(RANGE, alert_after_samples=2)
+    log, firing, streaks = _feed(config, [s(count=1), s(count=0), s(count=1)])
+    assert log[0] == [] and log[2] == [T("count_range", "firing", 1.0, 2.0)]
+    assert "count_range" in firing
+
+
+def test_default_of_1_is_the_behaviour_without_flap_protection():
+    """With the defaults no streak is ever kept and the streaks object comes back unchanged."""
+    for sample in (s(count=0), UP, s(cpu=99.0, mem=99.0, count=9)):
+        for firing in (NONE, frozenset({"down", "cpu", "memory", "count_range"})):
+            transitions, streaks = evaluate_sample(firing, NO_STREAKS, replace(ALL_ON, min_count=2, max_count=3),
+                                                   UP, sample)
+            assert streaks is NO_STREAKS
+            assert transitions == evaluate_transition(firing, replace(ALL_ON, min_count=2, max_count=3), UP, sample)
+
+
+def test_streaks_are_encoded_in_alerted_state_order():
+    assert format_streaks({"cpu": 2, "down": 1}) == "down:1,cpu:2"
+    assert format_streaks({}) is None and format_streaks({"cpu": 0}) is None
+    assert parse_streaks("down:1,cpu:2") == {"down": 1, "cpu": 2}
+    assert parse_streaks(None) == {} and parse_streaks("gone:3,cpu:x,memory:4") == {"memory": 4}
+
+
+def test_a_pause_clears_the_streaks_and_a_rule_turned_off_loses_its_own():
+    streaks = {"cpu": 2, "down": 1}
+    assert streaks_after_change(streaks, enabled=False, config=ALL_ON) == {}
+    assert streaks_after_change(streaks, enabled=True, config=replace(ALL_ON, alert_on_cpu=False)) == {"down": 1}
+
+
+flap_configs = st.builds(
+    Cfg, alert_on_down=st.booleans(), alert_on_cpu=st.booleans(), alert_on_memory=st.booleans(),
+    min_count=st.sampled_from([None, 1, 2]), max_count=st.sampled_from([None, 2, 3]),
+    alert_after_samples=st.integers(1, 4), resolve_after_samples=st.integers(1, 4),
+)
+BAD = {
+    "down": lambda c, x: x.count == 0,
+    "cpu": lambda c, x: x.cpu_pct > c.cpu_threshold_pct,
+    "memory": lambda c, x: x.memory_pct > c.memory_threshold_pct,
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(flap_configs, st.lists(samples, min_size=1, max_size=40))
+def test_with_flap_a_transition_needs_its_full_run(config, sample_list):
+    """Under one config: events alternate, every firing ends N consecutive bad samples and
+    every recovery M consecutive good ones (down, cpu, memory)."""
+    log, _, _ = _feed(config, sample_list)
+    for condition, bad in BAD.items():
+        states = [t.state for ts in log for t in ts if t.condition == condition]
+        assert all(a != b for a, b in zip(states, states[1:])) and (not states or states[0] == "firing")
+        for i, ts in enumerate(log):
+            for t in (t for t in ts if t.condition == condition):
+                n = config.alert_after_samples if t.state == "firing" else config.resolve_after_samples
+                run = sample_list[max(0, i - n + 1):i + 1]
+                assert len(run) == n and all(bad(config, x) == (t.state == "firing") for x in run)

@@ -28,11 +28,14 @@ NAMES = rules.SETTING_NAMES
 def test_the_registry_has_the_seed_rules_and_settings():
     assert [(r.condition, r.alert_type) for r in rules.RULES] == [
         ("down", "process_down"), ("restart", "process_restarted"),
-        ("cpu", "process_cpu_high"), ("memory", "process_memory_high")]
+        ("cpu", "process_cpu_high"), ("memory", "process_memory_high"),
+        ("count_range", "process_count_out_of_range")]
     assert rules.SETTING_DEFAULTS == {
         "alert_on_down": True, "alert_on_restart": False, "alert_on_cpu": False, "alert_on_memory": False,
-        "cpu_threshold_pct": 50.0, "memory_threshold_pct": 25.0}
-    assert rules.STATEFUL_CONDITIONS == ("down", "cpu", "memory") == status.ALERT_CONDITIONS
+        "alert_on_count_range": True,
+        "cpu_threshold_pct": 50.0, "memory_threshold_pct": 25.0, "min_count": None, "max_count": None,
+        "alert_after_samples": 1, "resolve_after_samples": 1}
+    assert rules.STATEFUL_CONDITIONS == ("down", "cpu", "memory", "count_range") == status.ALERT_CONDITIONS
     assert rules.ONE_SHOT_FLAGS == ("alert_on_restart",)
 
 
@@ -40,7 +43,8 @@ def test_messages_carry_exactly_the_registry_settings_in_order():
     assert tuple(ProcessAlertConfig.model_fields) == NAMES
     assert ProcessAlertConfigView.__struct_fields__ == NAMES
     for setting in rules.SETTINGS:
-        assert ProcessAlertConfig.model_fields[setting.name].annotation is setting.type
+        assert ProcessAlertConfig.model_fields[setting.name].annotation == setting.annotation
+        assert ProcessAlertConfig.model_fields[setting.name].default == setting.default  # old messages parse
     # The process rules' types, then the server-level ones (procwatch_domain.liveness).
     assert typing.get_args(AlertEvent.model_fields["type"].annotation) == rules.ALERT_TYPES + SERVER_ALERT_TYPES
 
@@ -60,7 +64,10 @@ def test_the_table_has_a_column_per_setting_with_its_type_and_default():
     kinds = {bool: Boolean, float: Float, int: Integer}
     for setting in rules.SETTINGS:
         column = table.columns[setting.name]
-        assert isinstance(column.type, kinds[setting.type]) and not column.nullable
+        assert isinstance(column.type, kinds[setting.type]) and column.nullable == setting.nullable
+        if setting.nullable:  # null: not set
+            assert setting.default is None and column.server_default is None
+            continue
         default = column.server_default.arg
         assert (default == str(setting.default).lower()) if setting.is_flag else float(default) == setting.default
     width = table.columns["alerted_state"].type.length
@@ -75,8 +82,11 @@ def test_validation_and_the_openapi_models_cover_every_setting():
         assert set(NAMES) <= set(model.model_fields), model.__name__
     create = api_schemas.ProcessCreate.model_json_schema()["properties"]
     for setting in rules.PARAMETER_SETTINGS:
-        assert (create[setting.name]["minimum"], create[setting.name]["maximum"]) == (setting.minimum, setting.maximum)
-        assert create[setting.name]["default"] == setting.default
+        prop = create[setting.name]
+        number = prop["anyOf"][0] if setting.nullable else prop
+        assert (number["minimum"], number["maximum"]) == (setting.minimum, setting.maximum)
+        assert prop["default"] == setting.default
+        assert setting.nullable == ({"type": "null"} in prop.get("anyOf", []))
     assert typing.get_args(api_schemas.Alert.model_fields["type"].annotation) == rules.ALERT_TYPES + SERVER_ALERT_TYPES
 
 

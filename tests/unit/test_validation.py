@@ -82,6 +82,9 @@ def test_create_fills_the_seed_defaults():
     assert CREATE_DEFAULTS == {
         "enabled": True, "alert_on_down": True, "alert_on_restart": False, "alert_on_cpu": False,
         "alert_on_memory": False, "cpu_threshold_pct": 50.0, "memory_threshold_pct": 25.0,
+        # issue #18: count ranges (no bound: off) and flap protection (1: fire / resolve at once)
+        "alert_on_count_range": True, "min_count": None, "max_count": None,
+        "alert_after_samples": 1, "resolve_after_samples": 1,
     }
 
 

@@ -17,6 +17,8 @@ FULL_PROCESS_KEYS = {
     "id", "server_id", "user_id", "process_name", "enabled", "alert_on_down", "alert_on_restart", "alert_on_cpu",
     "alert_on_memory", "cpu_threshold_pct", "memory_threshold_pct", "last_count", "last_cpu_pct",
     "last_memory_pct", "last_sample_at", "alerted_state", "status", "created_at", "updated_at",
+    # issue #18: count ranges and flap protection
+    "alert_on_count_range", "min_count", "max_count", "alert_after_samples", "resolve_after_samples",
 }
 
 
@@ -77,6 +79,8 @@ async def test_list_has_the_seed_shape_with_plan_and_server(client, database_url
         ({}, "pending"),
         ({"last_count": 0, "alerted_state": "down", "with_sample": True}, "down"),
         ({"last_count": 3, "alerted_state": "cpu,memory", "with_sample": True}, "alerting"),
+        ({"last_count": 1, "alerted_state": "count_range", "with_sample": True}, "alerting"),
+        ({"last_count": 0, "alerted_state": "down,count_range", "with_sample": True}, "down"),
         ({"last_count": 3, "with_sample": True}, "up"),
     ],
 )

@@ -25,6 +25,15 @@ def test_down_says_none_running(make_alert):
     assert "value 0 running" in text and "expected at least 1" in text
 
 
+def test_count_out_of_range_names_the_bound_crossed(make_alert):
+    below = render("slack", "standard", make_alert("process_count_out_of_range", value=1.0, threshold=3.0)).body.decode()
+    assert "nginx process count is out of range on web-1" in below and "1 running (expected at least 3)" in below
+    above = render("email", "standard", make_alert("process_count_out_of_range", value=9.0, threshold=4.0))
+    assert "9 running (expected at most 4)" in above.body.decode()
+    back = render("slack", "standard", make_alert("process_count_out_of_range", "resolved", value=3.0)).body.decode()
+    assert "process count is back in range" in back and "3 running" in back
+
+
 def test_slack_always_has_text_and_blocks(make_alert):
     body = orjson.loads(render("slack", "standard", make_alert("process_down", "resolved")).body)
     assert "nginx is back up on web-1" in body["text"] and body["blocks"]

@@ -56,6 +56,8 @@ def test_signature_is_hmac_of_id_timestamp_body_with_the_decoded_secret():
     ("process_cpu_high", "firing", "process.cpu_high"),
     ("process_memory_high", "resolved", "process.memory_high.resolved"),
     ("server_offline", "firing", "server.offline"),
+    ("process_count_out_of_range", "firing", "process.count_out_of_range"),
+    ("process_count_out_of_range", "resolved", "process.count_out_of_range.resolved"),
 ])
 def test_event_type_names(alert_type, state, name):
     assert webhooks.event_type(alert_type, state) == name

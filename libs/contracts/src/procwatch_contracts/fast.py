@@ -121,9 +121,9 @@ def _plain_text(wire: _AgentSampleWire) -> bool:
 # and property-test decoding against SampleRecorded.model_validate_json.
 
 
-# One field per setting of the rule registry, like messages.ProcessAlertConfig.
+# One field per setting of the rule registry, like messages.ProcessAlertConfig (same defaults).
 ProcessAlertConfigView = msgspec.defstruct(
-    "ProcessAlertConfigView", [(s.name, s.type) for s in SETTINGS],
+    "ProcessAlertConfigView", [(s.name, s.annotation, s.default) for s in SETTINGS],
     forbid_unknown_fields=True, frozen=True, module=__name__,
 )
 

@@ -73,13 +73,14 @@ class WatchListReply(_Message):
 # --- ingest -> alerter -----------------------------------------------------
 
 
-# A process's alert settings: one required field per setting of the rule registry
-# (procwatch_domain.rules.SETTINGS), in its order.
+# A process's alert settings: one field per setting of the rule registry
+# (procwatch_domain.rules.SETTINGS), in its order. Each defaults to the registry's default, so
+# a message written before a setting existed still parses (and means what it meant then).
 ProcessAlertConfig = create_model(
     "ProcessAlertConfig",
     __base__=_Message,
     __module__=__name__,
-    **{s.name: (s.type, ...) for s in rules.SETTINGS},  # type: ignore[call-overload]
+    **{s.name: (s.annotation, s.default) for s in rules.SETTINGS},  # type: ignore[call-overload]
 )
 
 

@@ -116,6 +116,9 @@ class WatchedProcess(SQLModel, table=True):
     # Sample time of the newest sample the alerter evaluated (migration 0002): a
     # redelivered or late, older sample event is skipped, so it never alerts twice.
     alert_evaluated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    # Flap protection's run per firing-or-not condition, e.g. "cpu:2" (migration 0008,
+    # procwatch_domain.alerts.format_streaks): written with alerted_state in the same statement.
+    alert_streaks: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     # Maintained by ingest in the same transaction as the rows, so GET never
     # counts history (see docs/decisions.md).
     samples_total: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
@@ -125,10 +128,13 @@ class WatchedProcess(SQLModel, table=True):
 
 def _setting_column(setting: Setting) -> Column:
     """The column of an alert setting: NOT NULL, its registry default as the server default
-    (a plain string: rendered as a quoted literal, which PostgreSQL casts to the column type)."""
+    (a plain string: rendered as a quoted literal, which PostgreSQL casts to the column type);
+    a nullable setting (default null) is a nullable column without a server default."""
     if setting.is_flag:
         return Column(setting.name, Boolean, nullable=False, server_default=str(setting.default).lower())
     kind = Integer if setting.type is int else Float
+    if setting.nullable:
+        return Column(setting.name, kind, nullable=True)
     return Column(setting.name, kind, nullable=False, server_default=f"{setting.default:g}")
 
 

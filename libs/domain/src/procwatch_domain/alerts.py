@@ -9,14 +9,24 @@ once in `procwatch_domain.rules`.
 A flag that is off never fires, and an open alert whose flag was turned off is
 resolved with reason `flag_disabled`. Pausing or deleting a process resolves
 everything open (`resolve_all` with `paused` / `deleted`).
+
+Flap protection (`alert_after_samples`, `resolve_after_samples`, per process, for
+every stateful rule): a condition fires on the N-th consecutive bad sample and
+resolves on the M-th consecutive good one. The run so far is the condition's
+*streak*: the number of consecutive samples that disagree with its current state
+(bad while not firing, good while firing). A sample that agrees ends the run (the
+streak goes back to 0); reaching N (or M) makes the transition and starts again
+at 0. The streaks are the process's other piece of alert state, kept beside
+`alerted_state` (`format_streaks` / `parse_streaks`); with N = M = 1 every streak
+stays 0 and the evaluation is exactly the one without flap protection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from procwatch_domain.rules import RULE_BY_CONDITION, RULES, STATEFUL_CONDITIONS
 
@@ -59,29 +69,97 @@ class Transition:
         return RULE_BY_CONDITION[self.condition].alert_type
 
 
+# condition -> its streak (consecutive samples against its current state); 0s are left out.
+Streaks = Mapping[str, int]
+NO_STREAKS: Streaks = {}
+
+
+class Evaluation(NamedTuple):
+    transitions: list[Transition]
+    # The streaks after the sample: the very `streaks` object given when none changed.
+    streaks: Streaks
+
+
+# Per rule, what the evaluation reads, looked up once (it runs for every sample of the fleet):
+# (condition, flag name, level, fires_between, active).
+_STEPS = tuple((r.condition, r.flag.name, r.level, r.fires_between, r.active) for r in RULES)
+
+
+def evaluate_sample(
+    firing: frozenset[str], streaks: Streaks, config: AlertConfig, previous: SampleView | None,
+    sample: SampleView,
+) -> Evaluation:
+    """The transitions `sample` causes and the streaks after it, given what is `firing` and the
+    `streaks` before it (see the module docstring for flap protection).
+
+    `firing` holds stateful conditions (one-shot ones never stay "firing"). Transitions are
+    returned in rule order (procwatch_domain.rules.RULES). A rule no longer enabled
+    (`Rule.enabled`) resolves at once (`flag_disabled`), whatever `resolve_after_samples` says.
+    """
+    out: list[Transition] = []
+    after: dict[str, int] | None = None  # copied on the first change: most samples change nothing
+    for condition, flag, level, fires_between, active in _STEPS:
+        enabled = getattr(config, flag)
+        if enabled and active is not None:
+            enabled = active(config)
+        if level is None:  # one-shot
+            if enabled and previous is not None and fires_between(previous, sample):  # type: ignore[misc]
+                out.append(Transition(condition, "firing", None, None))
+            continue
+        if not enabled:  # never fires; resolves what is open; its run is over
+            if condition in firing:
+                _, value, threshold = level(config, sample)
+                out.append(Transition(condition, "resolved", value, threshold, FLAG_DISABLED))
+            streak = 0
+        else:
+            is_bad, value, threshold = level(config, sample)
+            if is_bad is None:
+                continue  # the sample says nothing about this condition: state and streak kept
+            streak = 0
+            if condition in firing:
+                if not is_bad:
+                    streak = streaks.get(condition, 0) + 1
+                    if streak >= config.resolve_after_samples:
+                        out.append(Transition(condition, "resolved", value, threshold, RECOVERED))
+                        streak = 0
+            elif is_bad:
+                streak = streaks.get(condition, 0) + 1
+                if streak >= config.alert_after_samples:
+                    out.append(Transition(condition, "firing", value, threshold))
+                    streak = 0
+        if (streak or streaks) and streak != streaks.get(condition, 0):
+            if after is None:
+                after = dict(streaks)
+            if streak:
+                after[condition] = streak
+            else:
+                del after[condition]
+    return Evaluation(out, streaks if after is None else after)
+
+
 def evaluate_transition(
     firing: frozenset[str], config: AlertConfig, previous: SampleView | None, sample: SampleView
 ) -> list[Transition]:
-    """The transitions `sample` causes, given what is `firing` before it.
+    """The transitions `sample` causes, given what is `firing` before it and no streak in
+    progress (`evaluate_sample` with no streaks)."""
+    return evaluate_sample(firing, NO_STREAKS, config, previous, sample).transitions
 
-    `firing` holds stateful conditions (one-shot ones never stay "firing").
-    Returned in rule order (procwatch_domain.rules.RULES).
-    """
-    out: list[Transition] = []
-    for rule in RULES:
-        enabled = getattr(config, rule.flag.name)
-        if rule.level is None:  # one-shot
-            if enabled and previous is not None and rule.fires_between(previous, sample):  # type: ignore[misc]
-                out.append(Transition(rule.condition, "firing", None, None))
-            continue
-        is_bad, value, threshold = rule.level(config, sample)
-        if rule.condition in firing:
-            if not enabled:
-                out.append(Transition(rule.condition, "resolved", value, threshold, FLAG_DISABLED))
-            elif not is_bad:
-                out.append(Transition(rule.condition, "resolved", value, threshold, RECOVERED))
-        elif enabled and is_bad:
-            out.append(Transition(rule.condition, "firing", value, threshold))
+
+def format_streaks(streaks: Streaks) -> str | None:
+    """`{"cpu": 2, "down": 1}` -> `"down:1,cpu:2"` (alerted_state order); no streak -> None."""
+    parts = [f"{c}:{streaks[c]}" for c in STATEFUL_CONDITIONS if streaks.get(c)]
+    return ",".join(parts) or None
+
+
+def parse_streaks(value: str | None) -> Streaks:
+    """The inverse of `format_streaks`; a condition no longer in the registry is dropped."""
+    if not value:
+        return NO_STREAKS
+    out: dict[str, int] = {}
+    for part in value.split(","):
+        condition, _, n = part.partition(":")
+        if condition in RULE_BY_CONDITION and n.isdigit() and int(n) > 0:
+            out[condition] = int(n)
     return out
 
 
@@ -93,7 +171,8 @@ def resolve_all(firing: Iterable[str], reason: str) -> list[Transition]:
 
 def resolve_for_change(firing: Iterable[str], *, deleted: bool, enabled: bool, config: AlertConfig) -> list[Transition]:
     """What a process lifecycle change resolves: everything when it was deleted or
-    paused, otherwise the open alerts whose flag is now off."""
+    paused, otherwise the open alerts whose rule is now off (its flag off, or, for the
+    count range, both bounds cleared)."""
     if deleted:
         return resolve_all(firing, DELETED)
     if not enabled:
@@ -102,8 +181,16 @@ def resolve_for_change(firing: Iterable[str], *, deleted: bool, enabled: bool, c
     return [
         Transition(c, "resolved", reason=FLAG_DISABLED)
         for c in STATEFUL_CONDITIONS
-        if c in firing and not getattr(config, RULE_BY_CONDITION[c].flag.name)
+        if c in firing and not RULE_BY_CONDITION[c].enabled(config)
     ]
+
+
+def streaks_after_change(streaks: Streaks, *, enabled: bool, config: AlertConfig) -> Streaks:
+    """The flap streaks a lifecycle change keeps: none once paused (a run does not span a pause),
+    otherwise those of the rules still enabled (a rule turned off starts from nothing again)."""
+    if not enabled:
+        return NO_STREAKS
+    return {c: n for c, n in streaks.items() if RULE_BY_CONDITION[c].enabled(config)}
 
 
 def apply_transitions(firing: frozenset[str], transitions: Iterable[Transition]) -> frozenset[str]:

@@ -18,7 +18,10 @@ ALERT_CONDITIONS: tuple[str, ...] = STATEFUL_CONDITIONS
 def process_status(
     *, enabled: bool, last_sample_at: datetime | None, last_count: int | None, alerted_state: str | None
 ) -> Status:
-    """Precedence: paused > pending > down > alerting > up (docs/decisions.md, "Status")."""
+    """Precedence: paused > pending > down > alerting > up (docs/decisions.md, "Status").
+
+    A count of 0 is `down` whatever else fires; any other firing condition, an out-of-range
+    running count (`count_range`) included, is `alerting` (docs/alerts.md, "Count ranges")."""
     if not enabled:
         return "paused"
     if last_sample_at is None:

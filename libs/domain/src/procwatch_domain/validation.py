@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from procwatch_domain.rules import FLAG_SETTINGS, PARAMETER_SETTINGS, SETTING_DEFAULTS, Setting
+from procwatch_domain.rules import FLAG_SETTINGS, ORDERED_SETTINGS, PARAMETER_SETTINGS, SETTING_DEFAULTS, Setting
 
 PROCESS_NAME_MAX = 100
 SHELL_METACHARACTERS = frozenset(";&$`\\\"'<>(){}|")
@@ -77,8 +77,14 @@ def _boolean(value: Any) -> bool | None:
 parse_boolean = _boolean
 
 
-def _number(value: Any, setting: Setting) -> float | int | None:
-    """The value as the setting's type, or None when it is not one within its bounds."""
+_NULL = object()  # a nullable setting's clean null (None already means "not valid" below)
+
+
+def _number(value: Any, setting: Setting) -> Any:
+    """The value as the setting's type (`_NULL` for the null of a nullable setting), or None when
+    it is not one within its bounds."""
+    if value is None and setting.nullable:
+        return _NULL
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if setting.type is int:
@@ -96,7 +102,19 @@ def _number(value: Any, setting: Setting) -> float | int | None:
 
 def number_problem(setting: Setting) -> str:
     what = "an integer" if setting.type is int else "a number"
-    return f"must be {what} from {setting.minimum:g} to {setting.maximum:g}"
+    problem = f"must be {what} from {setting.minimum:g} to {setting.maximum:g}"
+    return problem + " or null" if setting.nullable else problem
+
+
+def ordering_problems(values: dict[str, Any]) -> list[Issue]:
+    """The pairs of `procwatch_domain.rules.ORDERED_SETTINGS` both set in `values` and out of
+    order (e.g. min_count > max_count), reported on the low one. Checked on the body of a create
+    and on the row after an update (a PUT may change one bound of the pair only)."""
+    issues = []
+    for low, high in ORDERED_SETTINGS:
+        if values.get(low) is not None and values.get(high) is not None and values[low] > values[high]:
+            issues.append(Issue(low, f"must not be greater than {high} ({values[high]:g})"))
+    return issues
 
 
 def validate_process_fields(body: dict[str, Any], *, for_update: bool) -> dict[str, Any]:
@@ -123,12 +141,13 @@ def validate_process_fields(body: dict[str, Any], *, for_update: bool) -> dict[s
             if number is None:
                 issues.append(Issue(field, number_problem(setting)))
             else:
-                clean[field] = number
+                clean[field] = None if number is _NULL else number
         elif field not in READ_ONLY_FIELDS:
             issues.append(Issue(str(field)[:100], "unknown field"))
 
     if not for_update and "process_name" not in body:
         issues.append(Issue("process_name", "is required"))
+    issues.extend(ordering_problems(clean))
     if for_update and not issues and not clean:
         issues.append(Issue("body", "no updatable fields provided; updatable: " + ", ".join(UPDATABLE_FIELDS)))
     if issues:
@@ -145,4 +164,6 @@ def setting_problem(setting: Setting, value: Any) -> tuple[Any, str | None]:
         flag = _boolean(value)
         return (flag, None) if flag is not None else (None, "must be a boolean (true/false or 0/1)")
     number = _number(value, setting)
+    if number is _NULL:
+        return None, None
     return (number, None) if number is not None else (None, number_problem(setting))

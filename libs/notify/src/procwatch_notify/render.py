@@ -89,6 +89,12 @@ _WORDS: dict[str, tuple[str, str, str]] = {
 
 
 def _measure(event: AlertEvent, unit: str) -> str | None:
+    if event.type == "process_count_out_of_range" and event.value is not None:
+        # The threshold is the bound crossed: below min_count or above max_count.
+        if event.threshold is None:
+            return f"{_num(event.value)} running"
+        side = "at least" if event.value < event.threshold else "at most"
+        return f"{_num(event.value)} running (expected {side} {_num(event.threshold)})"
     if event.value is None and event.threshold is None:
         if event.type == "process_down" and event.state == "firing":
             return "0 running (expected at least 1)"

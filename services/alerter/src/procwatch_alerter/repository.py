@@ -21,8 +21,8 @@ ProcessRow = make_dataclass(
     [
         ("id", int), ("server_id", int), ("user_id", int), ("process_name", str), ("hostname", str),
         ("enabled", bool),
-        *((s.name, s.type) for s in SETTINGS),
-        ("alerted_state", "str | None"), ("alert_evaluated_at", "datetime | None"),
+        *((s.name, s.annotation) for s in SETTINGS),
+        ("alerted_state", "str | None"), ("alert_evaluated_at", "datetime | None"), ("alert_streaks", "str | None"),
     ],
     slots=True,
 )
@@ -35,6 +35,10 @@ class StateUpdate:
     alerted_state: str | None
     # None: leave alert_evaluated_at as it is (lifecycle changes).
     evaluated_at: datetime | None
+    # The flap streaks after it (procwatch_domain.alerts.format_streaks), written in the same
+    # statement as alerted_state: flap protection costs no round trip of its own. No default: the
+    # statement overwrites the column, so every writer says what the runs are.
+    streaks: str | None
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class ServerAlertResolution:
 # alerter writes into alerts carries no text a publisher of events chose.
 PROCESS_COLUMNS = (
     "wp.id, wp.server_id, wp.user_id, wp.process_name, s.hostname, wp.enabled, "
-    + setting_columns_sql("wp.") + ", wp.alerted_state, wp.alert_evaluated_at"
+    + setting_columns_sql("wp.") + ", wp.alerted_state, wp.alert_evaluated_at, wp.alert_streaks"
 )
 _PROCESSES_WITH_SERVER = "watched_processes wp join servers s on s.id = wp.server_id"
 
@@ -180,13 +184,16 @@ class AlerterRepository:
         await self._conn.execute(
             "update watched_processes wp"
             " set alerted_state = v.alerted_state,"
-            "     alert_evaluated_at = coalesce(v.evaluated_at, wp.alert_evaluated_at)"
-            " from unnest(%s::bigint[], %s::text[], %s::timestamptz[]) as v(id, alerted_state, evaluated_at)"
+            "     alert_evaluated_at = coalesce(v.evaluated_at, wp.alert_evaluated_at),"
+            "     alert_streaks = v.streaks"
+            " from unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::text[])"
+            "      as v(id, alerted_state, evaluated_at, streaks)"
             " where wp.id = v.id",
             (
                 [u.process_id for u in updates],
                 [u.alerted_state for u in updates],
                 [u.evaluated_at for u in updates],
+                [u.streaks for u in updates],
             ),
         )
 

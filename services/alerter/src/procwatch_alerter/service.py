@@ -22,13 +22,17 @@ from procwatch_contracts.messages import AlertEvent, AlertProcess, AlertServer, 
 from procwatch_domain.alerts import (
     DELETED,
     FLAG_DISABLED,
+    NO_STREAKS,
     RECOVERED,
     SampleView,
     Transition,
     alert_id,
     apply_transitions,
-    evaluate_transition,
+    evaluate_sample,
+    format_streaks,
+    parse_streaks,
     resolve_for_change,
+    streaks_after_change,
 )
 from procwatch_domain.liveness import SERVER_OFFLINE, server_alert_id
 from procwatch_domain.rules import ONE_SHOT_FLAGS
@@ -158,7 +162,7 @@ class _Writes:
         for u in self.states:
             prev = last.get(u.process_id)
             evaluated_at = u.evaluated_at if u.evaluated_at is not None else (prev.evaluated_at if prev else None)
-            last[u.process_id] = StateUpdate(u.process_id, u.alerted_state, evaluated_at)
+            last[u.process_id] = StateUpdate(u.process_id, u.alerted_state, evaluated_at, u.streaks)
         await repo.save_states(list(last.values()))
         ids = await repo.add_outbox(self.outbox)
         self.written = [(i, r.subject, r.msg_id, r.payload) for i, r in zip(ids, self.outbox, strict=True)]
@@ -258,11 +262,14 @@ class AlerterService:
                 memory_pct=sample.memory_pct,
                 oldest_start_unix=sample.oldest_start_unix,
             )
+            streaks = parse_streaks(row.alert_streaks) if row.alert_streaks else NO_STREAKS
             # The row's settings, not the event's: the row is current (a flag
             # turned off after ingest committed is already honoured).
-            transitions = evaluate_transition(firing, row, previous, current)  # the row is an AlertConfig
-            if not transitions:
-                continue
+            transitions, streaks_after = evaluate_sample(firing, streaks, row, previous, current)  # row: AlertConfig
+            if not transitions and streaks_after is streaks:
+                continue  # nothing to write: evaluating this sample again yields nothing again
+            # A flap streak that moved is written like a transition, with alert_evaluated_at, so a
+            # redelivered sample is skipped and never counted twice.
             changing.add(row.id)
             writes.record(
                 transitions,
@@ -276,7 +283,8 @@ class AlerterService:
             )
             row.alerted_state = format_alerted_state(apply_transitions(firing, transitions))
             row.alert_evaluated_at = sample.recorded_at
-            writes.states.append(StateUpdate(row.id, row.alerted_state, sample.recorded_at))
+            row.alert_streaks = format_streaks(streaks_after)
+            writes.states.append(StateUpdate(row.id, row.alerted_state, sample.recorded_at, row.alert_streaks))
         return changing
 
     async def on_process_changed(self, event: ProcessChanged) -> Outcome:
@@ -320,9 +328,12 @@ class AlerterService:
                 sample=None,
                 write_history=row is not None,  # a deleted process's history went with it
             )
-            if row is not None:
+        if row is not None:
+            streaks = format_streaks(streaks_after_change(parse_streaks(row.alert_streaks), enabled=row.enabled,
+                                                          config=row))
+            if transitions or streaks != row.alert_streaks:
                 new_state = format_alerted_state(apply_transitions(firing, transitions))
-                writes.states.append(StateUpdate(row.id, new_state, None))
+                writes.states.append(StateUpdate(row.id, new_state, None, streaks))
         outcome.evaluated = 1
         await writes.flush(self._repo)
         return writes.into(outcome)

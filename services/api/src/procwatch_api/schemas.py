@@ -69,7 +69,8 @@ def _hostname_schema(schema: dict[str, Any]) -> None:
 
 def _document_request(required_any_of: tuple[str, ...] | None, ignored: frozenset[str]):
     """json_schema_extra of a request model: fields the server ignores (read-only fields of the
-    representation echoed back) are allowed with any value; no field is nullable; and, for an
+    representation echoed back) are allowed with any value; no field is nullable but the nullable
+    settings (min_count, max_count); and, for an
     update, at least one of `required_any_of` must be present."""
 
     def extra(schema: dict[str, Any]) -> None:
@@ -85,8 +86,9 @@ def _document_request(required_any_of: tuple[str, ...] | None, ignored: frozense
     return extra
 
 
-def _number_type(setting: Setting) -> type:
-    return int if setting.type is int else float
+def _number_type(setting: Setting) -> Any:
+    kind = int if setting.type is int else float
+    return kind | None if setting.nullable else kind  # nullable: null means "not set" (off)
 
 
 def _create_field(setting: Setting) -> tuple[Any, Any]:
@@ -97,7 +99,8 @@ def _create_field(setting: Setting) -> tuple[Any, Any]:
 
 
 def _update_field(setting: Setting) -> tuple[Any, Any]:
-    # Not nullable: an absent field is unchanged, a null one is refused (400).
+    # Not nullable (but for a nullable setting, where null clears it): an absent field is
+    # unchanged, a null one is refused (400).
     if setting.is_flag:
         return bool | Flag, None
     return _number_type(setting), Field(None, ge=setting.minimum, le=setting.maximum)
@@ -169,7 +172,7 @@ class _ProcessUpdateHead(BaseModel):
     enabled: bool | Flag = None  # type: ignore[assignment]
 
 
-ProcessUpdate = create_model(  # + one optional, non-nullable field per alert setting
+ProcessUpdate = create_model(  # + one optional field per alert setting (non-nullable unless the setting is)
     "ProcessUpdate", __base__=_ProcessUpdateHead, __module__=__name__,
     **{s.name: _update_field(s) for s in SETTINGS},  # type: ignore[call-overload]
 )

@@ -35,6 +35,7 @@ from procwatch_domain.liveness import SERVER_SETTINGS, server_status
 from procwatch_domain.validation import (
     BOOLEAN_FIELDS,
     ProcessValidationError,
+    ordering_problems,
     setting_problem,
     validate_process_fields,
 )
@@ -398,6 +399,11 @@ async def update_process(
         raise DuplicateProcess(fields["process_name"]) from None
     if row is None:
         raise NotFound("watched process not found")
+    # A pair such as min_count <= max_count is judged on the row as updated (the body may hold
+    # one side only); raising rolls the update back.
+    issues = ordering_problems(row)
+    if issues:
+        raise ValidationFailed([{"field": i.field, "message": i.message} for i in issues])
     await _record_change(repo, "updated", row)
     return {"process": present_process(row)}
 
@@ -434,7 +440,7 @@ async def _record_change(repo: Repository, change: str, row: dict[str, Any], hos
         process_name=row["process_name"],
         hostname=hostname,
         enabled=bool(row["enabled"]),
-        config=ProcessAlertConfig(**{s.name: s.type(row[s.name]) for s in SETTINGS}),
+        config=ProcessAlertConfig(**{s.name: None if row[s.name] is None else s.type(row[s.name]) for s in SETTINGS}),
         alerted_state=row["alerted_state"],
         occurred_at=datetime.now(UTC),
     )

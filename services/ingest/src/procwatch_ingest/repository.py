@@ -27,7 +27,7 @@ class ServerRow:
 # registry) are the slice `ALERT_SETTINGS`, in `ProcessAlertConfig` field order.
 LockedProcess = NamedTuple("LockedProcess", [  # type: ignore[misc]
     ("id", int), ("server_id", int), ("process_name", str), ("enabled", bool),
-    *((s.name, s.type) for s in SETTINGS),
+    *((s.name, s.annotation) for s in SETTINGS),
     ("last_count", int | None), ("last_oldest_start_unix", int | None), ("last_sample_at", datetime | None),
 ])
 ALERT_SETTINGS = slice(4, 4 + len(SETTINGS))
