@@ -208,6 +208,10 @@ class LiveHub:
         self.dropped_clients = 0
 
     @property
+    def subscribed(self) -> bool:
+        return bool(self._subscriptions)
+
+    @property
     def head(self) -> str:
         return f"{self.boot}-{self._seq}"
 
@@ -309,11 +313,16 @@ class LiveHub:
     async def start(self, nc) -> None:
         """Subscribe on `nc` (core NATS; the client re-subscribes by itself after a reconnect)."""
 
+        # nats-py hands a burst of waiting messages to the callback without returning to the event
+        # loop in between: yield after each, so the streams write one message's events before the
+        # next is queued (a client queue then needs to hold one message's events, not a burst's).
         async def on_sample(msg) -> None:
             self.on_sample_recorded(msg.data)
+            await asyncio.sleep(0)
 
         async def on_alert(msg) -> None:
             self.on_alert(msg.data)
+            await asyncio.sleep(0)
 
         self._subscriptions = [
             await nc.subscribe(subjects.SAMPLE_EVENTS_SUBJECTS, cb=on_sample),
