@@ -231,3 +231,15 @@ def test_the_hub_routes_broker_messages_by_their_user_and_ignores_garbage():
 def test_parse_event_id():
     assert parse_event_id("ab12-34") == ("ab12", 34)
     assert parse_event_id("34") is None and parse_event_id("ab-x") is None
+
+
+def test_reset_all_tells_every_stream_and_forgets_what_came_before():
+    hub = LiveHub(boot="x")
+    a, b = hub.connect(1, None), hub.connect(2, None)
+    hub.publish(1, update(0))
+    before = frames(a.take())[0]["id"]
+    hub.reset_all()
+    resets = [frames(a.take()), frames(b.take())]
+    assert [[f["event"] for f in got] for got in resets] == [[RESET], [RESET]]
+    assert [f["event"] for f in frames(hub.connect(1, before).take())] == [RESET]
+    assert hub.connect(1, resets[0][0]["id"]).take() == b""

@@ -44,11 +44,15 @@ async def _nats_and_relay(app: FastAPI, settings: ApiSettings) -> None:
     async def on_error(exc: Exception) -> None:
         log.debug("nats client error", extra={"error": type(exc).__name__})
 
+    async def on_reconnected() -> None:
+        state.live.reset_all()  # live updates published while disconnected are lost
+
     while state.nats is None:
         try:
             state.nats = await nats.connect(
                 settings.nats_url, connect_timeout=settings.nats_connect_timeout_s,
                 max_reconnect_attempts=-1, reconnect_time_wait=1, error_cb=on_error, name="procwatch-api",
+                reconnected_cb=on_reconnected,
             )
         except Exception as exc:
             log.warning("nats unavailable; events wait in the outbox",

@@ -286,6 +286,17 @@ class LiveHub:
                     self.dropped_clients += 1
         # Dropped clients leave when their stream ends (live_routes calls disconnect).
 
+    def reset_all(self) -> None:
+        """Messages may have been missed (NATS reconnected): every stream gets a `reset`, and no
+        ring vouches for anything before it."""
+        for channel in self._channels.values():
+            self._seq += 1
+            channel.ring.clear()
+            channel.complete_after = self._seq
+            frame = sse_frame(self.head, RESET, b"{}")
+            for client in channel.clients:
+                client.offer(frame)
+
     def on_sample_recorded(self, data: bytes) -> None:
         if not self._channels:
             return
