@@ -9,13 +9,13 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import nats
 import orjson
 import pytest
 
-from procwatch_ingest.app import IngestApp
 from tests.integration.fuzz.conftest import live_api
-from tests.integration.ingest.conftest import eventually, ingest_settings, publish_sample, reading
+from tests.integration.ingest.conftest import (  # noqa: F401 - ingest and nc are fixtures
+    eventually, ingest, nc, publish_sample, query, reading,
+)
 from tests.support.factories import make_process, make_server, make_user
 
 pytestmark = pytest.mark.integration
@@ -28,21 +28,6 @@ def api(database_url, redis_url, nats_url):
     with live_api(database_url, redis_url, nats_url, live_client_queue=CLIENT_QUEUE,
                   live_heartbeat_s=1.0) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-async def ingest(database_url, nats_url):
-    app = IngestApp(ingest_settings(database_url, nats_url))
-    await app.start()
-    yield app
-    await app.stop()
-
-
-@pytest.fixture(scope="module")
-async def nc(nats_url):
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
 
 
 class Stream:
@@ -137,8 +122,6 @@ async def test_last_event_id_resumes_with_the_missed_events(api, ingest, nc, dat
 
 
 def ingest_committed(database_url: str, process_id: int, count: int) -> bool:
-    from tests.integration.ingest.conftest import query
-
     return query(database_url, "select samples_total from watched_processes where id = %s", (process_id,))[0][0] >= count
 
 
