@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from procwatch_api.live import (
-    ALERT, RESET, SAMPLE, SERVER, LiveClient, LiveHub, alert_updates, parse_event_id, sample_updates,
+    ALERT, HEARTBEAT, RESET, SAMPLE, SERVER, LiveClient, LiveHub, alert_updates, parse_event_id, sample_updates,
 )
 from procwatch_contracts.fast import (
     ProcessAlertConfigView, RecordedSampleView, SampleRecordedView, encode_sample_recorded,
@@ -165,13 +165,22 @@ def test_a_user_has_at_most_max_clients_per_user():
     assert hub.connect(1, None) is not None and hub.clients_of(1) == 2
 
 
-async def test_a_client_stream_wakes_on_an_event_and_times_out_to_a_heartbeat():
+async def test_a_client_stream_wakes_on_an_event_and_ends_once_dropped():
     client = LiveClient(10)
-    assert await client.next_chunk(0.01) == b""
     client.offer(b"data: 1\n\n")
-    assert await client.next_chunk(5) == b"data: 1\n\n"
+    assert await client.next_chunk() == b"data: 1\n\n"
     client.close()
-    assert await client.next_chunk(5) is None
+    assert await client.next_chunk() is None
+
+
+def test_heartbeats_go_to_the_streams_that_were_sent_nothing_since_the_last_tick():
+    hub = LiveHub()
+    idle, busy = hub.connect(1, None), hub.connect(2, None)
+    hub.heartbeat()  # both new: nothing sent yet
+    assert idle.take() == HEARTBEAT and busy.take() == HEARTBEAT
+    hub.publish(2, update(0))
+    hub.heartbeat()
+    assert idle.take() == HEARTBEAT and HEARTBEAT not in busy.take()
 
 
 def _recorded(process_id: int, count: int, *, is_latest: bool = True, alerted_state: str | None = None):

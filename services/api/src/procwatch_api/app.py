@@ -113,7 +113,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state.live = LiveHub(
             ring_size=settings.live_ring_size, client_queue=settings.live_client_queue,
             max_clients_per_user=settings.live_max_clients_per_user, resume_window_s=settings.live_resume_window_s,
+            heartbeat_s=settings.live_heartbeat_s,
         )
+        state.live.open()
         state.nats = None
         state.relay = None
         state.wake_relay = lambda: state.relay.wake() if state.relay is not None else None

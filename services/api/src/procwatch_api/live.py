@@ -115,11 +115,12 @@ class LiveEvent:
 class LiveClient:
     """One connected browser: a bounded queue of frames and a wake-up for its stream."""
 
-    __slots__ = ("capacity", "dropped", "_pending", "_wakeup")
+    __slots__ = ("capacity", "dropped", "active", "_pending", "_wakeup")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.dropped = False
+        self.active = False  # something was queued since the hub's last heartbeat tick
         self._pending: deque[bytes] = deque()
         self._wakeup = asyncio.Event()
 
@@ -132,6 +133,7 @@ class LiveClient:
             self._wakeup.set()
             return False
         self._pending.append(frame)
+        self.active = True
         self._wakeup.set()
         return True
 
@@ -147,14 +149,12 @@ class LiveClient:
             return chunk
         return None if self.dropped else b""
 
-    async def next_chunk(self, timeout_s: float) -> bytes | None:
-        """The next write: queued frames, b"" after `timeout_s` of nothing (a heartbeat is due), or
-        None once the client was dropped and has had everything queued before."""
-        if not self._pending and not self.dropped:
+    async def next_chunk(self) -> bytes | None:
+        """The next write (queued frames), or None once the client was dropped and has had
+        everything queued before. No timer per wait: the hub queues the heartbeats."""
+        while not self._pending and not self.dropped:
             self._wakeup.clear()
-            with suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._wakeup.wait()
+            await self._wakeup.wait()
         return self.take()
 
 
@@ -193,18 +193,20 @@ class LiveHub:
     """The fan-out of one API process (see the module docstring)."""
 
     def __init__(self, *, ring_size: int = 500, client_queue: int = 1000, max_clients_per_user: int = 100,
-                 resume_window_s: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 boot: str | None = None) -> None:
+                 resume_window_s: float = 300.0, heartbeat_s: float = 15.0,
+                 clock: Callable[[], float] = time.monotonic, boot: str | None = None) -> None:
         self.boot = boot or secrets.token_hex(4)
         self.ring_size = ring_size
         self.client_queue = client_queue
         self.max_clients_per_user = max_clients_per_user
         self.resume_window_s = resume_window_s
+        self.heartbeat_s = heartbeat_s
         self._clock = clock
         self._seq = 0
         self._channels: dict[int, UserChannel] = {}
         self._last_sweep = clock()
         self._subscriptions: list[Any] = []
+        self._heartbeats: asyncio.Task | None = None
         self.dropped_clients = 0
 
     @property
@@ -286,6 +288,14 @@ class LiveHub:
                     self.dropped_clients += 1
         # Dropped clients leave when their stream ends (live_routes calls disconnect).
 
+    def heartbeat(self) -> None:
+        """A keep-alive comment to every client that was sent nothing since the previous tick."""
+        for channel in self._channels.values():
+            for client in channel.clients:
+                if not client.active:
+                    client.offer(HEARTBEAT)
+                client.active = False
+
     def reset_all(self) -> None:
         """Messages may have been missed (NATS reconnected): every stream gets a `reset`, and no
         ring vouches for anything before it."""
@@ -319,7 +329,19 @@ class LiveHub:
         if alert.user_id in self._channels:
             self.publish(alert.user_id, alert_updates(alert))
 
-    # --- NATS ---
+    # --- tasks and NATS ---
+
+    def open(self) -> None:
+        """Start the heartbeats (one timer for all streams); from the running event loop."""
+
+        async def beat() -> None:
+            # Ticks at half the interval: an idle stream hears something every heartbeat_s at most.
+            while True:
+                await asyncio.sleep(self.heartbeat_s / 2)
+                self.heartbeat()
+                self.sweep()
+
+        self._heartbeats = asyncio.create_task(beat(), name="live-heartbeats")
 
     async def start(self, nc) -> None:
         """Subscribe on `nc` (core NATS; the client re-subscribes by itself after a reconnect)."""
@@ -342,6 +364,8 @@ class LiveHub:
         log.info("live updates subscribed", extra={"boot": self.boot})
 
     async def stop(self) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
         for sub in self._subscriptions:
             with suppress(Exception):
                 await sub.unsubscribe()

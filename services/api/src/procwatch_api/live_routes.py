@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from procwatch_api import deps
 from procwatch_api.errors import TooManyStreams
-from procwatch_api.live import HEARTBEAT, LiveClient, retry_frame
+from procwatch_api.live import LiveClient, retry_frame
 
 router = APIRouter()
 
@@ -44,10 +44,10 @@ class EventStreamResponse(StreamingResponse):
             self._on_close()
 
 
-async def _frames(client: LiveClient, retry_ms: int, heartbeat_s: float) -> AsyncIterator[bytes]:
+async def _frames(client: LiveClient, retry_ms: int) -> AsyncIterator[bytes]:
     yield retry_frame(retry_ms)
-    while (chunk := await client.next_chunk(heartbeat_s)) is not None:
-        yield chunk or HEARTBEAT
+    while (chunk := await client.next_chunk()) is not None:
+        yield chunk
 
 
 @router.get(
@@ -65,5 +65,5 @@ async def events(request: Request, user_id: StreamUser) -> EventStreamResponse:
     client = hub.connect(user_id, last_event_id)
     if client is None:
         raise TooManyStreams(hub.max_clients_per_user)
-    return EventStreamResponse(_frames(client, settings.live_retry_ms, settings.live_heartbeat_s),
+    return EventStreamResponse(_frames(client, settings.live_retry_ms),
                                on_close=lambda: hub.disconnect(user_id, client))
