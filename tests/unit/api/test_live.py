@@ -136,6 +136,7 @@ def test_a_slow_client_is_dropped_and_never_holds_back_a_fast_one():
     assert slow.take() is None
     hub.publish(1, update(3))
     assert len(frames(fast.take())) == 1
+    assert hub.dropped_clients == 1  # counted once, not once per event it misses
 
 
 def test_user_channels_expire_after_the_resume_window_without_clients():

@@ -284,8 +284,9 @@ class LiveHub:
             event = LiveEvent(self._seq, sse_frame(f"{self.boot}-{self._seq}", kind, data))
             channel.append(event)
             for client in channel.clients:
-                if not client.offer(event.frame) and client.dropped:
+                if not client.dropped and not client.offer(event.frame):
                     self.dropped_clients += 1
+                    log.info("live: slow client dropped", extra={"user_id": user_id, "queue": client.capacity})
         # Dropped clients leave when their stream ends (live_routes calls disconnect).
 
     def heartbeat(self) -> None:
