@@ -57,15 +57,19 @@ class ApiSettings(ConnectionSettings):
         return max(1, -(-self.read_pool_size // workers))
     db_max_overflow: int = 10
 
-    # GET /events (live updates, procwatch_api.live): recent events kept per connected user for
-    # Last-Event-ID resume; events queued per browser before it counts as too slow and is dropped
-    # (it reconnects and resumes); browsers per user per API worker; how long a user's recent
-    # events are kept after their last browser left; the idle heartbeat; the reconnect delay hint.
+    # GET /events (live updates, docs/live.md): recent events kept per connected user, for
+    # Last-Event-ID resume; an older id gets a `reset`.
     live_ring_size: int = Field(default=500, ge=1)
+    # Events queued per browser stream; a stream whose queue is full is too slow and is dropped
+    # (its browser reconnects and resumes). Must hold one message's events (a server's processes).
     live_client_queue: int = Field(default=1000, ge=1)
+    # Open streams per user on one API worker; beyond, 429 too_many_streams.
     live_max_clients_per_user: int = Field(default=100, ge=1)
+    # How long a user's recent events are kept after their last stream closed (the resume window).
     live_resume_window_s: float = Field(default=300.0, gt=0)
+    # An idle stream gets a keep-alive comment at least this often (proxies close silent streams).
     live_heartbeat_s: float = Field(default=15.0, gt=0)
+    # The reconnect delay the stream asks browsers for (its `retry:` line).
     live_retry_ms: int = Field(default=2000, ge=0)
 
     outbox_poll_interval_s: float = 1.0
