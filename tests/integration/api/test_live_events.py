@@ -12,6 +12,8 @@ import httpx
 import orjson
 import pytest
 
+from procwatch_contracts import subjects
+from procwatch_contracts.messages import AlertEvent, AlertServer
 from tests.integration.fuzz.conftest import live_api
 from tests.integration.ingest.conftest import (  # noqa: F401 - ingest and nc are fixtures
     eventually, ingest, nc, publish_sample, query, reading,
@@ -72,7 +74,7 @@ class Stream:
         await self._client.aclose()
 
 
-async def _ready(api, ingest) -> None:
+async def _ready(api) -> None:
     await eventually(lambda: api.app.state.live.subscribed, timeout=20)
 
 
@@ -81,7 +83,7 @@ def _at(seconds_ago: float) -> datetime:
 
 
 async def test_a_committed_sample_reaches_its_users_stream_and_no_other(api, ingest, nc, database_url):
-    await _ready(api, ingest)
+    await _ready(api)
     alice, bob = make_user(database_url), make_user(database_url)
     a_server, b_server = make_server(database_url, alice), make_server(database_url, bob)
     a_proc = make_process(database_url, a_server, "nginx")
@@ -102,7 +104,7 @@ async def test_a_committed_sample_reaches_its_users_stream_and_no_other(api, ing
 
 
 async def test_last_event_id_resumes_with_the_missed_events(api, ingest, nc, database_url):
-    await _ready(api, ingest)
+    await _ready(api)
     user = make_user(database_url)
     server = make_server(database_url, user)
     proc = make_process(database_url, server, "redis")
@@ -121,13 +123,35 @@ async def test_last_event_id_resumes_with_the_missed_events(api, ingest, nc, dat
         await eventually(lambda: stale.of("reset"))
 
 
+async def test_alerts_reach_their_users_stream_and_server_offline_moves_the_server(api, nc, database_url):
+    await _ready(api)
+    user, other = make_user(database_url), make_user(database_url)
+    server = make_server(database_url, user)
+
+    def offline(state: str, owner: int) -> bytes:
+        return AlertEvent(id=f"so-{state}-{owner}", type="server_offline", state=state, occurred_at=datetime.now(UTC),
+                          user_id=owner, server=AlertServer(id=server.id, hostname=server.hostname), value=90.0,
+                          threshold=60.0, reason="recovered" if state == "resolved" else None).model_dump_json().encode()
+
+    async with Stream(api, user.token) as stream, Stream(api, other.token) as other_stream:
+        # As the alerter publishes them (subject alerts.<server>.server, after its commit).
+        await nc.publish(subjects.server_alerts(server.id), offline("firing", user.id))
+        await eventually(lambda: stream.of("server", server_id=server.id, online=False))
+        assert stream.of("alert")[0]["data"]["type"] == "server_offline"
+        await nc.publish(subjects.server_alerts(server.id), offline("resolved", user.id))
+        await eventually(lambda: stream.of("server", server_id=server.id, online=True))
+        await nc.publish(subjects.server_alerts(server.id), offline("firing", other.id))
+        await eventually(lambda: other_stream.of("alert"))
+        assert len(stream.of("alert")) == 2
+
+
 def ingest_committed(database_url: str, process_id: int, count: int) -> bool:
     return query(database_url, "select samples_total from watched_processes where id = %s", (process_id,))[0][0] >= count
 
 
 async def test_a_browser_that_stops_reading_is_dropped_and_never_holds_back_one_that_reads(
         api, ingest, nc, database_url):
-    await _ready(api, ingest)
+    await _ready(api)
     user = make_user(database_url, "scale")
     server = make_server(database_url, user)
     # The server's kernel buffers a stalled socket's stream up to its autotuned send buffer (4 MiB
