@@ -252,13 +252,14 @@ _ints = st.integers(0, 2**62)
 _recorded = st.builds(
     RecordedSampleView, _ints, _ints, st.text(min_size=1, max_size=100), st.integers(0, 2**31 - 1),
     st.floats(0, 1e6), st.floats(0, 1e6), st.none() | _ints, _aware, st.none() | st.integers(0, 2**31 - 1),
-    st.none() | _ints, st.none() | _aware, st.booleans(), _config,
+    st.none() | _ints, st.none() | _aware, st.booleans(), _config, st.none() | st.sampled_from(["down", "cpu,memory"]),
 )
 
 
 _events = st.builds(
     SampleRecordedView, v=st.just(1), server_id=_ints, hostname=st.text(max_size=255), user_id=_ints,
     agent_version=st.text(min_size=1, max_size=64), sampled_at=_aware, samples=st.lists(_recorded, max_size=4),
+    server_seen_at=st.none() | _aware,
 )
 
 
@@ -309,9 +310,9 @@ def _event_dict(**over) -> dict:
               "memory_pct": 2.5, "oldest_start_unix": 100, "recorded_at": "2026-11-28T10:00:00Z",
               "previous_count": None, "previous_oldest_start_unix": None, "previous_recorded_at": None,
               "is_latest": True, "config": {**SETTING_DEFAULTS, "alert_on_restart": True, "cpu_threshold_pct": 90.0,
-                                            "memory_threshold_pct": 90.0}}
+                                            "memory_threshold_pct": 90.0}, "alerted_state": "cpu"}
     event = {"v": 1, "server_id": 3, "hostname": "web-01", "user_id": 4, "agent_version": "1",
-             "sampled_at": "2026-11-28T10:00:00Z", "samples": [sample]}
+             "sampled_at": "2026-11-28T10:00:00Z", "samples": [sample], "server_seen_at": "2026-11-28T10:00:01Z"}
     for key, value in over.items():
         target = sample if key in sample else event
         if value is _DELETE:

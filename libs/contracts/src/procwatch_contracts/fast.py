@@ -142,6 +142,7 @@ class RecordedSampleView(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     previous_recorded_at: datetime | None
     is_latest: bool
     config: ProcessAlertConfigView
+    alerted_state: str | None = None
 
 
 class SampleRecordedView(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -152,6 +153,7 @@ class SampleRecordedView(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     agent_version: str
     sampled_at: datetime
     samples: list[RecordedSampleView]
+    server_seen_at: datetime | None = None
 
 
 _event_encoder = msgspec.json.Encoder()

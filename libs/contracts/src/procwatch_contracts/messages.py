@@ -102,6 +102,9 @@ class RecordedSample(_Message):
     # False when the sample arrived after a newer one: stored, but never alerts.
     is_latest: bool
     config: ProcessAlertConfig
+    # The process's alerted_state as committed with this sample, before the alerter judges it
+    # (the live view's status; procwatch_domain.status). None from producers that predate it.
+    alerted_state: str | None = None
 
 
 class SampleRecorded(_Message):
@@ -114,6 +117,9 @@ class SampleRecorded(_Message):
     agent_version: str
     sampled_at: datetime
     samples: list[RecordedSample]
+    # The broker's time of the newest message from this server in ingest's batch: the server's
+    # liveness time (its last_seen_at; the live view's `server` event). None from older producers.
+    server_seen_at: datetime | None = None
 
 
 # --- api -> alerter, agents -----------------------------------------------

@@ -12,9 +12,10 @@ from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from procwatch_api import channels_routes, health, routes
+from procwatch_api import channels_routes, health, live_routes, routes
 from procwatch_api.channels_schemas import CHANNEL_REQUEST_MODELS
 from procwatch_api.error_handlers import install_error_handlers
+from procwatch_api.live import LiveHub
 from procwatch_api.ratelimit import RateLimiter, redis_client
 from procwatch_api.repository import Reads
 from procwatch_api.restart_window import RestartWindows
@@ -43,17 +44,22 @@ async def _nats_and_relay(app: FastAPI, settings: ApiSettings) -> None:
     async def on_error(exc: Exception) -> None:
         log.debug("nats client error", extra={"error": type(exc).__name__})
 
+    async def on_reconnected() -> None:
+        state.live.reset_all()  # live updates published while disconnected are lost
+
     while state.nats is None:
         try:
             state.nats = await nats.connect(
                 settings.nats_url, connect_timeout=settings.nats_connect_timeout_s,
                 max_reconnect_attempts=-1, reconnect_time_wait=1, error_cb=on_error, name="procwatch-api",
+                reconnected_cb=on_reconnected,
             )
         except Exception as exc:
             log.warning("nats unavailable; events wait in the outbox",
                         extra={"error": type(exc).__name__, "retry_in_s": backoff})
             await asyncio.sleep(backoff)
             backoff = min(MAX_BACKOFF_S, backoff * 2)
+    await state.live.start(state.nats)
     js = state.nats.jetstream()
     backoff = 0.5
     while True:
@@ -103,6 +109,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         state.failed_auth_limiter = RateLimiter(
             state.redis, settings.failed_auth_per_minute, retry_after_s=settings.redis_retry_after_s
         )
+        # Live updates: this worker process's own hub and subscription (subscribed once NATS is up).
+        state.live = LiveHub(
+            ring_size=settings.live_ring_size, client_queue=settings.live_client_queue,
+            max_clients_per_user=settings.live_max_clients_per_user, resume_window_s=settings.live_resume_window_s,
+            heartbeat_s=settings.live_heartbeat_s,
+        )
+        state.live.open()
         state.nats = None
         state.relay = None
         state.wake_relay = lambda: state.relay.wake() if state.relay is not None else None
@@ -121,6 +134,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         finally:
             task.cancel()
             await asyncio.wait({task}, timeout=5)
+            await state.live.stop()
             if state.nats is not None:
                 with suppress(Exception):
                     await state.nats.close()
@@ -144,6 +158,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(routes.router)
     app.include_router(channels_routes.router)
+    app.include_router(live_routes.router)
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -190,7 +205,8 @@ def main() -> None:
     settings = ApiSettings()
     configure_logging(settings.log_level)
     common = dict(loop="uvloop", http=header_deadline_protocol(settings.header_timeout_s), log_config=None,
-                  lifespan="on", access_log=False, timeout_keep_alive=settings.keep_alive_timeout_s)
+                  lifespan="on", access_log=False, timeout_keep_alive=settings.keep_alive_timeout_s,
+                  timeout_graceful_shutdown=settings.shutdown_grace_s)
     if settings.workers > 1:
         # One SO_REUSEPORT socket per worker process (procwatch_api.workers: why); each builds its app itself.
         sys.exit(serve_workers(settings, common))

@@ -117,6 +117,14 @@ class RateLimited(ApiError):
         )
 
 
+class TooManyStreams(ApiError):
+    code, status = "too_many_streams", 429
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} live update streams open for this user", limit=limit,
+                         headers={"Retry-After": "30"})
+
+
 class MethodNotAllowed(ApiError):
     code, status = "method_not_allowed", 405
 

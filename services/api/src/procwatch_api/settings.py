@@ -37,6 +37,11 @@ class ApiSettings(ConnectionSettings):
     # An idle kept-alive connection is closed after this long (uvicorn's timeout_keep_alive).
     keep_alive_timeout_s: int = Field(default=5, ge=1)
 
+    # On shutdown, requests still running this long after the listener closed are cancelled. Live
+    # update streams (GET /events) never end by themselves: without a bound they would hold a
+    # stopping worker forever; their browsers reconnect to another worker.
+    shutdown_grace_s: float = Field(default=5.0, gt=0)
+
     db_pool_size: int = 10
     # Connections for the two hot reads (one short statement each), in total over the workers
     # (each gets its share, at least 1). Unset: 4 for one worker, 1 per worker for more. A few per
@@ -51,6 +56,21 @@ class ApiSettings(ConnectionSettings):
             return 4 if workers == 1 else 1
         return max(1, -(-self.read_pool_size // workers))
     db_max_overflow: int = 10
+
+    # GET /events (live updates, docs/live.md): recent events kept per connected user, for
+    # Last-Event-ID resume; an older id gets a `reset`.
+    live_ring_size: int = Field(default=500, ge=1)
+    # Events queued per browser stream; a stream whose queue is full is too slow and is dropped
+    # (its browser reconnects and resumes). Must hold one message's events (a server's processes).
+    live_client_queue: int = Field(default=1000, ge=1)
+    # Open streams per user on one API worker; beyond, 429 too_many_streams.
+    live_max_clients_per_user: int = Field(default=100, ge=1)
+    # How long a user's recent events are kept after their last stream closed (the resume window).
+    live_resume_window_s: float = Field(default=300.0, gt=0)
+    # An idle stream gets a keep-alive comment at least this often (proxies close silent streams).
+    live_heartbeat_s: float = Field(default=15.0, gt=0)
+    # The reconnect delay the stream asks browsers for (its `retry:` line).
+    live_retry_ms: int = Field(default=2000, ge=0)
 
     outbox_poll_interval_s: float = 1.0
     nats_connect_timeout_s: float = 2.0

@@ -29,6 +29,7 @@ LockedProcess = NamedTuple("LockedProcess", [  # type: ignore[misc]
     ("id", int), ("server_id", int), ("process_name", str), ("enabled", bool),
     *((s.name, s.annotation) for s in SETTINGS),
     ("last_count", int | None), ("last_oldest_start_unix", int | None), ("last_sample_at", datetime | None),
+    ("alerted_state", str | None),
 ])
 ALERT_SETTINGS = slice(4, 4 + len(SETTINGS))
 
@@ -134,7 +135,7 @@ class IngestRepository:
         """Lock the rows in id order (replicas then never deadlock) and read their current state."""
         cur = await self.conn.execute(
             "select id, server_id, process_name, enabled, " + setting_columns_sql() + ", last_count,"
-            " last_oldest_start_unix, last_sample_at"
+            " last_oldest_start_unix, last_sample_at, alerted_state"
             " from watched_processes where id = any(%s::bigint[]) order by id for no key update",
             (bigint_array(sorted(process_ids)),),
         )

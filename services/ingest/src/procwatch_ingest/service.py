@@ -358,7 +358,7 @@ class IngestService:
                         sample_id=ids[i], watched_process_id=pid, process_name=names[i],
                         count=count, cpu_pct=cpu, memory_pct=mem, oldest_start_unix=oldest,
                         recorded_at=at, previous_count=p_count, previous_oldest_start_unix=p_oldest,
-                        previous_recorded_at=p_at, is_latest=True, config=cfg,
+                        previous_recorded_at=p_at, is_latest=True, config=cfg, alerted_state=proc.alerted_state,
                     )
                     p_count, p_oldest, p_at = count, oldest, at
                     newest = rows[i]
@@ -392,7 +392,7 @@ class IngestService:
                     previous_oldest_start_unix=s.previous_oldest_start_unix,
                     previous_recorded_at=s.previous_recorded_at,
                     is_latest=(last_at is None or at >= last_at) and (batch_newest is None or at >= batch_newest),
-                    config=configs.get(pid) or _alert_config(proc),
+                    config=configs.get(pid) or _alert_config(proc), alerted_state=proc.alerted_state,
                 )
 
         t3 = time.perf_counter()
@@ -415,6 +415,7 @@ class IngestService:
             payload = encode_sample_recorded(SampleRecordedView(
                 v=1, server_id=server.id, hostname=server.hostname, user_id=server.user_id,
                 agent_version=sample.agent_version, sampled_at=sample.sampled_at.astimezone(UTC), samples=samples,
+                server_seen_at=plan.seen.get(server.id),
             ))
             events.append(OutgoingEvent(subjects.samples_recorded(server.id), msg_id, payload))
         t5 = time.perf_counter()
