@@ -34,6 +34,7 @@ from contextlib import suppress
 import psycopg
 
 from procwatch_db.urls import libpq_url
+from procwatch_runtime import metrics
 
 log = logging.getLogger("procwatch.messaging.jobs")
 
@@ -139,6 +140,7 @@ class PeriodicJob:
                     (got,) = await cur.fetchone()
                     if not got:
                         self.skipped_locked += 1
+                        metrics.JOB_RUNS.labels(self.name, "skipped").inc()
                         log.debug("job skipped: another replica runs it", extra={"job": self.name})
                         return False
                     # Closing the connection releases the lock, also when the job raises.
@@ -147,11 +149,15 @@ class PeriodicJob:
             raise
         except Exception as exc:
             self.failures += 1
+            metrics.JOB_RUNS.labels(self.name, "failed").inc()
             log.warning("job failed", exc_info=True, extra={
                 "job": self.name, "error": type(exc).__name__,
                 "duration_s": round(time.monotonic() - started, 3), "failures": self.failures})
             return False
         self.runs += 1
+        metrics.JOB_RUNS.labels(self.name, "ran").inc()
+        metrics.JOB_DURATION.labels(self.name).observe(time.monotonic() - started)
+        metrics.JOB_LAST_SUCCESS.labels(self.name).set_to_current_time()
         log.debug("job ran", extra={"job": self.name, "duration_s": round(time.monotonic() - started, 3),
                                     "runs": self.runs})
         return True
