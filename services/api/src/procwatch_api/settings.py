@@ -52,6 +52,13 @@ class ApiSettings(ConnectionSettings):
         return max(1, -(-self.read_pool_size // workers))
     db_max_overflow: int = 10
 
+    # GET /metrics (Prometheus) on the API port, and the request metrics behind it. It answers only
+    # clients in metrics_allowed_networks (others get 404): loopback and private networks by
+    # default, where Prometheus runs; a reverse proxy in front should not forward /metrics.
+    metrics_enabled: bool = True
+    metrics_allowed_networks: list[str] = Field(default_factory=lambda: [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"])
+
     outbox_poll_interval_s: float = 1.0
     nats_connect_timeout_s: float = 2.0
 
