@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +28,7 @@ from prometheus_client import (
 )
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+Metric = TypeVar("Metric", Counter, Gauge, Histogram)
 
 # --- fixed label values -------------------------------------------------------------------
 
@@ -34,7 +36,7 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # by tests/unit/runtime/test_metrics.py), then the consumers' generic ones. Anything else is "other".
 DEADLETTER_REASONS = frozenset({
     "too_large", "bad_subject", "malformed_json", "invalid_message", "too_many_processes",
-    "server_mismatch", "sampled_in_future", "sampled_too_old", "missing_credentials",
+    "server_mismatch", "sampled_at_in_future", "sampled_at_too_old", "missing_credentials",
     "unknown_server", "unauthorized",
     "invalid", "processing_failed", "poison", "other",
 })
@@ -63,90 +65,107 @@ ALERT_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 
 REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 JOB_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
+# --- definitions -------------------------------------------------------------------------
+
+ALL: list[Counter | Gauge | Histogram] = []  # in definition order
+LABEL_NAMES: dict[str, tuple[str, ...]] = {}  # metric name (as exposed, counters without _total) -> labels
+
+
+def _defined(metric: Metric, name: str, labels: tuple[str, ...]) -> Metric:
+    ALL.append(metric)
+    LABEL_NAMES[name.removesuffix("_total")] = labels
+    return metric
+
+
+def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+    return _defined(Counter(name, doc, labels), name, labels)
+
+
+def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    # "max" across the API's processes (multiprocess mode); one process elsewhere.
+    return _defined(Gauge(name, doc, labels, multiprocess_mode="max"), name, labels)
+
+
+def histogram(name: str, doc: str, labels: tuple[str, ...] = (), *, buckets: tuple[float, ...]) -> Histogram:
+    return _defined(Histogram(name, doc, labels, buckets=buckets), name, labels)
+
+
 # --- consumers (every batch pull loop: ingest, alerter, notifier) ----------------------------
 
-CONSUMER_MESSAGES = Counter(
-    "procwatch_consumer_messages_total", "Messages handed to the consumer's handler.", ["consumer"])
-CONSUMER_BATCH_SIZE = Histogram(
-    "procwatch_consumer_batch_size_messages", "Messages per batch handed to the handler.", ["consumer"],
+CONSUMER_MESSAGES = counter(
+    "procwatch_consumer_messages_total", "Messages handed to the consumer's handler.", ("consumer",))
+CONSUMER_BATCH_SIZE = histogram(
+    "procwatch_consumer_batch_size_messages", "Messages per batch handed to the handler.", ("consumer",),
     buckets=BATCH_SIZE_BUCKETS)
-CONSUMER_BATCH_DURATION = Histogram(
+CONSUMER_BATCH_DURATION = histogram(
     "procwatch_consumer_batch_duration_seconds", "Time the handler took for one batch (commit, publish, ack).",
-    ["consumer"], buckets=BATCH_SECONDS_BUCKETS)
+    ("consumer",), buckets=BATCH_SECONDS_BUCKETS)
 # Read from JetStream's consumer info on scrape (procwatch_messaging.worker), not per message.
-CONSUMER_PENDING = Gauge(
+CONSUMER_PENDING = gauge(
     "procwatch_consumer_pending_messages", "Messages in the stream not yet delivered to the consumer (lag).",
-    ["consumer"], multiprocess_mode="max")
-CONSUMER_ACK_PENDING = Gauge(
+    ("consumer",))
+CONSUMER_ACK_PENDING = gauge(
     "procwatch_consumer_ack_pending_messages", "Messages delivered and not yet acked.",
-    ["consumer"], multiprocess_mode="max")
-CONSUMER_REDELIVERED = Gauge(
+    ("consumer",))
+CONSUMER_REDELIVERED = gauge(
     "procwatch_consumer_redelivered_messages", "Messages delivered more than once and not yet acked.",
-    ["consumer"], multiprocess_mode="max")
+    ("consumer",))
 
-DEADLETTERS = Counter(
+DEADLETTERS = counter(
     "procwatch_deadletter_messages_total", "Messages parked on a dead-letter subject, by reason.",
-    ["subject", "reason"])
+    ("subject", "reason"))
 
 # --- ingest -----------------------------------------------------------------------------
 
-INGEST_SAMPLES = Counter(
+INGEST_SAMPLES = counter(
     "procwatch_ingest_samples_total", "Process samples of committed messages, by outcome "
-    "(inserted; duplicate of a stored one; dropped: unknown or paused process name).", ["outcome"])
-INGEST_MESSAGES_STORED = Counter(
+    "(inserted; duplicate of a stored one; dropped: unknown or paused process name).", ("outcome",))
+INGEST_MESSAGES_STORED = counter(
     "procwatch_ingest_messages_stored_total", "Agent messages committed (their samples stored).")
-INGEST_EVENTS_PUBLISHED = Counter(
+INGEST_EVENTS_PUBLISHED = counter(
     "procwatch_ingest_events_published_total", "SampleRecorded events published after commit.")
-INGEST_BATCHES_RETRIED = Counter(
+INGEST_BATCHES_RETRIED = counter(
     "procwatch_ingest_batches_retried_total", "Batches handed back for redelivery (database or broker trouble).")
 
 # --- alerter ----------------------------------------------------------------------------
 
-ALERTER_SAMPLES_EVALUATED = Counter(
+ALERTER_SAMPLES_EVALUATED = counter(
     "procwatch_alerter_samples_evaluated_total", "Process samples evaluated against the alert rules.")
-ALERTER_ALERTS = Counter(
-    "procwatch_alerter_alerts_total", "Alert events written (outbox), by type and state.", ["type", "state"])
-ALERTER_SAMPLE_TO_ALERT = Histogram(
+ALERTER_ALERTS = counter(
+    "procwatch_alerter_alerts_total", "Alert events written (outbox), by type and state.", ("type", "state"))
+ALERTER_SAMPLE_TO_ALERT = histogram(
     "procwatch_alerter_sample_to_alert_seconds", "From a sample's sampled_at (agent clock) to the commit of "
     "the alert it raised.", buckets=ALERT_LATENCY_BUCKETS)
 
 # --- periodic jobs (procwatch_messaging.jobs: offline-servers, ingest-stats, ...) ------------
 
-JOB_RUNS = Counter(
+JOB_RUNS = counter(
     "procwatch_job_runs_total", "Periodic job turns, by outcome (skipped: another replica holds the lock).",
-    ["job", "outcome"])
-JOB_DURATION = Histogram(
-    "procwatch_job_duration_seconds", "Duration of a periodic job's run.", ["job"], buckets=JOB_SECONDS_BUCKETS)
-JOB_LAST_SUCCESS = Gauge(
+    ("job", "outcome"))
+JOB_DURATION = histogram(
+    "procwatch_job_duration_seconds", "Duration of a periodic job's run.", ("job",), buckets=JOB_SECONDS_BUCKETS)
+JOB_LAST_SUCCESS = gauge(
     "procwatch_job_last_success_timestamp_seconds", "Unix time of the job's last successful run on this replica.",
-    ["job"], multiprocess_mode="max")
+    ("job",))
 
 # --- notifier ---------------------------------------------------------------------------
 
-NOTIFIER_DELIVERIES_QUEUED = Counter(
+NOTIFIER_DELIVERIES_QUEUED = counter(
     "procwatch_notifier_deliveries_queued_total", "Delivery rows queued from alert events (one per matching channel).")
-NOTIFIER_DELIVERIES = Counter(
-    "procwatch_notifier_deliveries_total", "Deliveries settled, by outcome.", ["outcome"])
-NOTIFIER_ATTEMPT_DURATION = Histogram(
+NOTIFIER_DELIVERIES = counter(
+    "procwatch_notifier_deliveries_total", "Deliveries settled, by outcome.", ("outcome",))
+NOTIFIER_ATTEMPT_DURATION = histogram(
     "procwatch_notifier_attempt_duration_seconds", "One send attempt to a channel, by channel type and result.",
-    ["channel_type", "result"], buckets=REQUEST_SECONDS_BUCKETS)
+    ("channel_type", "result"), buckets=REQUEST_SECONDS_BUCKETS)
 
 # --- api --------------------------------------------------------------------------------
 
-API_REQUESTS = Counter(
+API_REQUESTS = counter(
     "procwatch_api_requests_total", "HTTP requests answered, by route template, method and status.",
-    ["route", "method", "status"])
-API_REQUEST_DURATION = Histogram(
+    ("route", "method", "status"))
+API_REQUEST_DURATION = histogram(
     "procwatch_api_request_duration_seconds", "Time to answer an HTTP request, by route template and method.",
-    ["route", "method"], buckets=REQUEST_SECONDS_BUCKETS)
-
-ALL = (
-    CONSUMER_MESSAGES, CONSUMER_BATCH_SIZE, CONSUMER_BATCH_DURATION, CONSUMER_PENDING, CONSUMER_ACK_PENDING,
-    CONSUMER_REDELIVERED, DEADLETTERS, INGEST_SAMPLES, INGEST_MESSAGES_STORED, INGEST_EVENTS_PUBLISHED,
-    INGEST_BATCHES_RETRIED, ALERTER_SAMPLES_EVALUATED, ALERTER_ALERTS, ALERTER_SAMPLE_TO_ALERT, JOB_RUNS,
-    JOB_DURATION, JOB_LAST_SUCCESS, NOTIFIER_DELIVERIES_QUEUED, NOTIFIER_DELIVERIES,
-    NOTIFIER_ATTEMPT_DURATION, API_REQUESTS, API_REQUEST_DURATION,
-)
+    ("route", "method"), buckets=REQUEST_SECONDS_BUCKETS)
 
 
 def exposed_names() -> frozenset[str]:
