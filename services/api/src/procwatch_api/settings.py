@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+import ipaddress
+
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_runtime.settings import ConnectionSettings
@@ -52,12 +54,19 @@ class ApiSettings(ConnectionSettings):
         return max(1, -(-self.read_pool_size // workers))
     db_max_overflow: int = 10
 
-    # GET /metrics (Prometheus) on the API port, and the request metrics behind it. It answers only
-    # clients in metrics_allowed_networks (others get 404): loopback and private networks by
-    # default, where Prometheus runs; a reverse proxy in front should not forward /metrics.
+    # GET /metrics (Prometheus) on the API port, and the request metrics behind it (docs/metrics.md).
     metrics_enabled: bool = True
-    metrics_allowed_networks: list[str] = Field(default_factory=lambda: [
-        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"])
+    # Client networks GET /metrics answers (others get 404): loopback and private networks, where
+    # Prometheus runs. A reverse proxy in front should not forward /metrics (JSON list of CIDRs).
+    metrics_allowed_networks: list[str] = [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+
+    @field_validator("metrics_allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # a typo fails at start, not at each scrape
+        return networks
 
     outbox_poll_interval_s: float = 1.0
     nats_connect_timeout_s: float = 2.0
