@@ -160,7 +160,7 @@ def healthz_count(metrics_text: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     return sum(s.value for family in text_string_to_metric_families(metrics_text) for s in family.samples
-               if s.name == "procwatch_api_requests_total" and s.labels.get("route") == "/healthz")
+               if s.name == "procwatch_api_request_duration_seconds_count" and s.labels.get("route") == "/healthz")
 
 
 def test_metrics_of_every_worker_are_summed_whichever_worker_answers_the_scrape(urls, tmp_path):

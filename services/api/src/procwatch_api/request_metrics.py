@@ -2,7 +2,8 @@
 request object, one wrapped `send` per request), outermost, so the hot reads (answered before
 FastAPI's middleware stack, procwatch_api.hot_reads) are counted too.
 
-Labels (procwatch_runtime.metrics.API_REQUESTS / API_REQUEST_DURATION): the route *template*
+One observation per request (procwatch_runtime.metrics.API_REQUEST_DURATION, whose `_count` counts
+the requests). Labels: the route *template*
 (`/servers/{server_id}/processes`, never the raw path: ids would make one series per server),
 the method, and the status. The template comes from the routing: FastAPI sets `scope["route"]`;
 the hot reads set `scope[ROUTE_KEY]`; a path no route matched is "unmatched".
@@ -34,14 +35,15 @@ class RequestMetrics:
     def __init__(self, app: Any) -> None:
         self.app = app
         # The labelled children, looked up once per (route, method, status).
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
+        self._timers: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method = scope["method"]
+        if method not in metrics.HTTP_METHODS:
+            method = "other"  # any token is a method: keep the label (and the cache below) bounded
         started = time.perf_counter()
         status = 500  # the app raised before it answered: the server answers 500
 
@@ -54,16 +56,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            self._observe(route_template(scope), method, status, time.perf_counter() - started)
-
-    def _observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        if method not in metrics.HTTP_METHODS:
-            method = "other"
-        counter = self._counters.get((route, method, status))
-        if counter is None:
-            counter = self._counters[(route, method, status)] = metrics.API_REQUESTS.labels(route, method, str(status))
-        counter.inc()
-        timer = self._timers.get((route, method))
-        if timer is None:
-            timer = self._timers[(route, method)] = metrics.API_REQUEST_DURATION.labels(route, method)
-        timer.observe(seconds)
+            seconds = time.perf_counter() - started
+            key = (scope.get(ROUTE_KEY) or route_template(scope), method, status)
+            timer = self._timers.get(key)
+            if timer is None:
+                timer = self._timers[key] = metrics.API_REQUEST_DURATION.labels(key[0], method, str(status))
+            timer.observe(seconds)
