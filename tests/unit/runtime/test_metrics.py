@@ -4,6 +4,7 @@ exist (plus promtool's own checks where it is installed)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -18,6 +19,7 @@ from procwatch_api.health import metrics_allowed
 from procwatch_api.settings import ApiSettings
 from procwatch_ingest import inbound
 from procwatch_runtime import metrics
+from procwatch_runtime.health import HealthServer
 
 pytestmark = pytest.mark.unit
 
@@ -136,3 +138,35 @@ def test_the_scrape_config_scrapes_every_service_and_loads_the_rules():
 def test_promtool_accepts_the_config_and_the_rules_and_their_tests(args):
     out = subprocess.run(["promtool", *args], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_network_that_does_not_parse_fails_the_settings_at_start():
+    with pytest.raises(ValueError, match="metrics_allowed_networks"):
+        ApiSettings(metrics_allowed_networks=["10.0.0.0/33"])
+
+
+async def test_the_health_endpoint_serves_metrics_after_its_refresh_hooks():
+    server = HealthServer({}, port=0, timeout_s=0.5)
+    refreshed = []
+
+    async def refresh() -> None:
+        metrics.CONSUMER_PENDING.labels("unit-test-loop").set(7)
+        refreshed.append(True)
+
+    async def broken() -> None:
+        raise RuntimeError("JetStream away")
+
+    server.on_scrape += [broken, refresh]
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        response = (await reader.read()).decode()
+        writer.close()
+    finally:
+        await server.stop()
+    head, body = response.split("\r\n\r\n", 1)
+    assert head.startswith("HTTP/1.1 200 ") and "Content-Type: text/plain" in head
+    assert refreshed == [True]  # a failing hook does not stop the others or the scrape
+    assert 'procwatch_consumer_pending_messages{consumer="unit-test-loop"} 7.0' in body
