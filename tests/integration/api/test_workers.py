@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from procwatch.embedded import free_port
 from procwatch_api.workers import reuseport_balances
@@ -91,6 +92,26 @@ def listening_workers(parent: int, port: int) -> dict[int, set[str]]:
     return out
 
 
+def healthz_count(metrics_text: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(metrics_text) for s in family.samples
+               if s.name == "procwatch_api_request_duration_seconds_count" and s.labels.get("route") == "/healthz")
+
+
+def assert_metrics_sum_every_worker(port: int, at_least: int) -> None:
+    """Scrapes on new connections (they land on either worker) all count the same /healthz requests."""
+    totals = set()
+    for _ in range(6):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            assert response.status == 200
+            totals.add(healthz_count(response.read().decode()))
+        finally:
+            conn.close()
+    assert len(totals) == 1 and totals.pop() >= at_least, totals
+
+
 @pytest.fixture
 def urls(database_url, redis_url, nats_url) -> tuple[str, str, str]:
     return database_url, redis_url, nats_url
@@ -120,6 +141,8 @@ def test_two_workers_own_sockets_share_connections_restart_and_stop_cleanly(urls
             for conn in conns:
                 conn.close()
         assert sum(per_worker.values()) == 40 and min(per_worker.values()) > 0, per_worker
+        # Both served some: whichever worker answers a scrape counts them all (multiprocess metrics).
+        assert_metrics_sum_every_worker(port, at_least=40)
 
         # A worker that dies is replaced; the other one keeps answering meanwhile.
         victim, survivor = sorted(workers)
@@ -154,42 +177,3 @@ def test_a_taken_port_fails_fast_without_starting_workers(urls, tmp_path):
     output = log.read_text()
     assert "cannot bind the API port" in output, output
     assert "API worker started" not in output, output
-
-
-def healthz_count(metrics_text: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return sum(s.value for family in text_string_to_metric_families(metrics_text) for s in family.samples
-               if s.name == "procwatch_api_request_duration_seconds_count" and s.labels.get("route") == "/healthz")
-
-
-def test_metrics_of_every_worker_are_summed_whichever_worker_answers_the_scrape(urls, tmp_path):
-    port, log = free_port(), tmp_path / "api.log"
-    with api(urls, port, 2, log) as proc:
-        workers = wait_for(lambda: len(w := listening_workers(proc.pid, port)) == 2 and w,
-                           START_TIMEOUT_S, "two workers listening")
-        wait_for(lambda: healthz(port) == 200, START_TIMEOUT_S, "GET /healthz")
-        conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(40)]
-        try:
-            for conn in conns:
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-            per_worker = {pid: len(tcp_sockets(pid, port, psutil.CONN_ESTABLISHED)) for pid in workers}
-        finally:
-            for conn in conns:
-                conn.close()
-        assert min(per_worker.values()) > 0, per_worker  # both workers counted some
-        totals = set()
-        for _ in range(6):  # new connections: the scrapes land on either worker
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            try:
-                conn.request("GET", "/metrics")
-                response = conn.getresponse()
-                assert response.status == 200
-                totals.add(healthz_count(response.read().decode()))
-            finally:
-                conn.close()
-        # The /healthz polls of wait_for are counted too: at least the 40, the same from any worker.
-        assert len(totals) == 1 and totals.pop() >= 40, totals
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0, log.read_text()
