@@ -6,9 +6,10 @@ server, process, user, channel or alert id (docs/metrics.md lists every metric a
 on). Hot paths observe once per batch (`inc(n)`, one histogram observation), never per sample.
 
 Served by the workers' health endpoint (procwatch_runtime.health, `GET /metrics`) and by the API
-(`GET /metrics`, procwatch_api.metrics). The API's worker processes write to one directory
-(prometheus_client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`, set by the API's supervisor
-before it spawns them); `render()` aggregates it when set.
+(`GET /metrics`, procwatch_api.health; requests measured by procwatch_api.request_metrics). The
+API's worker processes write to one directory (prometheus_client's multiprocess mode,
+`PROMETHEUS_MULTIPROC_DIR`, set by the API's supervisor before it spawns them); `render()`
+aggregates it when set.
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ ALERTER_SAMPLES_EVALUATED = counter(
 ALERTER_ALERTS = counter(
     "procwatch_alerter_alerts_total", "Alert events written (outbox), by type and state.", ("type", "state"))
 ALERTER_SAMPLE_TO_ALERT = histogram(
-    "procwatch_alerter_sample_to_alert_seconds", "From a sample's sampled_at (agent clock) to the commit of "
-    "the alert it raised.", buckets=ALERT_LATENCY_BUCKETS)
+    "procwatch_alerter_sample_to_alert_seconds", "From a sample's sampled_at (agent clock) to the alert it "
+    "raised, committed and handed to the publisher (observed per alert: alerts are rare).", buckets=ALERT_LATENCY_BUCKETS)
 
 # --- periodic jobs (procwatch_messaging.jobs: offline-servers, ingest-stats, ...) ------------
 
