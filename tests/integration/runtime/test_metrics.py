@@ -113,6 +113,10 @@ async def test_every_stage_counts_what_it_did_on_its_metrics_endpoint(database_u
             value(before["alerter"], "procwatch_alerter_samples_evaluated_total") + 1
         assert value(got, "procwatch_consumer_messages_total", consumer="alerter-sample-loop") >= \
             value(before["alerter"], "procwatch_consumer_messages_total", consumer="alerter-sample-loop") + 1
+        # The lifecycle consumer (a FastStream subscriber) has its lag read too, under its durable name.
+        lifecycle = f"{alerter.settings.durable}-lifecycle"
+        assert [v for n, ls, v in got if n == "procwatch_consumer_pending_messages"
+                and ls == {"consumer": lifecycle}] == [0.0]
 
         got = await until_moved(notifier, "procwatch_notifier_deliveries_total",
                                 value(before["notifier"], "procwatch_notifier_deliveries_total", outcome="delivered"),

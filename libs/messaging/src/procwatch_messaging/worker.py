@@ -145,7 +145,8 @@ class Worker:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.pull_loops: list[BatchPullLoop] = []
-        self._consumers: list[tuple[str, PullConsumer]] = []  # (loop name, consumer): the lag gauges
+        # (label, stream, durable) of each JetStream consumer: the lag gauges (refresh_consumer_metrics).
+        self._consumers: list[tuple[str, str, str]] = []
         self.jobs: list[PeriodicJob] = []
         self.background_tasks: list[Background] = []
         self._parts: list[tuple[str, Hook, Hook]] = []
@@ -197,7 +198,7 @@ class Worker:
                              idle_poll_s=idle_poll_s, max_in_flight=max_in_flight,
                              drain_timeout_s=drain_timeout_s, name=name or f"{self.name}-pull-loop")
         self.pull_loops.append(loop)
-        self._consumers.append((loop.name, consumer))
+        self._consumers.append((loop.name, consumer.stream, consumer.durable))
         if check is not None:
             self.add_check(check, _running_check(loop, f"{loop.name} not running"))
         return loop
@@ -210,6 +211,8 @@ class Worker:
         if stream is not None:
             if ack_policy is None:
                 raise ValueError(f"JetStream subscriber on {subject!r}: set ack_policy explicitly")
+            if kwargs.get("durable"):  # measured like the pull loops, labelled with its durable name
+                self._consumers.append((kwargs["durable"], stream.name, kwargs["durable"]))
             return self.broker.subscriber(subject, stream=stream, ack_policy=ack_policy, **kwargs)
         if ack_policy is not None:
             raise ValueError(f"core NATS subscriber on {subject!r} takes no ack_policy")
@@ -252,9 +255,9 @@ class Worker:
         js = self._js
         if js is None:
             return
-        infos = await asyncio.gather(*(js.consumer_info(c.stream, c.durable) for _, c in self._consumers),
+        infos = await asyncio.gather(*(js.consumer_info(stream, durable) for _, stream, durable in self._consumers),
                                      return_exceptions=True)
-        for (name, _), info in zip(self._consumers, infos, strict=True):
+        for (name, _, _), info in zip(self._consumers, infos, strict=True):
             if isinstance(info, BaseException):
                 log.debug("consumer info failed", extra={"consumer": name, "error": type(info).__name__})
                 continue
