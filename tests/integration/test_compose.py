@@ -40,7 +40,7 @@ def compose() -> dict:
 
 @pytest.mark.unit
 def test_compose_declares_the_production_like_stack(compose):
-    services = compose["services"]
+    services = {name: svc for name, svc in compose["services"].items() if "profiles" not in svc}
     assert set(services) == {"nats", "postgres", "redis", "migrate", "api", "ingest", "alerter", "notifier"}
 
     nats = services["nats"]
@@ -51,7 +51,7 @@ def test_compose_declares_the_production_like_stack(compose):
     assert services["postgres"]["image"] == "postgres:16"
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert services["redis"]["image"].startswith("redis:") and services["redis"]["healthcheck"]
-    assert set(compose["volumes"]) == {"nats-data", "postgres-data"}
+    assert set(compose["volumes"]) == {"nats-data", "postgres-data", "prometheus-data", "grafana-data"}
 
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -69,9 +69,30 @@ def test_compose_declares_the_production_like_stack(compose):
         assert {"DATABASE_URL", "REDIS_URL", "NATS_URL"} <= set(env)
         assert env["NATS_URL"].startswith("nats://services:") and env["NATS_URL"].endswith("@nats:4222")
         assert svc["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # the workers' health port (and /metrics) on the compose network, where Prometheus scrapes it
+    for name in ("ingest", "alerter", "notifier"):
+        env = services[name]["environment"]
+        assert env[f"PROCWATCH_{name.upper()}_HEALTH_PORT"] == "8081"
+        assert env[f"PROCWATCH_{name.upper()}_HEALTH_HOST"] == "0.0.0.0"
     # the files the compose file refers to exist
     assert (REPO / "deploy" / "Dockerfile").is_file()
     assert (REPO / "deploy" / "nats" / "nats.conf").is_file() and (REPO / "deploy" / "nats" / "auth.conf").is_file()
+
+
+@pytest.mark.unit
+def test_the_monitoring_profile_runs_prometheus_and_grafana_on_loopback_with_deploy_files(compose):
+    monitoring = {name: svc for name, svc in compose["services"].items() if "monitoring" in svc.get("profiles", ())}
+    assert set(monitoring) == {"prometheus", "grafana"}
+    for svc in monitoring.values():
+        assert all(str(port).startswith("127.0.0.1:") for port in svc["ports"]), svc["ports"]
+        for volume in svc["volumes"]:
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), source
+    assert "./deploy/prometheus:/etc/prometheus:ro" in monitoring["prometheus"]["volumes"]
+    # Grafana gets no default admin password: it refuses to start without the operator's.
+    assert monitoring["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] is None
+    assert "GF_SECURITY_ADMIN_PASSWORD" in " ".join(monitoring["grafana"]["entrypoint"])
 
 
 @pytest.mark.integration

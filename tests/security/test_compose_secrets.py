@@ -78,8 +78,12 @@ def test_ports_are_published_on_loopback_unless_told_otherwise():
     env = {name: "s3cret" for name in SECRETS}
     ports = _published(rendered(env)["services"])
     assert ports and all(p.startswith("127.0.0.1:") for p in ports), ports
-    opened = _published(rendered({**env, "PROCWATCH_BIND_ADDRESS": "0.0.0.0"})["services"])
+    opened_services = rendered({**env, "PROCWATCH_BIND_ADDRESS": "0.0.0.0"})["services"]
+    opened = _published({n: svc for n, svc in opened_services.items() if "profiles" not in svc})
     assert all(p.startswith("0.0.0.0:") for p in opened), opened
+    # Prometheus and Grafana (profile `monitoring`) stay on loopback whatever the bind address.
+    monitoring = _published({n: svc for n, svc in opened_services.items() if "profiles" in svc})
+    assert monitoring and all(p.startswith("127.0.0.1:") for p in monitoring), monitoring
     # PostgreSQL and Redis are never published: only the compose network reaches them.
     services = rendered(env)["services"]
     assert "ports" not in services["postgres"] and "ports" not in services["redis"]

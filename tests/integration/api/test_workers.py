@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from procwatch.embedded import free_port
 from procwatch_api.workers import reuseport_balances
@@ -92,6 +93,26 @@ def listening_workers(parent: int, port: int) -> dict[int, set[str]]:
     return out
 
 
+def healthz_count(metrics_text: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(metrics_text) for s in family.samples
+               if s.name == "procwatch_api_request_duration_seconds_count" and s.labels.get("route") == "/healthz")
+
+
+def assert_metrics_sum_every_worker(port: int, at_least: int) -> None:
+    """Scrapes on new connections (they land on either worker) all count the same /healthz requests."""
+    totals = set()
+    for _ in range(6):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            assert response.status == 200
+            totals.add(healthz_count(response.read().decode()))
+        finally:
+            conn.close()
+    assert len(totals) == 1 and totals.pop() >= at_least, totals
+
+
 @pytest.fixture
 def urls(database_url, redis_url, nats_url) -> tuple[str, str, str]:
     return database_url, redis_url, nats_url
@@ -121,6 +142,8 @@ def test_two_workers_own_sockets_share_connections_restart_and_stop_cleanly(urls
             for conn in conns:
                 conn.close()
         assert sum(per_worker.values()) == 40 and min(per_worker.values()) > 0, per_worker
+        # Both served some: whichever worker answers a scrape counts them all (multiprocess metrics).
+        assert_metrics_sum_every_worker(port, at_least=40)
 
         # A worker that dies is replaced; the other one keeps answering meanwhile.
         victim, survivor = sorted(workers)

@@ -20,7 +20,9 @@ from tests.support.factories import make_process, make_server, make_user
 
 pytestmark = pytest.mark.integration
 
-PUBLIC = {"/healthz", "/readyz"}
+# Public by design: the probes, and the Prometheus metrics (no token; private networks only, see
+# tests/integration/api/test_metrics.py).
+PUBLIC = {"/healthz", "/readyz", "/metrics"}
 # A body that would be valid for the route (ownership must be decided whatever the body).
 BODIES = {
     ("POST", "/servers"): {"hostname": "intruder-01"},

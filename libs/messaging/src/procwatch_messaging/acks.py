@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 
 from procwatch_contracts import subjects
+from procwatch_runtime import metrics
 
 log = logging.getLogger("procwatch.messaging.acks")
 
@@ -124,6 +125,7 @@ async def dead_letter(publish: Publish, subject: str, items: Sequence[tuple[Msg,
         for msg, reason in items
     ))
     for msg, reason in items:
+        metrics.DEADLETTERS.labels(subject, metrics.deadletter_reason(reason)).inc()
         log.warning("message dead-lettered",
                     extra={"subject": msg.subject, "deadletter": subject, "reason": reason[:MAX_REASON_CHARS]})
         await msg.ack()

@@ -34,6 +34,7 @@ from contextlib import suppress
 import psycopg
 
 from procwatch_db.urls import libpq_url
+from procwatch_runtime import metrics
 
 log = logging.getLogger("procwatch.messaging.jobs")
 
@@ -84,6 +85,9 @@ class PeriodicJob:
         self.runs = 0
         self.failures = 0
         self.skipped_locked = 0
+        # The same, for Prometheus (procwatch_runtime.metrics): runs by outcome, duration, last success.
+        self._ran_metric, self._skipped_metric, self._failed_metric = (
+            metrics.JOB_RUNS.labels(name, outcome) for outcome in metrics.JOB_OUTCOMES)
 
     @property
     def exclusive(self) -> bool:
@@ -139,6 +143,7 @@ class PeriodicJob:
                     (got,) = await cur.fetchone()
                     if not got:
                         self.skipped_locked += 1
+                        self._skipped_metric.inc()
                         log.debug("job skipped: another replica runs it", extra={"job": self.name})
                         return False
                     # Closing the connection releases the lock, also when the job raises.
@@ -147,11 +152,15 @@ class PeriodicJob:
             raise
         except Exception as exc:
             self.failures += 1
+            self._failed_metric.inc()
             log.warning("job failed", exc_info=True, extra={
                 "job": self.name, "error": type(exc).__name__,
                 "duration_s": round(time.monotonic() - started, 3), "failures": self.failures})
             return False
         self.runs += 1
+        self._ran_metric.inc()
+        metrics.JOB_DURATION.labels(self.name).observe(time.monotonic() - started)
+        metrics.JOB_LAST_SUCCESS.labels(self.name).set_to_current_time()
         log.debug("job ran", extra={"job": self.name, "duration_s": round(time.monotonic() - started, 3),
                                     "runs": self.runs})
         return True

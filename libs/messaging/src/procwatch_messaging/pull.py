@@ -37,6 +37,8 @@ import nats.js.api
 import orjson
 from nats.aio.msg import Msg
 
+from procwatch_runtime import metrics
+
 log = logging.getLogger("procwatch.messaging.pull")
 
 Handle = Callable[[list[Msg]], Awaitable[None]]
@@ -75,6 +77,10 @@ class BatchPullLoop:
         self._sub = None
         self._slots = asyncio.Semaphore(max_in_flight)
         self._batches: set[asyncio.Task] = set()
+        # Per batch, labelled with the loop's name (procwatch_runtime.metrics).
+        self._messages_metric = metrics.CONSUMER_MESSAGES.labels(name)
+        self._batch_size_metric = metrics.CONSUMER_BATCH_SIZE.labels(name)
+        self._batch_duration_metric = metrics.CONSUMER_BATCH_DURATION.labels(name)
 
     @property
     def subscribed(self) -> bool:
@@ -131,6 +137,7 @@ class BatchPullLoop:
             batch += await self._fetch(self.batch_size - len(batch), self.COLLECT_TIMEOUT_S)
 
     async def _one(self, batch: list[Msg]) -> None:
+        started = time.perf_counter()
         try:
             await self._handle(batch)
         except Exception:
@@ -138,6 +145,9 @@ class BatchPullLoop:
             log.exception("batch handler failed", extra={"loop": self.name, "batch_size": len(batch)})
         finally:
             self._slots.release()
+            self._batch_duration_metric.observe(time.perf_counter() - started)
+            self._batch_size_metric.observe(len(batch))
+            self._messages_metric.inc(len(batch))
 
     async def stop(self) -> None:
         """Stop fetching; finish the fetch in progress (<= idle_poll_s + batch_timeout_s, so no

@@ -25,6 +25,9 @@ cancelled; then the broker connection is drained, the pool and the health endpoi
 
 Health (procwatch_runtime.health, one implementation): `postgres` and `nats` always, plus one
 check per pull loop or background task given a `check` name; all read public state.
+Metrics (`GET /metrics` on the health port, procwatch_runtime.metrics): each scrape first reads
+the pull loops' JetStream consumer info (pending, ack pending, redelivered), one request per
+consumer per scrape, never per message.
 The pull loops are the ones of procwatch_messaging.pull: the runtime adds nothing per message.
 """
 
@@ -49,6 +52,7 @@ from procwatch_db.urls import libpq_url
 from procwatch_messaging.pull import BatchPullLoop, Handle
 from procwatch_messaging.streams import StreamLimits, ensure_streams
 from procwatch_messaging.jobs import Job, PeriodicJob
+from procwatch_runtime import metrics
 from procwatch_runtime.health import Check, HealthServer, nats_check, postgres_check
 from procwatch_runtime.settings import WorkerSettings
 
@@ -141,6 +145,8 @@ class Worker:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.pull_loops: list[BatchPullLoop] = []
+        # (label, stream, durable) of each JetStream consumer: the lag gauges (refresh_consumer_metrics).
+        self._consumers: list[tuple[str, str, str]] = []
         self.jobs: list[PeriodicJob] = []
         self.background_tasks: list[Background] = []
         self._parts: list[tuple[str, Hook, Hook]] = []
@@ -152,6 +158,7 @@ class Worker:
         if settings.health_port is not None:
             self.health = HealthServer({}, host=settings.health_host, port=settings.health_port,
                                        timeout_s=settings.health_timeout_s)
+            self.health.on_scrape.append(self.refresh_consumer_metrics)
         if self.pool is not None:
             self.add_check("postgres", postgres_check(self.pool, settings.health_timeout_s))
         self.add_check("nats", nats_check(lambda: self._nc, settings.health_timeout_s))
@@ -191,6 +198,7 @@ class Worker:
                              idle_poll_s=idle_poll_s, max_in_flight=max_in_flight,
                              drain_timeout_s=drain_timeout_s, name=name or f"{self.name}-pull-loop")
         self.pull_loops.append(loop)
+        self._consumers.append((loop.name, consumer.stream, consumer.durable))
         if check is not None:
             self.add_check(check, _running_check(loop, f"{loop.name} not running"))
         return loop
@@ -203,6 +211,8 @@ class Worker:
         if stream is not None:
             if ack_policy is None:
                 raise ValueError(f"JetStream subscriber on {subject!r}: set ack_policy explicitly")
+            if kwargs.get("durable"):  # measured like the pull loops, labelled with its durable name
+                self._consumers.append((kwargs["durable"], stream.name, kwargs["durable"]))
             return self.broker.subscriber(subject, stream=stream, ack_policy=ack_policy, **kwargs)
         if ack_policy is not None:
             raise ValueError(f"core NATS subscriber on {subject!r} takes no ack_policy")
@@ -239,6 +249,21 @@ class Worker:
     def on_stopped(self, hook: Hook) -> None:
         """Called last on stop, after the connections closed (e.g. a final stats line)."""
         self._on_stopped.append(hook)
+
+    async def refresh_consumer_metrics(self) -> None:
+        """Set the consumer gauges from JetStream's consumer info (on scrape)."""
+        js = self._js
+        if js is None:
+            return
+        infos = await asyncio.gather(*(js.consumer_info(stream, durable) for _, stream, durable in self._consumers),
+                                     return_exceptions=True)
+        for (name, _, _), info in zip(self._consumers, infos, strict=True):
+            if isinstance(info, BaseException):
+                log.debug("consumer info failed", extra={"consumer": name, "error": type(info).__name__})
+                continue
+            metrics.CONSUMER_PENDING.labels(name).set(info.num_pending or 0)
+            metrics.CONSUMER_ACK_PENDING.labels(name).set(info.num_ack_pending or 0)
+            metrics.CONSUMER_REDELIVERED.labels(name).set(info.num_redelivered or 0)
 
     # --- lifecycle --------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
     GET /healthz  200 {"status": "ok"} while the process's event loop runs (liveness)
     GET /readyz   200 {"status": "ready", "checks": {...}} when every check passes, else 503
                   {"status": "not_ready", "checks": {"postgres": "error: OperationalError", ...}}
+    GET /metrics  the process's Prometheus metrics (procwatch_runtime.metrics); the `on_scrape`
+                  hooks run first (bounded by `timeout_s`), e.g. to read JetStream consumer info
 
 Each check is an async callable that raises when its dependency is unusable; each has
 `timeout_s` so a hung dependency answers 503 in bounded time, never hangs the probe.
@@ -16,6 +18,8 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from procwatch_runtime import metrics
+
 log = logging.getLogger("procwatch.health")
 
 Check = Callable[[], Awaitable[object]]
@@ -25,6 +29,9 @@ class HealthServer:
     def __init__(self, checks: Mapping[str, Check], *, host: str = "127.0.0.1", port: int = 0,
                  timeout_s: float = 2.0):
         self.checks = dict(checks)
+        # Refreshers of gauges that are read rather than observed; a failing one is logged and
+        # the scrape answers with the values it has.
+        self.on_scrape: list[Callable[[], Awaitable[object]]] = []
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self._server: asyncio.base_events.Server | None = None
 
@@ -58,6 +65,16 @@ class HealthServer:
         ready = all(v == "ok" for v in checks.values())
         return (200 if ready else 503), {"status": "ready" if ready else "not_ready", "checks": checks}
 
+    async def scrape(self) -> tuple[bytes, str]:
+        """The metrics exposition text, after the `on_scrape` hooks (each bounded by timeout_s)."""
+        for hook in self.on_scrape:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await hook()
+            except Exception as exc:
+                log.debug("metrics refresh failed", extra={"error": type(exc).__name__})
+        return metrics.render()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(self.timeout_s + 3):
@@ -66,15 +83,18 @@ class HealthServer:
                     pass  # headers are ignored
                 parts = request_line.decode("latin-1").split()
                 path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
+                content_type = "application/json"
                 if path == "/healthz":
                     status, body = 200, {"status": "ok"}
                 elif path == "/readyz":
                     status, body = await self.report()
+                elif path == "/metrics":
+                    status, (body, content_type) = 200, await self.scrape()
                 else:
-                    status, body = 404, {"error": "not_found", "message": "GET /healthz or /readyz"}
-                payload = json.dumps(body).encode()
+                    status, body = 404, {"error": "not_found", "message": "GET /healthz, /readyz or /metrics"}
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-                writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                              f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
                 await writer.drain()
         except Exception:

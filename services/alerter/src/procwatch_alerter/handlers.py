@@ -40,6 +40,7 @@ from procwatch_contracts import subjects
 from procwatch_contracts.fast import SampleRecordedView, parse_sample_recorded
 from procwatch_contracts.messages import ProcessChanged, SampleRecorded
 from procwatch_messaging import acks
+from procwatch_runtime import metrics
 from procwatch_alerter.repository import AlerterRepository
 from procwatch_alerter.service import AlerterService, Outcome
 from procwatch_alerter.settings import AlerterSettings
@@ -115,6 +116,7 @@ class Handlers:
             else:
                 for msg, _ in valid:
                     await msg.ack()
+                _observe_sample_alerts(outcome)
                 self._log_outcome(outcome, f"batch of {len(batch)}", (time.perf_counter() - started) * 1000)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("sample batch handled", extra={
@@ -138,6 +140,7 @@ class Handlers:
                     return
                 continue  # dead-lettered
             await msg.ack()
+            _observe_sample_alerts(outcome)
             self._log_outcome(outcome, msg.subject, (time.perf_counter() - started) * 1000)
 
     # --- lifecycle events: one at a time --------------------------------------------
@@ -238,6 +241,9 @@ class Handlers:
                 outcome = await work(AlerterService(AlerterRepository(conn), write_transaction))
             if outcome.outbox and self._relay is not None:
                 await self._relay.publish_committed(outcome.outbox)  # never raises: the relay retries
+        metrics.ALERTER_SAMPLES_EVALUATED.inc(outcome.evaluated)
+        for alert in outcome.alerts:  # alerts are rare: per alert is fine
+            metrics.ALERTER_ALERTS.labels(alert.type, alert.state).inc()
         return outcome
 
     async def _nak(self, msgs: Sequence[Msg], delay: float = 0.0) -> None:
@@ -260,6 +266,14 @@ class Handlers:
 
 
 _SPLIT = object()
+
+
+def _observe_sample_alerts(outcome: Outcome) -> None:
+    """Sample -> alert latency of alerts raised by samples (their occurred_at is the sample's time)."""
+    if outcome.alerts:
+        now = time.time()
+        for alert in outcome.alerts:
+            metrics.ALERTER_SAMPLE_TO_ALERT.observe(max(0.0, now - alert.occurred_at.timestamp()))
 
 
 def _waited_ms(msg: Msg, handled_from: float) -> float | None:

@@ -17,6 +17,7 @@ from procwatch_api.channels_schemas import CHANNEL_REQUEST_MODELS
 from procwatch_api.error_handlers import install_error_handlers
 from procwatch_api.live import LiveHub
 from procwatch_api.ratelimit import RateLimiter, redis_client
+from procwatch_api.request_metrics import RequestMetrics
 from procwatch_api.repository import Reads
 from procwatch_api.restart_window import RestartWindows
 from procwatch_api.schemas import REQUEST_MODELS, Error
@@ -153,6 +154,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # A trailing slash is another path: 404, not a redirect that echoes the Host header.
         redirect_slashes=False,
     )
+    if settings.metrics_enabled:
+        app.request_metrics = RequestMetrics(app.serve)
     install_error_handlers(app)
     app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s)
     app.include_router(health.router)

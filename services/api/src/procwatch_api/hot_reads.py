@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from procwatch_api.error_handlers import unexpected_error
 from procwatch_api.errors import ApiError, NotFound, ServerNotFound, Unauthorized
+from procwatch_api.request_metrics import ROUTE_KEY
 from procwatch_api.responses import error_response, json_response
 from procwatch_api.service import (
     RESTART_WINDOW,
@@ -35,6 +36,9 @@ from procwatch_api.service import (
     present_samples,
 )
 
+# Their route templates (the same as routes.PROCESSES / routes.PROCESS): the request metrics' label.
+PROCESSES_ROUTE = "/servers/{server_id}/processes"
+PROCESS_ROUTE = PROCESSES_ROUTE + "/{process_id}"
 _HOT_READ = re.compile(r"/servers/(?P<server_id>[^/]+)/processes(?:/(?P<process_id>[^/]+))?")
 # Failed authentications are counted per client address, apart from the per-token counts.
 _UNAUTHENTICATED_KEY = "unauthenticated:"
@@ -116,6 +120,7 @@ async def answer(state: Any, scope: dict[str, Any], send: Any) -> bool:
         return False
     authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
     server_id, process_id = match["server_id"], match["process_id"]
+    scope[ROUTE_KEY] = PROCESSES_ROUTE if process_id is None else PROCESS_ROUTE
     # The response is built before anything is sent, so every failure can still be answered.
     try:
         if process_id is None:

@@ -129,16 +129,27 @@ async def list_alerts(
 class ProcwatchApi(FastAPI):
     """FastAPI, except that (1) the two hot reads are answered by hot_reads.answer before the
     middleware stack and router, unless the app runs under a root_path (then FastAPI's routes
-    above answer them the same way), and (2) HEAD is answered wherever GET is: as GET, without
-    the body (FastAPI's routes answer only the methods they declare)."""
+    above answer them the same way), (2) HEAD is answered wherever GET is: as GET, without
+    the body (FastAPI's routes answer only the methods they declare), and (3) the request
+    metrics, when on, wrap all of it (procwatch_api.request_metrics)."""
+
+    # Set by app.create_app when metrics are on: request_metrics.RequestMetrics around `serve`.
+    request_metrics = None
 
     async def __call__(self, scope, receive, send) -> None:
+        if self.request_metrics is not None:
+            await self.request_metrics(scope, receive, send)
+        else:
+            await self.serve(scope, receive, send)
+
+    async def serve(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             if not self.root_path and not scope.get("root_path") and \
                     await hot_reads.answer(self.state, scope, send):
                 return
             if scope["method"] == "HEAD":
-                scope = {**scope, "method": "GET"}
+                # In place: the routing writes the matched route into this scope (request metrics).
+                scope["method"] = "GET"
                 send = _without_body(send)
         await super().__call__(scope, receive, send)
 

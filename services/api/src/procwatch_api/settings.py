@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+import ipaddress
+
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_runtime.settings import ConnectionSettings
@@ -71,6 +73,20 @@ class ApiSettings(ConnectionSettings):
     live_heartbeat_s: float = Field(default=15.0, gt=0)
     # The reconnect delay the stream asks browsers for (its `retry:` line).
     live_retry_ms: int = Field(default=2000, ge=0)
+
+    # GET /metrics (Prometheus) on the API port, and the request metrics behind it (docs/metrics.md).
+    metrics_enabled: bool = True
+    # Client networks GET /metrics answers (others get 404): loopback and private networks, where
+    # Prometheus runs. A reverse proxy in front should not forward /metrics (JSON list of CIDRs).
+    metrics_allowed_networks: list[str] = [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+
+    @field_validator("metrics_allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # a typo fails at start, not at each scrape
+        return networks
 
     outbox_poll_interval_s: float = 1.0
     nats_connect_timeout_s: float = 2.0

@@ -6,6 +6,13 @@ With one socket per worker, Linux hashes each new connection onto one of the soc
 
 The parent only supervises: it restarts a worker that dies (with a backoff), forwards SIGTERM /
 SIGINT as SIGTERM to every worker, and exits 0 once they are gone.
+
+Metrics: a scrape of GET /metrics reaches one worker (the kernel picks), so the workers share
+their metrics through prometheus_client's multiprocess mode: the parent points
+PROMETHEUS_MULTIPROC_DIR at an empty directory before it spawns them (a fresh temporary one, or
+the operator's, emptied), every worker writes its values there, and any worker's /metrics sums
+them all (procwatch_runtime.metrics.render). A dead worker's files stay (its counts still
+count); `mark_process_dead` drops its live gauges.
 """
 
 from __future__ import annotations
@@ -14,15 +21,20 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import uvicorn
+
+from procwatch_runtime.metrics import MULTIPROC_DIR_ENV
 
 log = logging.getLogger("procwatch.api.workers")
 
@@ -220,6 +232,10 @@ class Supervisor:
         process.join()
         code, pid = process.exitcode, process.pid
         slot.process = None
+        if os.environ.get(MULTIPROC_DIR_ENV):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid)
         if slot.ready is not None:
             slot.ready.close()
             slot.ready = None
@@ -261,9 +277,37 @@ class Supervisor:
         log.info("API workers stopped", extra={"workers": len(running)})
 
 
+@contextlib.contextmanager
+def shared_metrics_dir(enabled: bool):
+    """PROMETHEUS_MULTIPROC_DIR for the workers to come (see the module docstring): the operator's,
+    emptied of a previous run's files, or a temporary one removed afterwards."""
+    if not enabled:
+        yield None
+        return
+    given = os.environ.get(MULTIPROC_DIR_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="procwatch-api-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_DIR_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def serve_workers(settings: Any, uvicorn_kwargs: dict[str, Any]) -> int:
     """Run settings.workers API processes on settings.host:port until SIGTERM / SIGINT; returns the
     process exit code. `uvicorn_kwargs`: uvicorn.Config arguments other than the app, host and port."""
+    with shared_metrics_dir(settings.metrics_enabled):
+        return _serve_workers(settings, uvicorn_kwargs)
+
+
+def _serve_workers(settings: Any, uvicorn_kwargs: dict[str, Any]) -> int:
     if not reuseport_balances():
         log.info("SO_REUSEPORT does not balance here; uvicorn's workers share one socket",
                  extra={"platform": sys.platform, "workers": settings.workers})

@@ -25,12 +25,16 @@ from procwatch_contracts.messages import WatchListReply
 from procwatch_messaging import acks
 from procwatch_messaging.acks import retry_delay
 from procwatch_messaging.publish import AckedPublisher
+from procwatch_runtime import metrics
 from procwatch_ingest import inbound
 from procwatch_ingest.inbound import Rejected
 from procwatch_ingest.repository import IngestRepository
 from procwatch_ingest.service import Incoming, IngestService, LockOrder, LockTurn
 
 log = logging.getLogger("procwatch.ingest")
+
+_SAMPLES_INSERTED, _SAMPLES_DUPLICATE, _SAMPLES_DROPPED = (
+    metrics.INGEST_SAMPLES.labels(outcome) for outcome in metrics.INGEST_SAMPLE_OUTCOMES)
 
 TRANSIENT_DB_ERRORS = (psycopg.OperationalError, psycopg.errors.SerializationFailure,
                        psycopg.errors.DeadlockDetected, psycopg.errors.ForeignKeyViolation, PoolTimeout, OSError)
@@ -111,6 +115,7 @@ class SampleBatchHandler:
                 stats.phase_s["commit"] += time.perf_counter() - t3
             except TRANSIENT_DB_ERRORS as err:
                 stats.batches_retried += 1
+                metrics.INGEST_BATCHES_RETRIED.inc()
                 log.warning("database unavailable; batch will be redelivered",
                             extra={"batch_size": len(batch), "error": type(err).__name__})
                 await self._nak(batch)
@@ -119,6 +124,7 @@ class SampleBatchHandler:
                 # A first delivery holding a sample stored already (an agent re-sent a tick after
                 # JetStream's duplicate window): redelivered now, it takes the replay-safe insert.
                 stats.batches_retried += 1
+                metrics.INGEST_BATCHES_RETRIED.inc()
                 log.info("batch holds samples stored before; redelivering it as a replay",
                          extra={"batch_size": len(batch)})
                 await self._nak(batch, delay=0)
@@ -134,6 +140,7 @@ class SampleBatchHandler:
                 # Committed but not announced: the redelivery finds the rows and re-publishes
                 # the same events with the same ids (JetStream drops any copy it already has).
                 stats.batches_retried += 1
+                metrics.INGEST_BATCHES_RETRIED.inc()
                 log.warning("publishing sample events failed; batch will be redelivered",
                             extra={"batch_size": len(batch), "error": type(err).__name__})
                 await self._nak(batch)
@@ -147,6 +154,11 @@ class SampleBatchHandler:
         stats.samples_duplicate += result.duplicates
         stats.samples_dropped += result.dropped
         stats.messages_stored += len(plan.messages)
+        _SAMPLES_INSERTED.inc(result.inserted)
+        _SAMPLES_DUPLICATE.inc(result.duplicates)
+        _SAMPLES_DROPPED.inc(result.dropped)
+        metrics.INGEST_MESSAGES_STORED.inc(len(plan.messages))
+        metrics.INGEST_EVENTS_PUBLISHED.inc(len(result.events))
 
         rejected = plan.rejected
         t5 = time.perf_counter()
@@ -183,7 +195,8 @@ class SampleBatchHandler:
             log.warning("dead-letter publish failed; will retry", extra={"error": type(err).__name__})
             await self._nak([m for m, _ in items])
             return
-        for msg, _ in items:
+        for msg, reason in items:
+            metrics.DEADLETTERS.labels(subjects.DEADLETTER_AGENT_SAMPLES, metrics.deadletter_reason(reason.code)).inc()
             await msg.ack()
 
     async def _nak(self, batch: list[Msg], delay: float | None = None) -> None:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AlertEvent
 from procwatch_messaging import acks
+from procwatch_runtime import metrics
 from procwatch_notifier.repository import NewDelivery, NotifierRepository
 from procwatch_notifier.service import TRANSIENT_ERRORS
 from procwatch_notifier.settings import NotifierSettings
@@ -111,6 +112,7 @@ class Handlers:
                 async with self._pool.connection() as conn, conn.transaction():
                     count = await NotifierRepository(conn).insert_deliveries(deliveries)
                 self.stats.deliveries += count
+                metrics.NOTIFIER_DELIVERIES_QUEUED.inc(count)
                 return count
             except TRANSIENT_ERRORS as exc:
                 log.warning("inserting deliveries failed; retrying",

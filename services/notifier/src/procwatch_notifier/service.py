@@ -33,6 +33,7 @@ from procwatch_notify.schedule import next_attempt_in
 from procwatch_notify.http import HttpClient
 from procwatch_notify.send import ChannelTarget, Outcome, decrypt_target, deliver
 
+from procwatch_runtime import metrics
 from procwatch_notifier.repository import Channel, Claimed, NotifierRepository
 from procwatch_notifier.settings import NotifierSettings
 
@@ -41,6 +42,8 @@ log = logging.getLogger("procwatch.notifier")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout, OSError)
 # Stop starting attempts this long before a claim's lease runs out (the rest is released).
 LEASE_MARGIN_S = 2.0
+_DELIVERED, _RETRY, _FAILED, _DEAD, _SKIPPED, _DISABLED = (
+    metrics.NOTIFIER_DELIVERIES.labels(outcome) for outcome in metrics.DELIVERY_OUTCOMES)
 
 
 @dataclass
@@ -143,6 +146,7 @@ class Sender:
             self._accepted[:0] = accepted  # marked by the next claim instead
             raise
         self.stats.delivered += len(accepted)
+        _DELIVERED.inc(len(accepted))
         if not claimed:
             return 0
         self.stats.claims += 1
@@ -200,6 +204,7 @@ class Sender:
                 await NotifierRepository(conn).settle([r.id for r in rows], "skipped", None, "channel disabled",
                                                       attempted=False)
             self.stats.skipped += len(rows)
+            _SKIPPED.inc(len(rows))
             return
         try:
             target = self._target(channel)
@@ -236,6 +241,7 @@ class Sender:
                                               [r.id for r in group], outcome.status_code)
                     self.stats.failed += len(group)
                     self.stats.disabled_channels += 1
+                    _DISABLED.inc(len(group))
                     log.warning("channel disabled by its receiver", extra={
                         "channel_id": channel.id, "status_code": outcome.status_code})
                     return
@@ -251,6 +257,7 @@ class Sender:
             self._accepted[:0] = accepted
             raise
         self.stats.delivered += len(accepted)
+        _DELIVERED.inc(len(accepted))
 
     async def _attempt(self, channel: Channel, target: ChannelTarget, group: list[Claimed]) -> Outcome:
         try:
@@ -265,7 +272,10 @@ class Sender:
         except (ValidationError, ValueError) as exc:
             return Outcome(ok=False, error=f"cannot render: {type(exc).__name__}", retryable=False)
         self.stats.attempts += 1
+        started = time.perf_counter()
         outcome = await deliver(target, request, msg_id, settings=self._send_settings, client=self._http)
+        metrics.NOTIFIER_ATTEMPT_DURATION.labels(channel.type, "ok" if outcome.ok else "error").observe(
+            time.perf_counter() - started)
         if not outcome.ok:
             log.info("delivery attempt failed", extra={
                 "channel_id": channel.id, "alert_id": group[0].alert_id, "attempt": group[0].attempts + 1,
@@ -280,6 +290,7 @@ class Sender:
         if not outcome.retryable:
             await repo.settle(ids, "failed", outcome.status_code, outcome.error)
             self.stats.failed += len(ids)
+            _FAILED.inc(len(ids))
             return False
         head = group[0]
         s = self.settings
@@ -288,10 +299,12 @@ class Sender:
         if delay is None:
             await repo.settle(ids, "dead", outcome.status_code, outcome.error)
             self.stats.dead += len(ids)
+            _DEAD.inc(len(ids))
             log.warning("delivery given up", extra={"channel_id": head.channel_id, "alert_id": head.alert_id,
                                                     "attempts": head.attempts + 1})
             return False
         await repo.retry(head.id, delay, outcome.status_code, outcome.error)
         await repo.release([r.id for r in group[1:]] + [r.id for r in rest])
         self.stats.retried += 1
+        _RETRY.inc()
         return True
