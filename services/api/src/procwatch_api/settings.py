@@ -37,6 +37,13 @@ class ApiSettings(ConnectionSettings):
     # An idle kept-alive connection is closed after this long (uvicorn's timeout_keep_alive).
     keep_alive_timeout_s: int = Field(default=5, ge=1)
 
+    # The dashboard (procwatch_api.web): how long a sign-in lasts, how long a one-time sign-in link
+    # (printed by `procwatch up`) can be used, and whether the session cookie is marked Secure.
+    # Unset: Secure when the request came over https (behind a proxy: uvicorn's forwarded headers).
+    web_session_hours: int = Field(default=7 * 24, ge=1)
+    web_signin_link_ttl_s: int = Field(default=15 * 60, ge=10)
+    web_cookie_secure: bool | None = None
+
     db_pool_size: int = 10
     # Connections for the two hot reads (one short statement each), in total over the workers
     # (each gets its share, at least 1). Unset: 4 for one worker, 1 per worker for more. A few per
