@@ -174,3 +174,33 @@ async def test_session_or_token_user_accepts_either(client, browser, user):
     assert (await browser.get("/test-whoami")).json() == {"user_id": user.id}
     bad_token = await browser.get("/test-whoami", headers={"Authorization": "Bearer nope"})
     assert bad_token.status_code == 401  # a bearer header is judged alone, never rescued by the cookie
+
+
+async def test_alerts_page_splits_firing_now_from_recent(browser, user, server, database_url):
+    pid = make_process(database_url, server, "queue")
+    now = datetime.now(UTC)
+    for state, resolved_at, event in (("resolved", now - timedelta(minutes=5), "old"), ("firing", None, "new")):
+        sql(database_url,
+            "insert into alerts (watched_process_id, server_id, user_id, type, state, value, threshold, started_at,"
+            " resolved_at, event_id) values (%s, %s, %s, 'process_cpu_high', %s, 91.5, 80, %s, %s, %s)",
+            (pid, server.id, user.id, state, now - timedelta(minutes=10), resolved_at, f"web-{pid}-{event}"))
+    await sign_in(browser, user.token)
+    html = (await browser.get("/ui/alerts")).text
+    firing, recent = html.split('id="recent"')
+    assert firing.count("process_cpu_high") == 1 and 'data-testid="firing-count">1<' in firing
+    assert recent.count("process_cpu_high") == 2 and f"/ui/servers/{server.id}/processes/{pid}" in recent
+
+
+async def test_channel_form_shows_the_validation_message_inline_and_adds_a_webhook(browser, user, monkeypatch):
+    from procwatch_domain import crypto
+
+    monkeypatch.setenv(crypto.SECRETS_KEY_ENV, crypto.new_key())
+    await sign_in(browser, user.token)
+    token = csrf_of((await browser.get("/ui/channels")).text)
+    refused = await browser.post("/ui/channels", data={"csrf": token, "type": "webhook", "name": "hook",
+                                                       "target": "ftp://nowhere"})
+    assert refused.status_code == 400 and 'id="target-error"' in refused.text
+    # A public address as a literal: the SSRF check passes it without DNS, and nothing is sent.
+    added = await browser.post("/ui/channels", data={"csrf": token, "type": "webhook", "name": "ops hook",
+                                                     "target": "https://1.0.0.1/hooks/procwatch"})
+    assert added.status_code == 201 and "whsec_" in added.text and "ops hook" in added.text

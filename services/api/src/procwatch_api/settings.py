@@ -37,10 +37,10 @@ class ApiSettings(ConnectionSettings):
     # An idle kept-alive connection is closed after this long (uvicorn's timeout_keep_alive).
     keep_alive_timeout_s: int = Field(default=5, ge=1)
 
-    # The dashboard (procwatch_api.web): how long a sign-in lasts, and whether the session cookie
-    # is marked Secure. Unset: Secure when the request came over https (behind a proxy: uvicorn's
-    # forwarded headers, trusted from 127.0.0.1 by default).
+    # How long a dashboard sign-in (procwatch_api.web) lasts.
     web_session_hours: int = Field(default=7 * 24, ge=1)
+    # Whether the dashboard's session cookie is marked Secure. Unset: when the request came over
+    # https (behind a proxy: uvicorn's forwarded headers, trusted from 127.0.0.1 by default).
     web_cookie_secure: bool | None = None
 
     db_pool_size: int = 10

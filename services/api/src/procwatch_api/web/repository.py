@@ -18,9 +18,10 @@ from procwatch_api.repository import PROCESS_COLUMNS
 _WP_COLUMNS = ", ".join(f"wp.{c.strip()}" for c in PROCESS_COLUMNS.split(","))
 # The newest alerts shown on the alerts page and per process.
 RECENT_ALERTS = 50
-_ALERT_COLUMNS = ("a.id, a.watched_process_id, a.server_id, a.type, a.state, a.value, a.threshold, a.started_at,"
-                  " a.resolved_at, a.resolve_reason, coalesce(wp.process_name, '') as process_name,"
-                  " coalesce(s.hostname, a.hostname) as hostname")
+# Every column of the alert (service.present_alert reads what the alerts table has, whatever
+# migrations added), with where it fired.
+_ALERT_COLUMNS = ("a.*, coalesce(wp.process_name, '') as process_name,"
+                  " coalesce(s.hostname, a.hostname) as server_hostname")
 
 
 class Bucket(NamedTuple):

@@ -9,26 +9,24 @@ session's CSRF token (sessions.form_user)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from procwatch_api import channels_service, service
 from procwatch_api.channels_repository import ChannelRepository
 from procwatch_api.deps import Repo, read_only_unit
-from procwatch_api.errors import ApiError, NotFound, ValidationFailed
+from procwatch_api.errors import ApiError, NotFound
 from procwatch_api.hot_reads import client_host
 from procwatch_api.responses import error_response
 from procwatch_api.web import pages
+from procwatch_api.web.rendering import HERE, issues_of, redirect, redirect_back, render, templates
 from procwatch_api.web.repository import WebRepository
 from procwatch_api.web.sessions import (
-    CSRF_FIELD,
     SESSION_COOKIE,
     SIGNIN_CSRF_COOKIE,
     SIGNIN_PATH,
@@ -45,29 +43,11 @@ from procwatch_domain.secrets import hash_secret
 from procwatch_notify.send import SendSettings
 
 log = logging.getLogger("procwatch.api.web")
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters["when"] = pages.when
 router = APIRouter(prefix="/ui", include_in_schema=False, redirect_slashes=False)
 SERVER = "/servers/{server_id}"
 PROCESS = SERVER + "/processes/{process_id}"
 # Failed sign-ins count per client address, beside the API's invalid tokens.
 _SIGNIN_KEY = "signin:"
-
-
-def _render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
-    response = templates.TemplateResponse(request, name, {"csrf_field": CSRF_FIELD, **context}, status_code=status)
-    # Pages show live data and carry CSRF tokens: never cached, never framed.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
-    )
-    return response
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
 
 
 async def _fail(repo: Repo) -> None:
@@ -76,25 +56,19 @@ async def _fail(repo: Repo) -> None:
     await repo.conn.rollback()
 
 
-def _issues(exc: ApiError) -> dict[str, str]:
-    if isinstance(exc, ValidationFailed):
-        return pages.issues_by_field(exc.extra.get("issues", []))
-    return {"": exc.message}
-
-
 # --- sign-in -----------------------------------------------------------------
 
 
 def _signin_page(request: Request, error: str | None = None, status: int = 200) -> Response:
     token = request.cookies.get(SIGNIN_CSRF_COOKIE) or new_secret()
-    response = _render(request, "signin.html", status, signin_csrf=token, error=error, user=None)
+    response = render(request, "signin.html", status, signin_csrf=token, error=error, user=None)
     response.set_cookie(SIGNIN_CSRF_COOKIE, token, **cookie_options(request.app.state.settings, request))
     return response
 
 
 def _signed_in(request: Request, repo_session: tuple[str, int], to: str = "/ui") -> Response:
     session_id, _ = repo_session
-    response = _redirect(to)
+    response = redirect(to)
     options = cookie_options(request.app.state.settings, request)
     response.set_cookie(SESSION_COOKIE, session_id, max_age=request.app.state.settings.web_session_hours * 3600,
                         **options)
@@ -143,7 +117,7 @@ async def signin_link(request: Request, repo: Repo, token: str = "") -> Response
 @router.post("/signout")
 async def signout(request: Request, user: FormUser, repo: Repo) -> Response:
     await WebRepository(repo.conn).delete_session(hash_secret(request.cookies.get(SESSION_COOKIE, "")))
-    response = _redirect(SIGNIN_PATH)
+    response = redirect(SIGNIN_PATH)
     response.delete_cookie(SESSION_COOKIE, **cookie_options(request.app.state.settings, request))
     return response
 
@@ -156,7 +130,7 @@ async def fleet(request: Request, user: PageUser, repo: Repo) -> Response:
     servers = (await service.list_servers(repo, user.user_id))["servers"]
     counts = pages.fleet_counts(await WebRepository(repo.conn).processes_of_user(user.user_id))
     empty = dict.fromkeys(pages.FLEET_STATUSES, 0)
-    return _render(request, "fleet.html", user=user, nav="fleet",
+    return render(request, "fleet.html", user=user, nav="fleet",
                    servers=[{**s, "counts": counts.get(s["id"], empty)} for s in servers])
 
 
@@ -166,7 +140,7 @@ async def _server_page(request: Request, user: PageUser, repo: Repo, server_id: 
     server = (await service.get_server(repo, user.user_id, server_id))["server"]
     plan = await repo.server_with_plan(user.user_id, server["id"])
     rows = await WebRepository(repo.conn).processes_of_server(user.user_id, server["id"])
-    return _render(request, "server.html", status, user=user, nav="fleet", server=server, plan=plan,
+    return render(request, "server.html", status, user=user, nav="fleet", server=server, plan=plan,
                    processes=[service.present_process(r) for r in rows], fields=pages.PROCESS_FORM_FIELDS,
                    form=form, issues=issues or {})
 
@@ -186,9 +160,9 @@ async def create_process(request: Request, server_id: str, user: FormUser, repo:
         if exc.status == 404:
             raise
         await _fail(repo)
-        return await _server_page(request, user, repo, server_id, form=pages.process_body(form), issues=_issues(exc),
+        return await _server_page(request, user, repo, server_id, form=pages.process_body(form), issues=issues_of(exc),
                                   status=exc.status)
-    return _redirect(f"/ui/servers/{created['process']['server_id']}#process-{created['process']['id']}")
+    return redirect(f"/ui/servers/{created['process']['server_id']}#process-{created['process']['id']}")
 
 
 # --- processes ---------------------------------------------------------------------
@@ -202,7 +176,7 @@ async def _process_page(request: Request, user: PageUser, repo: Repo, server_id:
     if row is None:
         raise NotFound("watched process not found")
     alerts = await service.list_alerts(repo, user.user_id, server_id, process_id, limit=None, cursor=None)
-    return _render(request, "process.html", status, user=user, nav="fleet", server=server,
+    return render(request, "process.html", status, user=user, nav="fleet", server=server,
                    process=service.present_process(row), samples_total=row["samples_total"],
                    alerts=alerts["alerts"], fields=pages.PROCESS_FORM_FIELDS, form=form, issues=issues or {})
 
@@ -237,23 +211,21 @@ async def update_process(request: Request, server_id: str, process_id: str, user
             raise
         await _fail(repo)
         return await _process_page(request, user, repo, server_id, process_id, form=pages.process_body(form),
-                                   issues=_issues(exc), status=exc.status)
-    return _redirect(f"/ui/servers/{quote(server_id)}/processes/{quote(process_id)}")
+                                   issues=issues_of(exc), status=exc.status)
+    return redirect(f"/ui/servers/{quote(server_id)}/processes/{quote(process_id)}")
 
 
 @router.post(PROCESS + "/enabled")
 async def pause_or_resume(request: Request, server_id: str, process_id: str, user: FormUser, repo: Repo) -> Response:
     form = await request.form()
     await service.update_process(repo, user.user_id, server_id, process_id, {"enabled": form.get("enabled") == "1"})
-    back = str(form.get("back", ""))
-    # Back to the page the button was on; only a page of the dashboard (no open redirect).
-    return _redirect(back if back.startswith("/ui/") else f"/ui/servers/{quote(server_id)}")
+    return redirect_back(form, f"/ui/servers/{quote(server_id)}")
 
 
 @router.post(PROCESS + "/delete")
 async def delete_process(request: Request, server_id: str, process_id: str, user: FormUser, repo: Repo) -> Response:
     await service.delete_process(repo, user.user_id, server_id, process_id)
-    return _redirect(f"/ui/servers/{quote(server_id)}")
+    return redirect(f"/ui/servers/{quote(server_id)}")
 
 
 # --- alerts -------------------------------------------------------------------------
@@ -264,12 +236,12 @@ async def alerts_page(request: Request, user: PageUser, repo: Repo) -> Response:
     web = WebRepository(repo.conn)
     firing = [{**service.present_alert(r), **_where(r)} for r in await web.open_alerts(user.user_id)]
     recent = [{**service.present_alert(r), **_where(r)} for r in await web.recent_alerts(user.user_id)]
-    return _render(request, "alerts.html", user=user, nav="alerts", firing=firing, recent=recent)
+    return render(request, "alerts.html", user=user, nav="alerts", firing=firing, recent=recent)
 
 
 def _where(row: dict[str, Any]) -> dict[str, Any]:
     return {"server_id": row["server_id"], "process_id": row["watched_process_id"],
-            "process_name": row["process_name"], "hostname": row["hostname"]}
+            "process_name": row["process_name"], "hostname": row["server_hostname"]}
 
 
 # --- channels -----------------------------------------------------------------------
@@ -280,7 +252,7 @@ async def _channels_page(request: Request, user: PageUser, repo: ChannelReposito
                          status: int = 200, created_secret: str | None = None,
                          test_result: dict[str, Any] | None = None) -> Response:
     channels = (await channels_service.list_channels(repo, user.user_id))["channels"]
-    return _render(request, "channels.html", status, user=user, nav="channels", channels=channels,
+    return render(request, "channels.html", status, user=user, nav="channels", channels=channels,
                    channel_types=CHANNEL_TYPES, form=form, issues=issues or {}, created_secret=created_secret,
                    test_result=test_result)
 
@@ -310,7 +282,7 @@ async def create_channel(request: Request, user: FormUser, repo: Repo) -> Respon
         )
     except ApiError as exc:
         await _fail(repo)
-        return await _channels_page(request, user, channels, form=dict(form), issues=_issues(exc), status=exc.status)
+        return await _channels_page(request, user, channels, form=dict(form), issues=issues_of(exc), status=exc.status)
     # A webhook's signing secret is shown once, as the JSON route does.
     return await _channels_page(request, user, channels, created_secret=created["channel"].get("secret"),
                                 status=201)
@@ -319,7 +291,7 @@ async def create_channel(request: Request, user: FormUser, repo: Repo) -> Respon
 @router.post("/channels/{channel_id}/delete")
 async def delete_channel(request: Request, channel_id: str, user: FormUser, repo: Repo) -> Response:
     await channels_service.delete_channel(ChannelRepository(repo.conn), user.user_id, channel_id)
-    return _redirect("/ui/channels")
+    return redirect("/ui/channels")
 
 
 @router.post("/channels/{channel_id}/test")
@@ -341,7 +313,7 @@ async def channel_page(request: Request, channel_id: str, user: PageUser, repo: 
     channels = ChannelRepository(repo.conn)
     channel = (await channels_service.get_channel(channels, user.user_id, channel_id))["channel"]
     deliveries = await channels_service.list_deliveries(channels, user.user_id, channel_id, limit=None, cursor=None)
-    return _render(request, "channel.html", user=user, nav="channels", channel=channel,
+    return render(request, "channel.html", user=user, nav="channels", channel=channel,
                    deliveries=deliveries["deliveries"])
 
 
@@ -356,20 +328,27 @@ def install(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:
-        return _redirect("/ui")
+        return redirect("/ui")
 
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:
-        return _redirect(SIGNIN_PATH)
+        return redirect(SIGNIN_PATH)
 
     async def api_error(request: Request, exc: ApiError) -> Response:
         if not request.url.path.startswith("/ui/") and request.url.path != "/ui" or \
                 request.url.path.endswith("/series"):
             return error_response(exc)
-        response = _render(request, "error.html", exc.status, user=None, error=exc)
+        response = render(request, "error.html", exc.status, user=None, error=exc)
         for name, value in exc.headers.items():
             response.headers[name] = value
         return response
 
+    try:
+        from procwatch_api.web import ack_windows_routes
+    except ImportError:  # alerts_service / maintenance_service (issue 18) are not in this tree
+        log.info("dashboard without acknowledgement and maintenance windows")
+    else:
+        app.include_router(ack_windows_routes.router)
+        templates.env.globals["has_ack_and_windows"] = True
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(ApiError, api_error)
 
