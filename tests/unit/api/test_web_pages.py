@@ -93,3 +93,27 @@ def test_when_renders_both_timestamp_forms():
 
 def test_csrf_token_is_bound_to_the_session():
     assert csrf_token("a") == csrf_token("a") != csrf_token("b")
+
+
+def test_acknowledgement_and_maintenance_templates_render():
+    """Issue 18's parts of the pages (mounted only where its services exist) render from the
+    documented shapes of GET /maintenance-windows and the alerts' acknowledgement fields."""
+    from procwatch_api.web.rendering import templates
+    from procwatch_api.web.sessions import WebUser
+
+    env = templates.env
+    user = WebUser(1, "tok")
+    base = {"csrf_field": "csrf", "user": user, "has_ack_and_windows": True}
+    alert = {"id": 7, "type": "process_down", "state": "firing", "value": 0, "threshold": None,
+             "started_at": "2026-12-01T12:00:00Z", "resolved_at": None, "resolve_reason": None,
+             "acknowledged_at": "2026-12-01T12:01:00Z", "ack_note": "on it", "server_id": 1, "process_id": 2,
+             "process_name": "nginx", "hostname": "web-01"}
+    html = env.get_template("alerts.html").render(**base, nav="alerts", firing=[alert],
+                                                   recent=[{**alert, "acknowledged_at": None}])
+    assert 'action="/ui/alerts/7/unack"' in html and 'action="/ui/alerts/7/ack"' in html and "on it" in html
+    window = {"id": 3, "name": "deploy", "kind": "recurring", "starts_at": "2026-12-01T02:00:00Z", "ends_at": None,
+              "rrule": "FREQ=DAILY", "duration_s": 3600, "timezone": "Europe/Berlin", "servers": [1],
+              "processes": None, "active": 1, "current_end_at": "2026-12-01T03:00:00Z", "next_start_at": None}
+    html = env.get_template("maintenance.html").render(**base, nav="maintenance", windows=[window], form=None,
+                                                        issues={"rrule": "not a rule"})
+    assert 'action="/ui/maintenance/3/end"' in html and "servers 1" in html and 'id="w-rrule-error"' in html

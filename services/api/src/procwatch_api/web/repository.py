@@ -11,9 +11,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from procwatch_api.repository import PROCESS_COLUMNS
+from procwatch_api.repository import PROCESS_COLUMNS, Repository
 
 _WP_COLUMNS = ", ".join(f"wp.{c.strip()}" for c in PROCESS_COLUMNS.split(","))
 # The newest alerts shown on the alerts page and per process.
@@ -36,17 +35,8 @@ class Bucket(NamedTuple):
     oldest_start_max: int | None
 
 
-class WebRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
-    async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        result = await self.conn.execute(text(sql), params)
-        return [dict(row) for row in result.mappings().all()]
-
-    async def _one(self, sql: str, **params: Any) -> dict[str, Any] | None:
-        rows = await self._all(sql, **params)
-        return rows[0] if rows else None
+class WebRepository(Repository):
+    """The API's Repository (same connection helpers) plus what only the pages read and write."""
 
     # --- sign-in ------------------------------------------------------------
 
