@@ -5,10 +5,35 @@ for the whole directory."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Browser, BrowserType, Playwright, sync_playwright
 
 from procwatch.screenshots import CHROMIUM_ARGS, RunningUp, chromium_path
+
+
+# Playwright's sync API runs its own event loop on this thread for as long as it is started, and
+# pytest-asyncio cannot run a test while that loop exists. pytest-playwright starts it once per
+# session: every async test after these (tests/integration, ...) would fail. So Playwright, the
+# browser type and the browser live for this package only.
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    pw = sync_playwright().start()
+    yield pw
+    pw.stop()
+
+
+@pytest.fixture(scope="package")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    return getattr(playwright, browser_name)
+
+
+@pytest.fixture(scope="package")
+def browser(browser_type: BrowserType, browser_type_launch_args: dict) -> Iterator[Browser]:
+    launched = browser_type.launch(**browser_type_launch_args)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +55,9 @@ def dashboard(tmp_path_factory):
         yield stack
     finally:
         assert stack.stop() == 0
+
+
+@pytest.fixture(scope="package")
+def browser_context_args() -> dict:
+    """pytest-playwright's (session-scoped, it asks for playwright) without its device option."""
+    return {}

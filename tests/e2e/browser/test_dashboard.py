@@ -78,6 +78,15 @@ def test_add_a_process_watch_it_live_and_see_its_alert_and_charts(page: Page, da
     firing = page.locator("#firing")
     expect(firing.locator("tr", has_text=sleeper.name)).to_contain_text("process_down")
     expect(firing.locator("tr", has_text=sleeper.name)).to_contain_text("firing")
+    # Acknowledgement comes with issue 18's alerts_service: where it is mounted, the nav shows
+    # Maintenance and each firing alert an Acknowledge button.
+    if page.get_by_role("link", name="Maintenance").count():
+        row = firing.locator("tr", has_text=sleeper.name)
+        row.get_by_placeholder("note (optional)").fill("looking into it")
+        row.get_by_role("button", name=re.compile(r"^Acknowledge")).click()
+        expect(page.locator("#firing tr", has_text=sleeper.name)).to_contain_text("looking into it")
+        expect(page.locator("#firing tr", has_text=sleeper.name).get_by_role(
+            "button", name=re.compile(r"^Un-acknowledge"))).to_be_visible()
 
     # The process page: its charts draw the samples the agent sent, and the alert is in its history.
     firing.get_by_role("link", name=sleeper.name).click()
