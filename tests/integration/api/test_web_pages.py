@@ -187,8 +187,8 @@ async def test_alerts_page_splits_firing_now_from_recent(web, user, server, data
     await sign_in(web, user.token)
     html = (await web.get("/ui/alerts")).text
     firing, recent = html.split('id="recent"')
-    assert firing.count("process_cpu_high") == 1 and 'data-testid="firing-count">1<' in firing
-    assert recent.count("process_cpu_high") == 2 and f"/ui/servers/{server.id}/processes/{pid}" in recent
+    assert firing.count("<tr data-alert-id=") == 1 and 'data-testid="firing-count">1<' in firing
+    assert recent.count("<tr data-alert-id=") == 2 and f"/ui/servers/{server.id}/processes/{pid}" in recent
 
 
 async def test_channel_form_shows_the_validation_message_inline_and_adds_a_webhook(web, user, monkeypatch):

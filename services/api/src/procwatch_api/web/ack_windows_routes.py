@@ -55,7 +55,8 @@ def window_body(form: Any) -> dict[str, Any]:
 
 async def _windows_page(request: Request, user: PageUser, repo: Repo, *, form: dict[str, Any] | None = None,
                         issues: dict[str, str] | None = None, status: int = 200) -> Response:
-    windows = (await maintenance_service.list_windows(MaintenanceRepository(repo.conn), user.user_id))["windows"]
+    listed = await maintenance_service.list_windows(MaintenanceRepository(repo.conn), user.user_id)
+    windows = listed["maintenance_windows"]
     return render(request, "maintenance.html", status, user=user, nav="maintenance", windows=windows,
                            form=form, issues=issues or {})
 
