@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import uuid
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -68,6 +69,9 @@ def test_add_a_process_watch_it_live_and_see_its_alert_and_charts(page: Page, da
     status = row.get_by_test_id("status")
     expect(status).to_have_text("pending")
     page.evaluate("window.__notReloaded = true")
+    # With GET /events in the tree (the live helper's), the page listens to it; without it, it polls.
+    has_events = httpx.get(dashboard.url + "/events", timeout=10).status_code != 404
+    expect(page.locator("#live-status")).to_have_text("live" if has_events else "live (polling)", timeout=10_000)
     expect(status).to_have_text("up", timeout=LIVE_MS)
 
     sleeper.kill()
