@@ -44,8 +44,6 @@ DEMO_EMAIL = "demo@procwatch.local"
 # so `up` (which runs the agent unless --no-agent) shows live processes at once.
 DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
 SERVICES = ("api", "ingest", "alerter", "notifier")
-# How long the one-time dashboard sign-in link printed at start stays usable.
-SIGNIN_LINK_TTL_S = 15 * 60
 NATS_AUTH_SERVICE = "nats-auth"  # the auth callout responder (procwatch_ingest.auth_callout)
 
 
@@ -251,8 +249,8 @@ class Stack:
             user_id = accounts.find_user_id(conn, DEMO_EMAIL)
             if user_id is None:
                 return None
-            token = accounts.create_signin_link_token(conn, user_id, SIGNIN_LINK_TTL_S)
-        return f"{self.urls['api_url']}/ui/signin/link?token={token}"
+            token = accounts.create_signin_link_token(conn, user_id)
+        return signin_url(self.urls["api_url"], token)
 
     def demo(self) -> dict:
         try:
@@ -400,7 +398,14 @@ def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
     return 0
 
 
+def signin_url(api_url: str, token: str) -> str:
+    """The dashboard's one-time sign-in link (procwatch_api.web: GET /ui/signin/link)."""
+    return f"{api_url}/ui/signin/link?token={token}"
+
+
 def _print_banner(stack: Stack, stack_file: Path, token: str | None, signin_link: str | None) -> None:
+    from procwatch_db import accounts
+
     u = stack.urls
     demo = stack.demo()
     lines = [
@@ -409,7 +414,7 @@ def _print_banner(stack: Stack, stack_file: Path, token: str | None, signin_link
         f"  dashboard:    {u['api_url']}/ui",
     ]
     if signin_link:
-        lines.append(f"  sign in once: {signin_link}  (valid {SIGNIN_LINK_TTL_S // 60} min, one use)")
+        lines.append(f"  sign in once: {signin_link}  (valid {accounts.SIGNIN_LINK_TTL_S // 60} min, one use)")
     lines += [
         f"  api_url:      {u['api_url']}",
         f"  nats_url:     {u['nats_url']}",

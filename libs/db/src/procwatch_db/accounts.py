@@ -43,7 +43,11 @@ def create_api_token(conn: psycopg.Connection, user_id: int, name: str = "") -> 
     return token
 
 
-def create_signin_link_token(conn: psycopg.Connection, user_id: int, ttl_s: int) -> str:
+# How long a one-time dashboard sign-in link stays usable.
+SIGNIN_LINK_TTL_S = 15 * 60
+
+
+def create_signin_link_token(conn: psycopg.Connection, user_id: int, ttl_s: int = SIGNIN_LINK_TTL_S) -> str:
     """A one-time dashboard sign-in token (GET /ui/signin/link?token=...), valid for ttl_s seconds
     and deleted when used (procwatch_api.web); only its hash is stored."""
     token = secrets.token_urlsafe(32)

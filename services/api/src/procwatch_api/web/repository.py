@@ -52,12 +52,6 @@ class WebRepository(Repository):
             text("delete from web_sessions where session_hash = :h or expires_at < now()"), {"h": session_hash}
         )
 
-    async def user_for_token(self, token_hash: str) -> int | None:
-        row = await self._one(
-            "select user_id from api_tokens where token_hash = :h and revoked_at is null", h=token_hash
-        )
-        return row["user_id"] if row else None
-
     async def consume_signin_link(self, token_hash: str) -> int | None:
         """The link's user when it is unused and unexpired; it is deleted either way (one use).
         Links are made by procwatch_db.accounts.create_signin_link_token (`procwatch up`, admin)."""

@@ -93,14 +93,13 @@ async def signin(request: Request, repo: Repo) -> Response:
     await check_signin_csrf(request)
     form = await request.form()
     token = str(form.get("token", "")).strip()
-    web = WebRepository(repo.conn)
-    user_id = await web.user_for_token(hash_secret(token)) if token else None
+    state = request.app.state
+    user_id = await state.reads.user_id_for_token(hash_secret(token)) if token else None
     if user_id is None:
-        state = request.app.state
         await state.failed_auth_limiter.check(_SIGNIN_KEY + (client_host(request.scope) or "unknown"),
                                               subject="failed sign-ins from this address")
         return _signin_page(request, "That token is not valid (or was revoked).", status=401)
-    return _signed_in(request, await _new_session(request, web, user_id))
+    return _signed_in(request, await _new_session(request, WebRepository(repo.conn), user_id))
 
 
 @router.get("/signin/link")
