@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from fastapi import Depends
 
+from procwatch_api.settings import ApiSettings
 from procwatch_api.web.sessions import SESSION_COOKIE, SIGNIN_CSRF_COOKIE, session_or_token_user
 from procwatch_db import accounts
 from procwatch_db.urls import libpq_url
@@ -204,3 +205,16 @@ async def test_channel_form_shows_the_validation_message_inline_and_adds_a_webho
     added = await web.post("/ui/channels", data={"csrf": token, "type": "webhook", "name": "ops hook",
                                                      "target": "https://1.0.0.1/hooks/procwatch"})
     assert added.status_code == 201 and "whsec_" in added.text and "ops hook" in added.text
+
+
+async def test_forms_take_utf8_and_are_bounded_like_api_bodies(web, user, server, database_url):
+    await sign_in(web, user.token)
+    token = csrf_of((await web.get(f"/ui/servers/{server.id}")).text)
+    added = await web.post(f"/ui/servers/{server.id}/processes",
+                           data={"csrf": token, "process_name": "café", "enabled": "1"})
+    assert added.status_code == 303
+    assert sql(database_url, "select 1 from watched_processes where server_id = %s and process_name = 'café'",
+               (server.id,)) == [(1,)]
+    limit = ApiSettings.model_fields["max_body_bytes"].default
+    huge = await web.post(f"/ui/servers/{server.id}/processes", data={"csrf": token, "process_name": "x" * limit})
+    assert huge.status_code == 413

@@ -19,7 +19,7 @@ from procwatch_api.deps import Repo
 from procwatch_api.errors import ApiError
 from procwatch_api.maintenance_repository import MaintenanceRepository
 from procwatch_api.web.rendering import issues_of, redirect, redirect_back, render
-from procwatch_api.web.sessions import FormUser, PageUser
+from procwatch_api.web.sessions import FormUser, PageUser, form_of
 
 router = APIRouter(prefix="/ui", include_in_schema=False, redirect_slashes=False)
 WINDOW = "/maintenance/{window_id}"
@@ -27,7 +27,7 @@ WINDOW = "/maintenance/{window_id}"
 
 @router.post("/alerts/{alert_id}/ack")
 async def acknowledge(request: Request, alert_id: str, user: FormUser, repo: Repo) -> Response:
-    form = await request.form()
+    form = await form_of(request)
     note = str(form.get("note", "")).strip()
     await alerts_service.acknowledge(AlertsRepository(repo), user.user_id, alert_id, {"note": note} if note else {})
     return redirect_back(form, "/ui/alerts")
@@ -35,7 +35,7 @@ async def acknowledge(request: Request, alert_id: str, user: FormUser, repo: Rep
 
 @router.post("/alerts/{alert_id}/unack")
 async def unacknowledge(request: Request, alert_id: str, user: FormUser, repo: Repo) -> Response:
-    form = await request.form()
+    form = await form_of(request)
     await alerts_service.unacknowledge(AlertsRepository(repo), user.user_id, alert_id)
     return redirect_back(form, "/ui/alerts")
 
@@ -68,7 +68,7 @@ async def windows_page(request: Request, user: PageUser, repo: Repo) -> Response
 
 @router.post("/maintenance")
 async def create_window(request: Request, user: FormUser, repo: Repo) -> Response:
-    form = await request.form()
+    form = await form_of(request)
     try:
         await maintenance_service.create_window(MaintenanceRepository(repo.conn), user.user_id, window_body(form))
     except ApiError as exc:

@@ -32,9 +32,10 @@ from procwatch_api.web.sessions import (
     SIGNIN_PATH,
     FormUser,
     PageUser,
+    SigninCsrf,
     SignInRequired,
-    check_signin_csrf,
     cookie_options,
+    form_of,
     new_secret,
     session_expiry,
 )
@@ -89,9 +90,8 @@ async def signin_form(request: Request) -> Response:
 
 
 @router.post("/signin")
-async def signin(request: Request, repo: Repo) -> Response:
-    await check_signin_csrf(request)
-    form = await request.form()
+async def signin(request: Request, _csrf: SigninCsrf, repo: Repo) -> Response:
+    form = await form_of(request)
     token = str(form.get("token", "")).strip()
     state = request.app.state
     user_id = await state.reads.user_id_for_token(hash_secret(token)) if token else None
@@ -151,7 +151,7 @@ async def server_page(request: Request, server_id: str, user: PageUser, repo: Re
 
 @router.post(SERVER + "/processes")
 async def create_process(request: Request, server_id: str, user: FormUser, repo: Repo) -> Response:
-    form = await request.form()
+    form = await form_of(request)
     body = pages.process_body(form)
     try:
         created = await service.create_process(repo, user.user_id, server_id, body)
@@ -202,7 +202,7 @@ async def process_series(request: Request, server_id: str, process_id: str, user
 
 @router.post(PROCESS)
 async def update_process(request: Request, server_id: str, process_id: str, user: FormUser, repo: Repo) -> Response:
-    form = await request.form()
+    form = await form_of(request)
     try:
         await service.update_process(repo, user.user_id, server_id, process_id, pages.process_body(form))
     except ApiError as exc:
@@ -216,7 +216,7 @@ async def update_process(request: Request, server_id: str, process_id: str, user
 
 @router.post(PROCESS + "/enabled")
 async def pause_or_resume(request: Request, server_id: str, process_id: str, user: FormUser, repo: Repo) -> Response:
-    form = await request.form()
+    form = await form_of(request)
     await service.update_process(repo, user.user_id, server_id, process_id, {"enabled": form.get("enabled") == "1"})
     return redirect_back(form, f"/ui/servers/{quote(server_id)}")
 
@@ -273,7 +273,7 @@ async def channels_page(request: Request, user: PageUser, repo: Repo) -> Respons
 
 @router.post("/channels")
 async def create_channel(request: Request, user: FormUser, repo: Repo) -> Response:
-    form = await request.form()
+    form = await form_of(request)
     channels = ChannelRepository(repo.conn)
     try:
         created = await channels_service.create_channel(

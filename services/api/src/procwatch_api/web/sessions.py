@@ -19,11 +19,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import Depends, Request
+from starlette.datastructures import FormData
 
-from procwatch_api.deps import current_user
+from procwatch_api.deps import current_user, read_body
 from procwatch_api.errors import CsrfRefused, Unauthorized
 from procwatch_api.hot_reads import admit, client_host
 from procwatch_api.settings import ApiSettings
@@ -72,6 +73,20 @@ def same_origin(request: Request) -> bool:
     return parts.netloc == request.headers.get("host") and parts.scheme == request.url.scheme
 
 
+async def form_of(request: Request) -> FormData:
+    """The posted form (application/x-www-form-urlencoded, what every page sends), read once and
+    bounded like an API body (deps.read_body: PROCWATCH_API_MAX_BODY_BYTES, 413 beyond)."""
+    cached = getattr(request.state, "form", None)
+    if cached is None:
+        body = await read_body(request)
+        media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        # A urlencoded body is ASCII; parse_qsl decodes its percent-escapes as UTF-8.
+        pairs = parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True) \
+            if media == "application/x-www-form-urlencoded" else []
+        cached = request.state.form = FormData(pairs)
+    return cached
+
+
 @dataclass(frozen=True)
 class WebUser:
     """The signed-in caller of a page: their user id and the CSRF token their forms carry."""
@@ -110,7 +125,7 @@ async def page_user(request: Request) -> WebUser:
 async def form_user(request: Request) -> WebUser:
     """A form post's caller: a valid session, the same origin and the session's CSRF token."""
     user = await page_user(request)
-    form = await request.form()
+    form = await form_of(request)
     sent = form.get(CSRF_FIELD)
     if not same_origin(request) or not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf):
         raise CsrfRefused()
@@ -119,11 +134,14 @@ async def form_user(request: Request) -> WebUser:
 
 async def check_signin_csrf(request: Request) -> None:
     """The sign-in form's double-submit check (there is no session yet to derive a token from)."""
-    form = await request.form()
+    form = await form_of(request)
     sent, cookie = form.get(CSRF_FIELD), request.cookies.get(SIGNIN_CSRF_COOKIE)
     if not same_origin(request) or not isinstance(sent, str) or not cookie or not hmac.compare_digest(sent, cookie):
         raise CsrfRefused()
 
 
+# Like deps.UserId and deps.Body, these come before deps.Repo in a route's parameters: the form is
+# read whole (and checked) before a connection of the write pool is taken.
 PageUser = Annotated[WebUser, Depends(page_user)]
 FormUser = Annotated[WebUser, Depends(form_user)]
+SigninCsrf = Annotated[None, Depends(check_signin_csrf)]
