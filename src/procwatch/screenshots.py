@@ -90,6 +90,23 @@ PAGES = (  # (file name, path; {server} and {process} filled in)
 )
 
 
+# Something to show on every page: a watched process that never runs (down, with its alert) and a
+# channel (`up` lets channels post to this machine; nothing listens on port 9, which is fine).
+EXAMPLE_PROCESS = "backup-agent"
+EXAMPLE_CHANNEL = ("ops webhook", "http://127.0.0.1:9/procwatch")
+
+
+def _add_examples(page, url: str) -> None:
+    page.goto(f"{url}/ui")
+    page.locator(".server h2 a").first.click()
+    page.get_by_label("Process name").fill(EXAMPLE_PROCESS)
+    page.get_by_role("button", name="Add process").click()
+    page.goto(f"{url}/ui/channels")
+    page.get_by_label("Name").fill(EXAMPLE_CHANNEL[0])
+    page.get_by_label("URL", exact=False).fill(EXAMPLE_CHANNEL[1])
+    page.get_by_role("button", name="Add channel").click()
+
+
 def capture(out_dir: Path, settle_s: float = 8.0) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -111,14 +128,16 @@ def capture(out_dir: Path, settle_s: float = 8.0) -> list[Path]:
                         page.screenshot(path=str(out_dir / "signin.png"))
                         written.append(out_dir / "signin.png")
                         page.goto(stack.signin_link)
-                        time.sleep(settle_s)  # samples arrive: the charts have points
+                        _add_examples(page, stack.url)
+                        time.sleep(settle_s)  # samples arrive: the charts have points, the missing process is down
                         cookies = context.cookies()
                     else:
                         context.add_cookies(cookies)
                     page.goto(f"{stack.url}/ui")
                     server = page.locator(".server h2 a").first.get_attribute("href").rsplit("/", 1)[1]
                     page.goto(f"{stack.url}/ui/servers/{server}")
-                    process = page.locator("[data-process-id]").first.get_attribute("data-process-id")
+                    running = page.locator("tr[data-process-id]", has=page.get_by_test_id("status").filter(has_text="up"))
+                    process = running.first.get_attribute("data-process-id")
                     for name, path in PAGES[1:]:
                         page.goto(stack.url + path.format(server=server, process=process))
                         if name == "process":
