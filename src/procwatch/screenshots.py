@@ -136,7 +136,8 @@ def capture(out_dir: Path, settle_s: float = 8.0) -> list[Path]:
                     page.goto(f"{stack.url}/ui")
                     server = page.locator(".server h2 a").first.get_attribute("href").rsplit("/", 1)[1]
                     page.goto(f"{stack.url}/ui/servers/{server}")
-                    running = page.locator("tr[data-process-id]", has=page.get_by_test_id("status").filter(has_text="up"))
+                    up = page.get_by_test_id("status").filter(has_text="up")
+                    running = page.locator("tr[data-process-id]", has=up)
                     process = running.first.get_attribute("data-process-id")
                     for name, path in PAGES[1:]:
                         page.goto(stack.url + path.format(server=server, process=process))

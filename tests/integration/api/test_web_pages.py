@@ -139,7 +139,8 @@ async def test_series_buckets_samples_and_marks_restarts(web, user, server, data
     body = (await web.get(f"/ui/servers/{server.id}/processes/{process_id}/series")).json()
     assert 1 <= body["step_s"] <= 2
     assert len(body["t"]) == 12 and body["count"] == [2] * 12
-    assert len(body["restarts"]) == 1 and body["restarts"][0] == pytest.approx((start + timedelta(seconds=60)).timestamp(), abs=2)
+    restart_at = (start + timedelta(seconds=60)).timestamp()
+    assert len(body["restarts"]) == 1 and body["restarts"][0] == pytest.approx(restart_at, abs=2)
     other = await web.get(f"/ui/servers/{server.id}/processes/{process_id + 10_000}/series")
     assert other.status_code == 404 and other.json()["error"] == "not_found"
 

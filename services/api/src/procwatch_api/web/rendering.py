@@ -32,6 +32,8 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> Re
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    # A one-time link's token never leaves in a Referer header.
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 

@@ -67,9 +67,9 @@ def _signin_page(request: Request, error: str | None = None, status: int = 200) 
     return response
 
 
-def _signed_in(request: Request, repo_session: tuple[str, int], to: str = "/ui") -> Response:
-    session_id, _ = repo_session
-    response = redirect(to)
+def _signed_in(request: Request, session_id: str) -> Response:
+    """To the fleet, with the new session's cookie (a new id at every sign-in: no fixation)."""
+    response = redirect("/ui")
     options = cookie_options(request.app.state.settings, request)
     response.set_cookie(SESSION_COOKIE, session_id, max_age=request.app.state.settings.web_session_hours * 3600,
                         **options)
@@ -77,11 +77,11 @@ def _signed_in(request: Request, repo_session: tuple[str, int], to: str = "/ui")
     return response
 
 
-async def _new_session(request: Request, web: WebRepository, user_id: int) -> tuple[str, int]:
+async def _new_session(request: Request, web: WebRepository, user_id: int) -> str:
     session_id = new_secret()
     await web.insert_session(user_id, hash_secret(session_id), session_expiry(request.app.state.settings))
     log.info("dashboard sign-in", extra={"user_id": user_id})
-    return session_id, user_id
+    return session_id
 
 
 @router.get("/signin")
@@ -130,7 +130,7 @@ async def fleet(request: Request, user: PageUser, repo: Repo) -> Response:
     counts = pages.fleet_counts(await WebRepository(repo.conn).processes_of_user(user.user_id))
     empty = dict.fromkeys(pages.FLEET_STATUSES, 0)
     return render(request, "fleet.html", user=user, nav="fleet",
-                   servers=[{**s, "counts": counts.get(s["id"], empty)} for s in servers])
+                  servers=[{**s, "counts": counts.get(s["id"], empty)} for s in servers])
 
 
 async def _server_page(request: Request, user: PageUser, repo: Repo, server_id: str, *,
@@ -140,8 +140,8 @@ async def _server_page(request: Request, user: PageUser, repo: Repo, server_id: 
     plan = await repo.server_with_plan(user.user_id, server["id"])
     rows = await WebRepository(repo.conn).processes_of_server(user.user_id, server["id"])
     return render(request, "server.html", status, user=user, nav="fleet", server=server, plan=plan,
-                   processes=[service.present_process(r) for r in rows], fields=pages.PROCESS_FORM_FIELDS,
-                   form=form, issues=issues or {})
+                  processes=[service.present_process(r) for r in rows], fields=pages.PROCESS_FORM_FIELDS,
+                  form=form, issues=issues or {})
 
 
 @router.get(SERVER)
@@ -159,8 +159,7 @@ async def create_process(request: Request, server_id: str, user: FormUser, repo:
         if exc.status == 404:
             raise
         await _fail(repo)
-        return await _server_page(request, user, repo, server_id, form=pages.process_body(form), issues=issues_of(exc),
-                                  status=exc.status)
+        return await _server_page(request, user, repo, server_id, form=body, issues=issues_of(exc), status=exc.status)
     return redirect(f"/ui/servers/{created['process']['server_id']}#process-{created['process']['id']}")
 
 
@@ -176,8 +175,8 @@ async def _process_page(request: Request, user: PageUser, repo: Repo, server_id:
         raise NotFound("watched process not found")
     alerts = await service.list_alerts(repo, user.user_id, server_id, process_id, limit=None, cursor=None)
     return render(request, "process.html", status, user=user, nav="fleet", server=server,
-                   process=service.present_process(row), samples_total=row["samples_total"],
-                   alerts=alerts["alerts"], fields=pages.PROCESS_FORM_FIELDS, form=form, issues=issues or {})
+                  process=service.present_process(row), samples_total=row["samples_total"],
+                  alerts=alerts["alerts"], fields=pages.PROCESS_FORM_FIELDS, form=form, issues=issues or {})
 
 
 @router.get(PROCESS)
@@ -202,15 +201,15 @@ async def process_series(request: Request, server_id: str, process_id: str, user
 
 @router.post(PROCESS)
 async def update_process(request: Request, server_id: str, process_id: str, user: FormUser, repo: Repo) -> Response:
-    form = await form_of(request)
+    body = pages.process_body(await form_of(request))
     try:
-        await service.update_process(repo, user.user_id, server_id, process_id, pages.process_body(form))
+        await service.update_process(repo, user.user_id, server_id, process_id, body)
     except ApiError as exc:
         if exc.status == 404:
             raise
         await _fail(repo)
-        return await _process_page(request, user, repo, server_id, process_id, form=pages.process_body(form),
-                                   issues=issues_of(exc), status=exc.status)
+        return await _process_page(request, user, repo, server_id, process_id, form=body, issues=issues_of(exc),
+                                   status=exc.status)
     return redirect(f"/ui/servers/{quote(server_id)}/processes/{quote(process_id)}")
 
 
@@ -252,8 +251,8 @@ async def _channels_page(request: Request, user: PageUser, repo: ChannelReposito
                          test_result: dict[str, Any] | None = None) -> Response:
     channels = (await channels_service.list_channels(repo, user.user_id))["channels"]
     return render(request, "channels.html", status, user=user, nav="channels", channels=channels,
-                   channel_types=CHANNEL_TYPES, form=form, issues=issues or {}, created_secret=created_secret,
-                   test_result=test_result)
+                  channel_types=CHANNEL_TYPES, form=form, issues=issues or {}, created_secret=created_secret,
+                  test_result=test_result)
 
 
 def _channel_body(form: Any) -> dict[str, Any]:
@@ -313,7 +312,7 @@ async def channel_page(request: Request, channel_id: str, user: PageUser, repo: 
     channel = (await channels_service.get_channel(channels, user.user_id, channel_id))["channel"]
     deliveries = await channels_service.list_deliveries(channels, user.user_id, channel_id, limit=None, cursor=None)
     return render(request, "channel.html", user=user, nav="channels", channel=channel,
-                   deliveries=deliveries["deliveries"])
+                  deliveries=deliveries["deliveries"])
 
 
 # --- wiring --------------------------------------------------------------------------
