@@ -219,3 +219,38 @@ async def test_forms_take_utf8_and_are_bounded_like_api_bodies(web, user, server
     limit = ApiSettings.model_fields["max_body_bytes"].default
     huge = await web.post(f"/ui/servers/{server.id}/processes", data={"csrf": token, "process_name": "x" * limit})
     assert huge.status_code == 413
+
+
+async def test_channel_test_button_sends_and_the_delivery_log_page_shows(database_url, redis_url, nats_url, user,
+                                                                         monkeypatch):
+    from procwatch_domain import crypto
+    from tests.integration.api.conftest import api_settings, running_api
+    from tests.integration.api.test_channels import Receiver
+
+    monkeypatch.setenv(crypto.SECRETS_KEY_ENV, crypto.new_key())
+    receiver = Receiver()
+    try:
+        settings = api_settings(database_url, redis_url, nats_url, allow_private_targets=True)
+        async with running_api(settings) as client:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(client.app), base_url="http://api.test") as web:
+                await sign_in(web, user.token)
+                token = csrf_of((await web.get("/ui/channels")).text)
+                added = await web.post("/ui/channels", data={"csrf": token, "type": "webhook", "name": "local",
+                                                             "target": receiver.url})
+                assert added.status_code == 201
+                channel_id = re.search(r'href="/ui/channels/(\d+)"', added.text).group(1)
+                tested = await web.post(f"/ui/channels/{channel_id}/test", data={"csrf": token})
+                assert tested.status_code == 200 and "delivered (HTTP 200)" in tested.text
+                assert len(receiver.requests) == 1 and b"test" in receiver.requests[0][1]
+                # The test is not a delivery (as in the JSON route); a delivery the notifier made is listed.
+                assert "Nothing sent to this channel yet" in (await web.get(f"/ui/channels/{channel_id}")).text
+                sql(database_url, "insert into deliveries (channel_id, alert_id, alert_type, alert_state, payload,"
+                    " status, attempts, last_status_code) values (%s, 'alert-1', 'process_down', 'firing', '{}',"
+                    " 'delivered', 1, 200)", (int(channel_id),))
+                log_page = (await web.get(f"/ui/channels/{channel_id}")).text
+                assert "process_down (firing)" in log_page and "delivered" in log_page
+                deleted = await web.post(f"/ui/channels/{channel_id}/delete", data={"csrf": token})
+                assert deleted.status_code == 303
+                assert (await web.get(f"/ui/channels/{channel_id}")).status_code == 404
+    finally:
+        receiver.close()
