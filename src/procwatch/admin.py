@@ -41,6 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     token.add_argument("--name", default="")
     token.add_argument("--json", action="store_true")
 
+    link = cmds.add_parser("signin-link", help="print a one-time dashboard sign-in link for a user (15 minutes)")
+    link.add_argument("--email", required=True)
+    link.add_argument("--url", default=None, help="the API's base URL (default: --data-dir's stack.json api_url)")
+
     revoke = cmds.add_parser("revoke-token", help="revoke a bearer token (read from --token or stdin)")
     revoke.add_argument("--token", default=None)
 
@@ -54,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="`procwatch up`'s key file: prepend a new key (the old ones keep decrypting)")
     rotate.add_argument("--drop-old-keys", action="store_true",
                         help="`procwatch up`'s key file: after re-encrypting, keep only the newest key")
-    for p in (create, plan, token, revoke, rotate):
+    for p in (create, plan, token, link, revoke, rotate):
         p.add_argument("--data-dir", default=argparse.SUPPRESS)
     return admin
 
@@ -110,6 +114,16 @@ def _dispatch(conn: psycopg.Connection, args: argparse.Namespace) -> int:
         user_id = _user_id(conn, args.email)
         token = accounts.create_api_token(conn, user_id, args.name)
         print(json.dumps({"user_id": user_id, "token": token}) if args.json else token)
+    elif cmd == "signin-link":
+        from procwatch.stack import STACK_FILE, signin_url
+
+        base = args.url
+        if base is None:
+            try:
+                base = json.loads((Path(args.data_dir) / STACK_FILE).read_text())["api_url"]
+            except (OSError, ValueError, KeyError):
+                base = "http://127.0.0.1:8000"
+        print(signin_url(base.rstrip("/"), accounts.create_signin_link_token(conn, _user_id(conn, args.email))))
     elif cmd == "revoke-token":
         secret = args.token or sys.stdin.readline().strip()
         if not accounts.revoke_api_token(conn, secret):

@@ -40,7 +40,7 @@ def _run_agent(argv: list[str]) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from procwatch.stack import run_stack
 
-    return run_stack(data_dir=args.data_dir, api_port=args.api_port, with_agent=args.with_agent)
+    return run_stack(data_dir=args.data_dir, api_port=args.api_port, with_agent=not args.no_agent)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole system on this machine")
     up.add_argument("--data-dir", default=".procwatch", help="where embedded servers keep data (default ./.procwatch)")
     up.add_argument("--api-port", type=int, default=8000)
-    up.add_argument("--with-agent", action="store_true", help="also run an agent for the demo server on this machine")
+    # A new user's first sight is their own machine's processes, live: the agent runs by default.
+    up.add_argument("--no-agent", action="store_true", help="do not run the agent for the demo server on this machine")
+    up.add_argument("--with-agent", action="store_true", help=argparse.SUPPRESS)  # the old opt-in, now the default
     up.set_defaults(func=_cmd_up)
 
     api = sub.add_parser("api", help="run the HTTP API")

@@ -4,12 +4,12 @@
    embedded real servers under the data directory (see embedded.py).
 2. Apply migrations; on the first run create a demo user and print its token.
 3. Run the services (api, ingest, alerter, notifier, the NATS auth callout
-   responder when NATS is embedded, and with --with-agent an agent for the demo
+   responder when NATS is embedded, and, unless --no-agent, an agent for the demo
    server) as child processes; restart any service or embedded server that dies,
    with backoff. Unless PROCWATCH_SMTP_URL is set, a local mail catcher
    (mailcatcher.py) takes the alert emails and writes each to DIR/mail/ as a .eml file.
 4. Write `DIR/stack.json` (mode 0600: its URLs carry the servers' passwords) and
-   print the URLs; on Ctrl-C / SIGTERM stop the services first, then the servers.
+   print the URLs with the dashboard's and a one-time sign-in link; on Ctrl-C / SIGTERM stop the services first, then the servers.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ STACK_FILE = "stack.json"
 DEMO_FILE = "demo.json"  # ids of the demo user and server; never the token
 DEMO_EMAIL = "demo@procwatch.local"
 # Watched on the demo server from the first run: the servers `up` itself runs,
-# so `up --with-agent` shows live processes at once.
+# so `up` (which runs the agent unless --no-agent) shows live processes at once.
 DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
 SERVICES = ("api", "ingest", "alerter", "notifier")
 NATS_AUTH_SERVICE = "nats-auth"  # the auth callout responder (procwatch_ingest.auth_callout)
@@ -238,6 +238,20 @@ class Stack:
         write_private(demo_file, json.dumps({"user_id": user_id, "server_id": server_id, "agent_key": agent_key}))
         return token
 
+    def signin_link(self) -> str | None:
+        """A one-time dashboard sign-in link for the demo user (a new one every start)."""
+        import psycopg
+
+        from procwatch_db import accounts
+        from procwatch_db.urls import libpq_url
+
+        with psycopg.connect(libpq_url(self.urls["database_url"])) as conn:
+            user_id = accounts.find_user_id(conn, DEMO_EMAIL)
+            if user_id is None:
+                return None
+            token = accounts.create_signin_link_token(conn, user_id)
+        return signin_url(self.urls["api_url"], token)
+
     def demo(self) -> dict:
         try:
             return json.loads((self.data_dir / DEMO_FILE).read_text())
@@ -367,7 +381,7 @@ def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
         stack.start_services(with_agent)
         stack.wait_api_ready()
         stack_file = stack.write_stack_file()
-        _print_banner(stack, stack_file, token)
+        _print_banner(stack, stack_file, token, stack.signin_link())
         while True:
             stack.supervise_servers_once()
             stack.supervise_once()
@@ -384,12 +398,24 @@ def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
     return 0
 
 
-def _print_banner(stack: Stack, stack_file: Path, token: str | None) -> None:
+def signin_url(api_url: str, token: str) -> str:
+    """The dashboard's one-time sign-in link (procwatch_api.web: GET /ui/signin/link)."""
+    return f"{api_url}/ui/signin/link?token={token}"
+
+
+def _print_banner(stack: Stack, stack_file: Path, token: str | None, signin_link: str | None) -> None:
+    from procwatch_db import accounts
+
     u = stack.urls
     demo = stack.demo()
     lines = [
         "",
         "procwatch is up.",
+        f"  dashboard:    {u['api_url']}/ui",
+    ]
+    if signin_link:
+        lines.append(f"  sign in once: {signin_link}  (valid {accounts.SIGNIN_LINK_TTL_S // 60} min, one use)")
+    lines += [
         f"  api_url:      {u['api_url']}",
         f"  nats_url:     {u['nats_url']}",
         f"  database_url: {u['database_url']}",

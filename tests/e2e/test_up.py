@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 def _start_up(data_dir: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "NATS_URL")}
     return subprocess.Popen(
-        [sys.executable, "-m", "procwatch.cli", "up", "--data-dir", str(data_dir), "--api-port", str(port)],
+        [sys.executable, "-m", "procwatch.cli", "up", "--data-dir", str(data_dir), "--api-port", str(port),
+         "--no-agent"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
 
@@ -98,18 +99,23 @@ def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(server_tmp_path
         assert _stop(proc) == 0
 
 
-def test_up_with_agent_shows_this_machines_processes_live(server_tmp_path):
+def test_up_runs_the_agent_and_prints_a_one_time_dashboard_link(server_tmp_path):
     data_dir, port = server_tmp_path / "pw", free_port()
     env_overrides = {"PROCWATCH_INGEST_INTERVAL_SECONDS": "1"}  # a short tick keeps the test quick
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "NATS_URL")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "procwatch.cli", "up", "--data-dir", str(data_dir), "--api-port", str(port),
-         "--with-agent"],
+    proc = subprocess.Popen(  # no flag: the agent runs by default
+        [sys.executable, "-m", "procwatch.cli", "up", "--data-dir", str(data_dir), "--api-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, **env_overrides},
     )
     try:
         out = _read_until(proc, r"Ctrl-C stops everything")
         token, url = re.search(r"curl -H 'Authorization: Bearer (\S+)' (\S+)", out).groups()
+        assert f"dashboard:    http://127.0.0.1:{port}/ui" in out
+        link = re.search(r"sign in once: (\S+)", out).group(1)
+        with httpx.Client(timeout=10, follow_redirects=True) as browser:
+            signed_in = browser.get(link)  # follows the redirect to the fleet page
+            assert signed_in.status_code == 200 and "Fleet" in signed_in.text, signed_in.text[:500]
+        assert httpx.get(link, timeout=10, follow_redirects=False).status_code == 401  # one use
         deadline = time.monotonic() + 30
         while True:
             body = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).json()

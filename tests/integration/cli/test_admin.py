@@ -67,3 +67,15 @@ def test_clear_errors_for_unknown_plan_duplicate_email_and_missing_user(admin):
     assert code == 1 and "already exists" in err
     with pytest.raises(SystemExit, match="no user"):
         admin("create-token", "--email", _email())
+
+
+def test_signin_link_prints_a_one_time_link_stored_hashed(admin, database_url):
+    email = _email()
+    assert admin("create-user", "--email", email)[0] == 0
+    code, link, _ = admin("signin-link", "--email", email, "--url", "https://monitor.example/")
+    assert code == 0 and link.startswith("https://monitor.example/ui/signin/link?token=")
+    token = link.split("token=", 1)[1]
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        row = conn.execute("select u.email, l.expires_at > now() + interval '14 minutes' from web_signin_links l"
+                           " join users u on u.id = l.user_id where l.token_hash = %s", (hash_secret(token),)).fetchone()
+    assert row == (email, True)

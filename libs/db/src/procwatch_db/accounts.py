@@ -6,6 +6,8 @@ owns the transaction.
 
 from __future__ import annotations
 
+import secrets
+
 import psycopg
 
 from procwatch_domain.secrets import hash_secret, new_api_token
@@ -37,6 +39,22 @@ def create_api_token(conn: psycopg.Connection, user_id: int, name: str = "") -> 
     conn.execute(
         "insert into api_tokens (user_id, token_hash, name) values (%s, %s, %s)",
         (user_id, hash_secret(token), name),
+    )
+    return token
+
+
+# How long a one-time dashboard sign-in link stays usable.
+SIGNIN_LINK_TTL_S = 15 * 60
+
+
+def create_signin_link_token(conn: psycopg.Connection, user_id: int, ttl_s: int = SIGNIN_LINK_TTL_S) -> str:
+    """A one-time dashboard sign-in token (GET /ui/signin/link?token=...), valid for ttl_s seconds
+    and deleted when used (procwatch_api.web); only its hash is stored."""
+    token = secrets.token_urlsafe(32)
+    conn.execute(
+        "insert into web_signin_links (user_id, token_hash, expires_at)"
+        " values (%s, %s, now() + make_interval(secs => %s))",
+        (user_id, hash_secret(token), ttl_s),
     )
     return token
 

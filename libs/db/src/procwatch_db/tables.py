@@ -296,6 +296,32 @@ class Delivery(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
+class WebSession(SQLModel, table=True):
+    """A dashboard sign-in (procwatch_api.web.sessions): the cookie holds the id, this only its sha256."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (UniqueConstraint("session_hash", name="uq_web_sessions_session_hash"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    session_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class WebSigninLink(SQLModel, table=True):
+    """A one-time sign-in link (`procwatch up` prints one): sha256 of its token, short expiry, deleted when used."""
+
+    __tablename__ = "web_signin_links"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_web_signin_links_token_hash"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 PLANS: dict[str, tuple[int, int, int]] = {
     # name: (processes per server, retention days, servers per user)
     "hobby": (3, 1, 5),

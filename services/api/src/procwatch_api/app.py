@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from procwatch_api import channels_routes, health, live_routes, routes
+from procwatch_api.web import routes as web_routes
 from procwatch_api.channels_schemas import CHANNEL_REQUEST_MODELS
 from procwatch_api.error_handlers import install_error_handlers
 from procwatch_api.live import LiveHub
@@ -162,6 +163,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(channels_routes.router)
     app.include_router(live_routes.router)
+    web_routes.install(app)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

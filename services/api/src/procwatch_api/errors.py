@@ -143,3 +143,12 @@ class ServiceUnavailable(ApiError):
 
     def __init__(self) -> None:
         super().__init__("the database is unavailable; retry shortly", headers={"Retry-After": "1"})
+
+
+class CsrfRefused(ApiError):
+    """A dashboard form post without its CSRF token, or from another origin (procwatch_api.web.sessions)."""
+
+    code, status = "csrf_failed", 403
+
+    def __init__(self) -> None:
+        super().__init__("the form is stale or came from another site: reload the page and try again")

@@ -15,15 +15,15 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from procwatch_api import deps
 from procwatch_api.errors import TooManyStreams
 from procwatch_api.live import LiveClient, retry_frame
+from procwatch_api.web.sessions import session_or_token_user
 
 router = APIRouter()
 
-# The caller of a stream. The one line to change for cookie sessions: the dashboard's
-# procwatch_api.web.sessions.session_or_token_user (cookie or bearer) replaces deps.current_user.
-StreamUser = Annotated[int, Depends(deps.current_user)]
+# The caller of a stream: a bearer token (as every route) or the dashboard's session cookie
+# (a browser's EventSource cannot send a header).
+StreamUser = Annotated[int, Depends(session_or_token_user)]
 
 
 class EventStreamResponse(StreamingResponse):

@@ -55,6 +55,9 @@ _SAMPLE_ARRAYS = ", ".join(
 # The caller's user id from the token hash: no row when it is unknown or revoked.
 _TOKEN = "select user_id from api_tokens where token_hash = %(h)s and revoked_at is null"
 
+# The user of an unexpired dashboard session (procwatch_api.web.sessions), from the sha256 of its id.
+_SESSION = "select user_id from web_sessions where session_hash = %(h)s and expires_at > now()"
+
 # List route: token -> user, the owned server with its plan, its processes (one row per
 # process; one row with null process columns when it has none; server columns null when
 # the server is missing or another user's).
@@ -199,6 +202,11 @@ class Reads:
     async def user_id_for_token(self, token_hash: str) -> int | None:
         """The user of an unrevoked token (every route but the two hot reads, which join this in)."""
         rows = await self._rows(_TOKEN, {"h": token_hash})
+        return rows[0][0] if rows else None
+
+    async def user_id_for_session(self, session_hash: str) -> int | None:
+        """The user of an unexpired dashboard session (the web pages, and /events with a cookie)."""
+        rows = await self._rows(_SESSION, {"h": session_hash})
         return rows[0][0] if rows else None
 
     async def restart_runs_since(self, process_id: int, since: datetime) -> list[Run]:

@@ -44,6 +44,12 @@ class ApiSettings(ConnectionSettings):
     # stopping worker forever; their browsers reconnect to another worker.
     shutdown_grace_s: float = Field(default=5.0, gt=0)
 
+    # How long a dashboard sign-in (procwatch_api.web) lasts.
+    web_session_hours: int = Field(default=7 * 24, ge=1)
+    # Whether the dashboard's session cookie is marked Secure. Unset: when the request came over
+    # https (behind a proxy: uvicorn's forwarded headers, trusted from 127.0.0.1 by default).
+    web_cookie_secure: bool | None = None
+
     db_pool_size: int = 10
     # Connections for the two hot reads (one short statement each), in total over the workers
     # (each gets its share, at least 1). Unset: 4 for one worker, 1 per worker for more. A few per

@@ -5,14 +5,14 @@ Slack or Discord channel next paces it from where the previous one left it, so t
 service's rate limit holds across replicas and restarts (procwatch_notify.digest).
 
 Revision ID: 0011_channel_burst_state
-Revises: 0007_channels
+Revises: 0010_web_sessions
 Create Date: 2026-12-01 14:45:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_channel_burst_state"
-down_revision = "0007_channels"
+down_revision = "0010_web_sessions"
 branch_labels = None
 depends_on = None
 
