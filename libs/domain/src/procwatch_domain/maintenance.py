@@ -1,0 +1,202 @@
+"""Maintenance windows: when a window is in effect, and what it covers. Pure functions, no I/O.
+
+A window is one-off (`starts_at` .. `ends_at`) or recurring: an RFC 5545 RRULE whose first
+occurrence is `starts_at` read as a wall-clock time in the window's IANA `timezone`, each
+occurrence lasting `duration_s`. Occurrences follow the zone's wall clock (a daily 02:30
+Europe/Berlin window is at 02:30 local time in winter and in summer) and last `duration_s`
+of real time. Where the wall-clock start does not exist or exists twice, RFC 5545 decides
+(section 3.3.5): a start inside a spring-forward gap is read with the offset before the gap
+(02:30 on the March switch day is 03:30 CEST), an ambiguous start is its first instance
+(02:30 on the October switch day is 02:30 CEST). zoneinfo's `fold=0` is exactly that.
+
+Scope: the whole account (no server_ids and no process_ids), a list of servers (their
+processes' alerts and their own server-level alerts), or a list of processes.
+
+A window ended early (`ended_at`) cuts the occurrence in effect at that moment; a later
+occurrence of a recurring window is unaffected (ending early is "we are done for today").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil.rrule import DAILY, rrule, rrulestr
+
+MAX_DURATION_S = 31 * 24 * 3600
+MIN_DURATION_S = 60
+# Occurrences at most daily: a window's occurrences are few per day, so the math stays cheap.
+COARSEST_ALLOWED_FREQ = DAILY
+RRULE_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    id: int
+    user_id: int
+    starts_at: datetime  # aware
+    ends_at: datetime | None  # one-off windows
+    rrule: str | None  # recurring windows (without DTSTART: starts_at is the first occurrence)
+    duration_s: int | None  # recurring windows
+    timezone: str
+    server_ids: frozenset[int] | None = None
+    process_ids: frozenset[int] | None = None
+    ended_at: datetime | None = None  # ended early
+
+    @property
+    def recurring(self) -> bool:
+        return self.rrule is not None
+
+
+class Span(NamedTuple):
+    """One occurrence, [start, end) in UTC."""
+
+    start: datetime
+    end: datetime
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def zone_problem(name: object) -> str | None:
+    if not isinstance(name, str) or not 1 <= len(name) <= 64:
+        return "must be an IANA time zone name (e.g. Europe/Berlin)"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name[:64]!r}"
+    return None
+
+
+def strip_rrule(text: str) -> str:
+    return text[len("RRULE:"):] if text.upper().startswith("RRULE:") else text
+
+
+def rrule_problem(text: object) -> str | None:
+    """Why `text` is not an RRULE a window accepts, or None. DTSTART is the window's
+    `starts_at`, so the rule must not carry one; frequencies finer than daily are refused."""
+    if not isinstance(text, str) or not 1 <= len(text) <= RRULE_MAX:
+        return f"must be an RFC 5545 RRULE of 1-{RRULE_MAX} characters (e.g. FREQ=WEEKLY;BYDAY=SU)"
+    body = strip_rrule(text.strip())
+    if "\n" in body or "DTSTART" in body.upper() or ":" in body:
+        return "must be one RRULE (no DTSTART: starts_at is the first occurrence)"
+    try:
+        rule = rrulestr(body, dtstart=datetime(2026, 1, 1))
+    except (ValueError, TypeError) as exc:
+        return f"not a valid RRULE: {str(exc)[:150]}"
+    if not isinstance(rule, rrule):
+        return "must be one RRULE"
+    if rule._freq > COARSEST_ALLOWED_FREQ:  # noqa: SLF001 - dateutil exposes no public accessor
+        return "FREQ must be DAILY, WEEKLY, MONTHLY or YEARLY"
+    return None
+
+
+# --- occurrences ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8192)
+def _rule(text: str, local_start: datetime) -> rrule:
+    # cache=True: the occurrences generated once are kept, so asking again (the alerter's cache
+    # reloads every few seconds) does not walk the rule from its first occurrence again.
+    return rrulestr(strip_rrule(text), dtstart=local_start, cache=True)  # type: ignore[return-value]
+
+
+def _local_naive(at: datetime, zone: ZoneInfo) -> datetime:
+    return at.astimezone(zone).replace(tzinfo=None)
+
+
+def occurrences(window: Window, start: datetime, end: datetime) -> list[Span]:
+    """The occurrences that overlap [start, end), in order, cut by an early end."""
+    if not window.recurring:
+        assert window.ends_at is not None
+        spans = [Span(window.starts_at.astimezone(UTC), window.ends_at.astimezone(UTC))]
+    else:
+        zone = ZoneInfo(window.timezone)
+        duration = timedelta(seconds=window.duration_s or 0)
+        rule = _rule(window.rrule, _local_naive(window.starts_at, zone))  # type: ignore[arg-type]
+        # Local bounds padded by a day either side: an offset change moves wall time by hours at most.
+        lo = _local_naive(start - duration, zone) - timedelta(days=1)
+        hi = _local_naive(end, zone) + timedelta(days=1)
+        spans = []
+        for local in rule.between(lo, hi, inc=True):
+            first = local.replace(tzinfo=zone, fold=0).astimezone(UTC)
+            spans.append(Span(first, first + duration))
+    out = []
+    for span in spans:
+        if window.ended_at is not None and span.start <= window.ended_at < span.end:
+            span = Span(span.start, window.ended_at.astimezone(UTC))
+        if span.start < end and span.end > start and span.end > span.start:
+            out.append(span)
+    return out
+
+
+def occurrence_at(window: Window, at: datetime) -> Span | None:
+    """The occurrence in effect at `at` (start inclusive, end exclusive), or None."""
+    for span in occurrences(window, at, at + timedelta(microseconds=1)):
+        if span.start <= at < span.end:
+            return span
+    return None
+
+
+def in_scope(window: Window, server_id: int, process_id: int | None) -> bool:
+    """Whether the window's scope holds an alert of this server (process None: a server-level alert)."""
+    if window.process_ids is not None:
+        return process_id is not None and process_id in window.process_ids
+    if window.server_ids is not None:
+        return server_id in window.server_ids
+    return True
+
+
+def covers(window: Window, server_id: int, process_id: int | None, at: datetime) -> bool:
+    return in_scope(window, server_id, process_id) and occurrence_at(window, at) is not None
+
+
+def active_windows(windows: Iterable[Window], at: datetime) -> list[Window]:
+    return [w for w in windows if occurrence_at(w, at) is not None]
+
+
+def next_end(window: Window, at: datetime) -> datetime | None:
+    """When the occurrence in effect at `at` ends (None: none in effect)."""
+    span = occurrence_at(window, at)
+    return span.end if span else None
+
+
+def finished(window: Window, at: datetime) -> bool:
+    """No occurrence in effect at or after `at` (a one-off window that ended; a recurring rule that ran out)."""
+    if not window.recurring:
+        end = window.ends_at if window.ended_at is None else min(window.ends_at, window.ended_at)  # type: ignore[type-var]
+        return end <= at  # type: ignore[operator]
+    zone = ZoneInfo(window.timezone)
+    rule = _rule(window.rrule, _local_naive(window.starts_at, zone))  # type: ignore[arg-type]
+    duration = timedelta(seconds=window.duration_s or 0)
+    return occurrence_at(window, at) is None and rule.after(_local_naive(at - duration, zone)) is None
+
+
+class WindowIndex:
+    """A user's windows, for the question "is this alert suppressed at this time?" asked on every
+    alert transition. Built from the windows loaded for the users in question."""
+
+    def __init__(self, windows: Iterable[Window]) -> None:
+        self._by_user: dict[int, list[Window]] = {}
+        for w in windows:
+            self._by_user.setdefault(w.user_id, []).append(w)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_user.values())
+
+    def suppressing(self, user_id: int, server_id: int, process_id: int | None, at: datetime) -> Window | None:
+        """The first window of the user that covers the alert at `at`, or None."""
+        for w in self._by_user.get(user_id, ()):
+            if in_scope(w, server_id, process_id) and occurrence_at(w, at) is not None:
+                return w
+        return None
+
+    def suppressed(self, user_id: int, server_id: int, process_id: int | None, at: datetime) -> bool:
+        return self.suppressing(user_id, server_id, process_id, at) is not None
+
+
+EMPTY_INDEX = WindowIndex(())
