@@ -40,6 +40,7 @@ from procwatch_contracts import subjects
 from procwatch_contracts.fast import SampleRecordedView, parse_sample_recorded
 from procwatch_contracts.messages import ProcessChanged, SampleRecorded
 from procwatch_messaging import acks
+from procwatch_alerter.maintenance import WindowCache
 from procwatch_alerter.repository import AlerterRepository
 from procwatch_alerter.service import AlerterService, Outcome
 from procwatch_alerter.settings import AlerterSettings
@@ -83,6 +84,8 @@ class Handlers:
         self._relay = relay
         self.stopping = asyncio.Event()
         self.stats = BatchStats()
+        # Shared by every unit: the windows are loaded once per refresh, not per batch.
+        self.windows = WindowCache(settings.maintenance_refresh_s)
 
     # --- sample events: batches -------------------------------------------------
 
@@ -235,7 +238,7 @@ class Handlers:
                         if self._relay is not None:
                             await ordered.enter_async_context(self._relay.ordered())
 
-                outcome = await work(AlerterService(AlerterRepository(conn), write_transaction))
+                outcome = await work(AlerterService(AlerterRepository(conn), write_transaction, self.windows.current))
             if outcome.outbox and self._relay is not None:
                 await self._relay.publish_committed(outcome.outbox)  # never raises: the relay retries
         return outcome
