@@ -18,11 +18,11 @@ occurrence of a recurring window is unaffected (ending early is "we are done for
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import DAILY, rrule, rrulestr
@@ -50,6 +50,20 @@ class Window:
     @property
     def recurring(self) -> bool:
         return self.rrule is not None
+
+
+# The stored columns a Window is built from, in `window_from_row` order (table maintenance_windows).
+WINDOW_COLUMNS = ("id", "user_id", "starts_at", "ends_at", "rrule", "duration_s", "timezone", "server_ids",
+                  "process_ids", "ended_at")
+
+
+def window_from_row(row: Sequence[Any]) -> Window:
+    """A Window from a row of WINDOW_COLUMNS (arrays as lists or None)."""
+    (window_id, user_id, starts_at, ends_at, rule, duration_s, zone, server_ids, process_ids, ended_at) = row
+    return Window(id=window_id, user_id=user_id, starts_at=starts_at, ends_at=ends_at, rrule=rule,
+                  duration_s=duration_s, timezone=zone,
+                  server_ids=frozenset(server_ids) if server_ids is not None else None,
+                  process_ids=frozenset(process_ids) if process_ids is not None else None, ended_at=ended_at)
 
 
 class Span(NamedTuple):

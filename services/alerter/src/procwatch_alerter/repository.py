@@ -9,7 +9,7 @@ from datetime import datetime
 from psycopg import AsyncConnection
 from psycopg.rows import args_row
 
-from procwatch_domain.maintenance import Window
+from procwatch_domain.maintenance import WINDOW_COLUMNS, Window, window_from_row
 from procwatch_domain.rules import SETTINGS, setting_columns_sql
 from procwatch_messaging.outbox import INSERT_OUTBOX_ROW_SQL
 
@@ -255,16 +255,10 @@ class AlerterRepository:
     async def load_windows(self) -> list[Window]:
         """Every window that may still be in effect (or ended within the last day: late samples)."""
         cur = await self._conn.execute(
-            "select id, user_id, starts_at, ends_at, rrule, duration_s, timezone, server_ids, process_ids, ended_at"
-            " from maintenance_windows"
+            f"select {', '.join(WINDOW_COLUMNS)} from maintenance_windows"  # the columns are ours
             " where effective_until is null or effective_until > now() - interval '1 day'"
         )
-        return [
-            Window(id=r[0], user_id=r[1], starts_at=r[2], ends_at=r[3], rrule=r[4], duration_s=r[5], timezone=r[6],
-                   server_ids=frozenset(r[7]) if r[7] is not None else None,
-                   process_ids=frozenset(r[8]) if r[8] is not None else None, ended_at=r[9])
-            for r in await cur.fetchall()
-        ]
+        return [window_from_row(r) for r in await cur.fetchall()]
 
     async def open_suppressed_episodes(self, process_ids: Sequence[int]) -> set[tuple[int, str]]:
         """(process, type) of the processes' open episodes that started suppressed and were never

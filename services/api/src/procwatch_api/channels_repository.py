@@ -15,15 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 CHANNEL_COLUMNS = (
     "id, type, name, format, target_hint, alert_types, server_ids, send_resolved, enabled, disabled_reason,"
-    " created_at, updated_at"
+    " repeat_every_s, created_at, updated_at"
 )
 DELIVERY_COLUMNS = (
     "id, alert_id, alert_type, alert_state, status, attempts, last_status_code, last_error, next_attempt_at,"
-    " created_at, delivered_at"
+    " created_at, delivered_at, reminder"
 )
 # The columns a create or an update may write (values prepared by channels_service).
 WRITABLE = ("name", "format", "target_encrypted", "target_hint", "secret_encrypted", "alert_types", "server_ids",
-            "send_resolved", "enabled", "disabled_reason")
+            "send_resolved", "enabled", "disabled_reason", "repeat_every_s")
 
 
 @dataclass
