@@ -150,3 +150,17 @@ def test_rrule_refused(text):
 def test_zone_problem():
     assert zone_problem("Europe/Berlin") is None and zone_problem("UTC") is None
     assert zone_problem("Mars/Olympus") is not None and zone_problem(3) is not None and zone_problem("") is not None
+
+
+def test_effective_until_and_next_start():
+    from procwatch_domain.maintenance import effective_until, next_start
+
+    assert effective_until(one_off(utc(2026, 5, 1, 10), utc(2026, 5, 1, 12))) == utc(2026, 5, 1, 12)
+    assert effective_until(one_off(utc(2026, 5, 1, 10), utc(2026, 5, 1, 12), ended_at=utc(2026, 5, 1, 11))) \
+        == utc(2026, 5, 1, 11)
+    assert effective_until(daily("Europe/Berlin", datetime(2026, 3, 20, 2, 30))) is None
+    counted = Window(id=4, user_id=7, starts_at=datetime(2026, 3, 28, 2, 30, tzinfo=BERLIN), ends_at=None,
+                     rrule="FREQ=DAILY;COUNT=3", duration_s=3600, timezone="Europe/Berlin")
+    assert effective_until(counted) == utc(2026, 3, 30, 1, 30)  # 02:30 CEST + 1 h
+    assert next_start(counted, utc(2026, 3, 28, 2)) == utc(2026, 3, 29, 1, 30)
+    assert next_start(counted, utc(2026, 3, 30, 1)) is None

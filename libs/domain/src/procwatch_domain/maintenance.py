@@ -190,6 +190,41 @@ def finished(window: Window, at: datetime) -> bool:
     return occurrence_at(window, at) is None and rule.after(_local_naive(at - duration, zone)) is None
 
 
+# A rule with more occurrences than this (COUNT or UNTIL far away) counts as without end.
+_LAST_OCCURRENCE_SCAN = 100_000
+
+
+def effective_until(window: Window) -> datetime | None:
+    """When the window's last occurrence ends (None: a rule without end). Stored with the window,
+    so readers load only windows that may still be in effect."""
+    if not window.recurring:
+        assert window.ends_at is not None
+        return window.ends_at if window.ended_at is None else min(window.ends_at, window.ended_at)
+    zone = ZoneInfo(window.timezone)
+    rule = rrulestr(strip_rrule(window.rrule), dtstart=_local_naive(window.starts_at, zone))  # type: ignore[arg-type]
+    if rule._count is None and rule._until is None:  # noqa: SLF001 - dateutil exposes no public accessor
+        return None
+    last = None
+    for n, local in enumerate(rule):
+        if n >= _LAST_OCCURRENCE_SCAN:
+            return None
+        last = local
+    if last is None:
+        return window.starts_at
+    end = last.replace(tzinfo=zone, fold=0).astimezone(UTC) + timedelta(seconds=window.duration_s or 0)
+    if window.ended_at is not None and end - timedelta(seconds=window.duration_s or 0) <= window.ended_at < end:
+        end = window.ended_at
+    return end
+
+
+def next_start(window: Window, at: datetime, horizon: timedelta = timedelta(days=400)) -> datetime | None:
+    """The start of the first occurrence after `at` within `horizon` (None: none)."""
+    for span in occurrences(window, at, at + horizon):
+        if span.start > at:
+            return span.start
+    return None
+
+
 class WindowIndex:
     """A user's windows, for the question "is this alert suppressed at this time?" asked on every
     alert transition. Built from the windows loaded for the users in question."""
