@@ -30,6 +30,9 @@ PROCESS_COLUMNS = (
 )
 SERVER_COLUMNS = ("id, hostname, last_agent_version, created_at, last_seen_at, offline_deadline_at, offline_since,"
                   " offline_after_s, alert_on_offline")
+# An alert history row as the API presents it (service.present_alert).
+ALERT_COLUMNS = ("id, type, state, value, threshold, started_at, resolved_at, resolve_reason, suppressed,"
+                 " acknowledged_at, acknowledged_by, ack_note")
 # Allocated in the statement that changes the process, so the event id is known before the outbox insert.
 NEXT_EVENT_ID = "nextval(pg_get_serial_sequence('outbox_events', 'id')) as event_id"
 DUPLICATE_NAME_CONSTRAINT = "uq_watched_processes_server_name"
@@ -359,7 +362,7 @@ class Repository:
 
     async def alerts_page(self, process_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:
         return await self._all(
-            "select id, type, state, value, threshold, started_at, resolved_at, resolve_reason from alerts"
+            f"select {ALERT_COLUMNS} from alerts"
             " where watched_process_id = :pid and (cast(:before as bigint) is null or id < cast(:before as bigint))"
             " order by id desc limit :n",
             pid=process_id, before=before_id, n=limit,
@@ -368,7 +371,7 @@ class Repository:
     async def server_alerts_page(self, server_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:
         """The server's own alerts (watched_process_id null): ix_alerts_server_newest."""
         return await self._all(
-            "select id, type, state, value, threshold, started_at, resolved_at, resolve_reason from alerts"
+            f"select {ALERT_COLUMNS} from alerts"
             " where server_id = :sid and watched_process_id is null"
             " and (cast(:before as bigint) is null or id < cast(:before as bigint))"
             " order by id desc limit :n",
