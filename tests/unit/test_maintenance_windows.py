@@ -164,3 +164,16 @@ def test_effective_until_and_next_start():
     assert effective_until(counted) == utc(2026, 3, 30, 1, 30)  # 02:30 CEST + 1 h
     assert next_start(counted, utc(2026, 3, 28, 2)) == utc(2026, 3, 29, 1, 30)
     assert next_start(counted, utc(2026, 3, 30, 1)) is None
+
+
+def test_index_looks_only_at_the_alerts_scope_and_reuses_spans():
+    at = utc(2026, 5, 1, 11)
+    by_process = one_off(utc(2026, 5, 1, 10), utc(2026, 5, 1, 12), process_ids=frozenset({50}))
+    by_server = daily("UTC", datetime(2026, 4, 1, 10, 30), server_ids=frozenset({6}))
+    index = WindowIndex([by_process, by_server])
+    assert index.suppressing(7, 5, 50, at) is by_process
+    assert index.suppressing(7, 6, 60, at) is by_server and index.suppressed(7, 6, None, at)
+    assert not index.suppressed(7, 5, 51, at)
+    assert not index.suppressed(8, 6, 60, at)  # the windows of another user never apply
+    # Far from the first question: the occurrences are computed again around the new time.
+    assert index.suppressed(7, 6, 60, utc(2026, 9, 1, 10, 45)) and not index.suppressed(7, 6, 60, utc(2026, 9, 1, 12))

@@ -177,7 +177,8 @@ async def test_alert_history_pages_newest_first(client, database_url, user, serv
     ids = [a["id"] for a in seen]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == 5
     newest = seen[0]
-    assert set(newest) == {"id", "type", "state", "value", "threshold", "started_at", "resolved_at", "resolve_reason"}
+    assert set(newest) == {"id", "type", "state", "value", "threshold", "started_at", "resolved_at", "resolve_reason",
+                           "suppressed", "acknowledged_at", "acknowledged_by", "ack_note"}
     assert (newest["state"], newest["resolved_at"], newest["value"], newest["threshold"]) == ("firing", None, 91.5, 80)
     assert seen[-1]["resolve_reason"] == "recovered" and seen[-1]["resolved_at"].endswith("Z")
     default = await client.get(base, headers=user.headers)

@@ -225,23 +225,63 @@ def next_start(window: Window, at: datetime, horizon: timedelta = timedelta(days
     return None
 
 
+class _Entry:
+    """A window with its occurrences over [lo, hi), computed when first asked (most windows of a
+    fleet are never asked: only the scope of an alert transition is)."""
+
+    __slots__ = ("window", "lo", "hi", "spans")
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.lo = self.hi = datetime.min.replace(tzinfo=UTC)
+        self.spans: list[Span] = []
+
+    def covers(self, at: datetime) -> bool:
+        if not self.lo <= at < self.hi:
+            self.lo, self.hi = at - SPAN_LOOKBACK, at + SPAN_HORIZON
+            self.spans = occurrences(self.window, self.lo, self.hi)
+        return any(span.start <= at < span.end for span in self.spans)
+
+
+# How far around the asked time an entry's occurrences are computed (then reused).
+SPAN_LOOKBACK = timedelta(days=1)
+SPAN_HORIZON = timedelta(hours=6)
+
+
 class WindowIndex:
-    """A user's windows, for the question "is this alert suppressed at this time?" asked on every
-    alert transition. Built from the windows loaded for the users in question."""
+    """Windows by scope, for the question "is this alert suppressed at this time?" asked on every
+    alert transition: only the windows of the account, of the alert's server and of its process
+    are looked at, each with its occurrences computed once around the asked time."""
 
     def __init__(self, windows: Iterable[Window]) -> None:
-        self._by_user: dict[int, list[Window]] = {}
+        self._account: dict[int, list[_Entry]] = {}
+        self._by_server: dict[int, list[_Entry]] = {}
+        self._by_process: dict[int, list[_Entry]] = {}
+        self._count = 0
         for w in windows:
-            self._by_user.setdefault(w.user_id, []).append(w)
+            self._count += 1
+            entry = _Entry(w)
+            if w.process_ids is not None:
+                for pid in w.process_ids:
+                    self._by_process.setdefault(pid, []).append(entry)
+            elif w.server_ids is not None:
+                for sid in w.server_ids:
+                    self._by_server.setdefault(sid, []).append(entry)
+            else:
+                self._account.setdefault(w.user_id, []).append(entry)
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_user.values())
+        return self._count
 
     def suppressing(self, user_id: int, server_id: int, process_id: int | None, at: datetime) -> Window | None:
         """The first window of the user that covers the alert at `at`, or None."""
-        for w in self._by_user.get(user_id, ()):
-            if in_scope(w, server_id, process_id) and occurrence_at(w, at) is not None:
-                return w
+        candidates = [self._account.get(user_id, ()), self._by_server.get(server_id, ())]
+        if process_id is not None:
+            candidates.append(self._by_process.get(process_id, ()))
+        for entries in candidates:
+            for entry in entries:
+                if entry.window.user_id == user_id and entry.covers(at):
+                    return entry.window
         return None
 
     def suppressed(self, user_id: int, server_id: int, process_id: int | None, at: datetime) -> bool:
