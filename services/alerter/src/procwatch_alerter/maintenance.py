@@ -1,8 +1,9 @@
 """Maintenance windows in the alerter (docs/maintenance.md).
 
 - `WindowCache`: the windows that may be in effect, loaded in one statement and kept for
-  `maintenance_refresh_s`; the service asks it only when it writes a transition (never per
-  sample), so a change made through the API takes effect within that time.
+  `maintenance_refresh_s` (then reloaded if the table changed); the service asks it only when it
+  writes a transition (never per sample), so a change made through the API takes effect within
+  that time.
 - `MaintenanceEndJob`: the periodic job `maintenance-ended` (one replica at a time, like the
   offline job): episodes that started suppressed and are no longer covered by any window are
   published once (AlerterService.notify_after_maintenance).
@@ -30,17 +31,23 @@ class WindowCache:
         self._clock = clock
         self._index: WindowIndex = EMPTY_INDEX
         self._loaded_at: float | None = None
+        self._version: tuple | None = None
         self.loads = 0
 
     def invalidate(self) -> None:
         self._loaded_at = None
 
     async def current(self, repo: AlerterRepository) -> WindowIndex:
+        """The index; past `refresh_s`, the table's version (one aggregate over a small table) is read,
+        and the windows only when it changed, so an unchanged fleet of windows keeps its computed spans."""
         now = self._clock()
         if self._loaded_at is None or now - self._loaded_at >= self._refresh_s:
-            self._index = WindowIndex(await repo.load_windows())
+            version = await repo.windows_version()
+            if version != self._version or self._loaded_at is None:
+                self._index = WindowIndex(await repo.load_windows())
+                self._version = version
+                self.loads += 1
             self._loaded_at = now
-            self.loads += 1
         return self._index
 
 

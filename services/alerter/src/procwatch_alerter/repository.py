@@ -260,6 +260,11 @@ class AlerterRepository:
         )
         return [window_from_row(r) for r in await cur.fetchall()]
 
+    async def windows_version(self) -> tuple:
+        """Changes whenever a window is created, updated, ended or deleted (the cache's reload test)."""
+        cur = await self._conn.execute("select count(*), max(updated_at), max(id) from maintenance_windows")
+        return tuple(await cur.fetchone())
+
     async def open_suppressed_episodes(self, process_ids: Sequence[int]) -> set[tuple[int, str]]:
         """(process, type) of the processes' open episodes that started suppressed and were never
         notified (ix_alerts_suppressed_open holds only those)."""
