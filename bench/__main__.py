@@ -117,23 +117,37 @@ def run_ingest(servers: common.Servers, args) -> Section:
     return section
 
 
-def run_alert(servers: common.Servers, args) -> Section:
+def _alert_options(args, **extra):
     from bench import alert
 
     opts = alert.AlertOptions(load_rate=args.load_rate, alerts=100 if args.quick else 200,
-                              idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5)
+                              idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5, **extra)
     if args.batch_timeout_ms is not None:
         opts.batch_timeout_ms = args.batch_timeout_ms
+    return opts
+
+
+def _alert_runs(servers: common.Servers, args, opts, name: str) -> list[dict]:
+    from bench import alert
+
+    runs = []
+    for i in range(args.runs):
+        log.info("%s run %d/%d", name, i + 1, args.runs)
+        runs.append(alert.run_once(servers, opts))
+        log.info("%s run %d: %s", name, i + 1, _short(runs[-1]))
+    return runs
+
+
+def run_alert(servers: common.Servers, args) -> Section:
+    from bench import alert
+
+    opts = _alert_options(args)
     section = Section(
         "Alert latency",
         f"uv run python -m bench alert --load-rate {opts.load_rate:g}  # {opts.alerts} probe alerts per run, "
         f"ingest batch timeout {opts.batch_timeout_ms} ms",
     )
-    runs = []
-    for i in range(args.runs):
-        log.info("alert run %d/%d", i + 1, args.runs)
-        runs.append(alert.run_once(servers, opts))
-        log.info("alert run %d: %s", i + 1, _short(runs[-1]))
+    runs = _alert_runs(servers, args, opts, "alert")
     idle_p50 = common.median([r["idle"]["p50_ms"] for r in runs])
     idle_p99 = common.median([r["idle"]["p99_ms"] for r in runs])
     achieved = [r["load_achieved"] or 0 for r in runs]
@@ -174,23 +188,13 @@ MAINTENANCE_WINDOWS = 1000
 def run_alert_maint(servers: common.Servers, args) -> Section:
     """The Alert latency bench with 1,000 maintenance windows in effect and flap counters on the load
     processes (issue 18): its p99 must stay within 10 % of the Alert latency section's."""
-    from bench import alert
-
-    opts = alert.AlertOptions(load_rate=args.load_rate, alerts=100 if args.quick else 200,
-                              idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5,
-                              windows=MAINTENANCE_WINDOWS)
-    if args.batch_timeout_ms is not None:
-        opts.batch_timeout_ms = args.batch_timeout_ms
+    opts = _alert_options(args, windows=MAINTENANCE_WINDOWS)
     section = Section(
         "Alert latency with maintenance windows and flap counters",
         f"uv run python -m bench alert-maint --load-rate {opts.load_rate:g}  # {opts.windows:,} windows in effect,"
         f" {opts.alerts} probe alerts per run",
     )
-    runs = []
-    for i in range(args.runs):
-        log.info("alert-maint run %d/%d", i + 1, args.runs)
-        runs.append(alert.run_once(servers, opts))
-        log.info("alert-maint run %d: %s", i + 1, _short(runs[-1]))
+    runs = _alert_runs(servers, args, opts, "alert-maint")
     baseline = _stored_figure(args.output, "alert", "p99 publish → alert, under load")
     p99 = [r["loaded"]["p99_ms"] for r in runs]
     section.figures = [

@@ -13,20 +13,10 @@ from nats.js.api import DeliverPolicy
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import ProcessChanged
 from procwatch_domain.secrets import hash_secret
-from procwatch_messaging.streams import ensure_streams
 from tests.integration.api.conftest import api_settings, closed_port_url, eventually, running_api, sql, utc
 from tests.support.factories import make_process, make_server, make_user
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def js(nats_url):
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)  # the app declares them in the background; don't race it
-    yield js
-    await nc.close()
 
 
 async def collect(sub, expected: int, deadline_s: float = 5.0) -> list:

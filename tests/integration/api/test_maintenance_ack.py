@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import nats
 import pytest
 from nats.js.api import DeliverPolicy
 
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import AlertAcknowledged
-from procwatch_messaging.streams import ensure_streams
 from tests.integration.api.conftest import sql
 from tests.support.factories import make_process, make_server
 
@@ -124,15 +122,6 @@ def open_alert(database_url, server, process_id: int, *, type_: str = "process_d
         " values (%s, %s, %s, %s, 'firing', now(), %s) returning id",
         (process_id, server.id, server.user_id, type_, f"alert-{process_id}-{type_}-{datetime.now(UTC).timestamp()}"))
     return alert_id
-
-
-@pytest.fixture
-async def js(nats_url):
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    yield js
-    await nc.close()
 
 
 async def test_ack_and_unack_publish_events_and_show_in_history(client, user, server, database_url, js):

@@ -11,20 +11,15 @@ from typing import Any
 
 from sqlalchemy import text
 
-from procwatch_api.repository import ALERT_COLUMNS, Repository
+from procwatch_api.repository import ALERT_COLUMNS, Repository, RowQueries
 
 _QUALIFIED = ", ".join(f"a.{c.strip()}" for c in ALERT_COLUMNS.split(","))
 
 
-class AlertsRepository:
+class AlertsRepository(RowQueries):
     def __init__(self, unit: Repository) -> None:
         self.unit = unit
         self.conn = unit.conn
-
-    async def _one(self, sql: str, **params: Any) -> dict[str, Any] | None:
-        result = await self.conn.execute(text(sql), params)
-        row = result.mappings().first()
-        return dict(row) if row else None
 
     async def lock_alert(self, user_id: int, alert_id: int) -> dict[str, Any] | None:
         """The user's alert with what its event names (server, process), locked until the commit."""

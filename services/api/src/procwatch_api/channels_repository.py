@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from procwatch_api.repository import RowQueries
 
 CHANNEL_COLUMNS = (
     "id, type, name, format, target_hint, alert_types, server_ids, send_resolved, enabled, disabled_reason,"
@@ -44,17 +45,9 @@ class StoredTarget:
     secret_encrypted: str | None
 
 
-class ChannelRepository:
+class ChannelRepository(RowQueries):
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-
-    async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        result = await self.conn.execute(text(sql), params)
-        return [dict(row) for row in result.mappings().all()]
-
-    async def _one(self, sql: str, **params: Any) -> dict[str, Any] | None:
-        rows = await self._all(sql, **params)
-        return rows[0] if rows else None
 
     async def lock_user_channels(self, user_id: int) -> UserChannels:
         """Locks the user's row until the transaction ends, so concurrent creates count one after

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from procwatch_api.repository import RowQueries
 
 WINDOW_COLUMNS_SQL = (
     "id, user_id, name, starts_at, ends_at, rrule, duration_s, timezone, server_ids, process_ids, ended_at,"
@@ -20,17 +21,9 @@ WRITABLE = ("name", "starts_at", "ends_at", "rrule", "duration_s", "timezone", "
             "ended_at", "effective_until")
 
 
-class MaintenanceRepository:
+class MaintenanceRepository(RowQueries):
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-
-    async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        result = await self.conn.execute(text(sql), params)
-        return [dict(row) for row in result.mappings().all()]
-
-    async def _one(self, sql: str, **params: Any) -> dict[str, Any] | None:
-        rows = await self._all(sql, **params)
-        return rows[0] if rows else None
 
     async def lock_user_window_count(self, user_id: int) -> int:
         """Locks the user's row until the transaction ends (concurrent creates count one after

@@ -214,12 +214,11 @@ def _is_duplicate_name(exc: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == DUPLICATE_NAME_CONSTRAINT
 
 
-class Repository:
-    """One request's unit of work: its connection, and whether it wrote outbox rows."""
+class RowQueries:
+    """Statements on `self.conn` (the request's SQLAlchemy connection) answered as dicts: the base of
+    every repository of the unit of work (this one, channels, maintenance windows, acknowledgements)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.outbox_rows = 0
+    conn: AsyncConnection
 
     async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         result = await self.conn.execute(text(sql), params)
@@ -229,6 +228,14 @@ class Repository:
         result = await self.conn.execute(text(sql), params)
         row = result.mappings().first()
         return dict(row) if row is not None else None
+
+
+class Repository(RowQueries):
+    """One request's unit of work: its connection, and whether it wrote outbox rows."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.outbox_rows = 0
 
     # --- servers ------------------------------------------------------------
 
