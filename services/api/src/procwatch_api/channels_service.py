@@ -123,6 +123,14 @@ def name_problem(name: Any) -> str | None:
     return None
 
 
+def whole_number(value: Any, low: int, high: int) -> int | None:
+    """`value` as an int in [low, high] (a JSON number with no fraction, like 60.0, counts: JSON Schema's
+    "integer"), else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and low <= value <= high else None
+
+
 def _url_problem(url: Any) -> str | None:
     if not isinstance(url, str):
         return "must be a string"
@@ -201,10 +209,11 @@ def parse_channel_fields(body: dict[str, Any], *, for_update: bool) -> ChannelIn
         elif field == "servers":
             _servers(value, into)
         elif field == "repeat_every_s":
-            if value is not None and (type(value) is not int or not REPEAT_MIN_S <= value <= REPEAT_MAX_S):
+            seconds = whole_number(value, REPEAT_MIN_S, REPEAT_MAX_S)
+            if value is not None and seconds is None:
                 into.problem(field, f"must be null (no reminders) or whole seconds {REPEAT_MIN_S}-{REPEAT_MAX_S}")
             else:
-                into.fields[field] = value
+                into.fields[field] = seconds
         elif field in _BOOLEANS:
             flag = parse_boolean(value)
             if flag is None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from procwatch_api.channels_service import name_problem
+from procwatch_api.channels_service import name_problem, whole_number
 from procwatch_api.errors import Conflict, NotFound, PlanLimitReached, ValidationFailed
 from procwatch_api.maintenance_repository import MaintenanceRepository
 from procwatch_api.service import json_time, parse_id
@@ -104,13 +104,13 @@ def _time(value: Any) -> datetime | str:
 
 
 def _ids(value: Any, field: str, limit: int, into: WindowInput) -> None:
+    ids = [whole_number(v, 1, 2**63 - 1) for v in value] if isinstance(value, list) else []
     if value is None:
         into.fields[field] = None
-    elif not isinstance(value, list) or not 1 <= len(value) <= limit or \
-            not all(type(v) is int and 1 <= v < 2**63 for v in value):
+    elif not 1 <= len(ids) <= limit or None in ids:
         into.problem(field, f"must be null or a list of 1-{limit} ids")
     else:
-        into.fields[field] = sorted(set(value))
+        into.fields[field] = sorted(set(ids))
 
 
 def parse_window_fields(body: dict[str, Any], *, for_update: bool) -> WindowInput:
@@ -129,10 +129,11 @@ def parse_window_fields(body: dict[str, Any], *, for_update: bool) -> WindowInpu
             problem = rrule_problem(value)
             into.problem("rrule", problem) if problem else into.fields.__setitem__("rrule", strip_rrule(value.strip()))
         elif field == "duration_s":
-            if type(value) is not int or not MIN_DURATION_S <= value <= MAX_DURATION_S:
+            seconds = whole_number(value, MIN_DURATION_S, MAX_DURATION_S)
+            if seconds is None:
                 into.problem(field, f"must be whole seconds {MIN_DURATION_S}-{MAX_DURATION_S}")
             else:
-                into.fields[field] = value
+                into.fields[field] = seconds
         elif field == "timezone":
             problem = zone_problem(value)
             into.problem(field, problem) if problem else into.fields.__setitem__(field, value)

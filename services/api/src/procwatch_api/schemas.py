@@ -277,8 +277,8 @@ class AckBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="AckBody")
 
-    note: str | None = Field(None, max_length=ACK_NOTE_MAX, description="free text, no control characters"
-                                                                          " but newline and tab")
+    note: str | None = Field(None, max_length=ACK_NOTE_MAX, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$",
+                             description="free text, no control characters but newline and tab")
 
 
 class AlertOne(BaseModel):
