@@ -26,7 +26,9 @@ def add_window(world, *, start, end, server_ids=None, process_ids=None) -> int:
 
 
 def end_window_now(world, window_id: int) -> None:
-    world.sql("update maintenance_windows set ended_at = now() where id = %s returning id", window_id)
+    # As the API does (POST .../end): updated_at moves, which is what the alerter's cache watches.
+    world.sql("update maintenance_windows set ended_at = now(), updated_at = now() where id = %s returning id",
+              window_id)
 
 
 FAST = dict(maintenance_refresh_s=0, maintenance_check_every_s=0.2)
