@@ -90,12 +90,7 @@ class ChannelRepository(RowQueries):
         return row
 
     async def update_channel(self, user_id: int, channel_id: int, fields: dict[str, Any]) -> dict[str, Any] | None:
-        assignments = "".join(f"{k} = :{k}, " for k in fields)
-        return await self._one(
-            f"update channels set {assignments}updated_at = now() where id = :_cid and user_id = :_uid"
-            f" returning {CHANNEL_COLUMNS}",
-            _cid=channel_id, _uid=user_id, **fields,
-        )
+        return await self._update_owned("channels", channel_id, user_id, fields, CHANNEL_COLUMNS)
 
     async def delete_channel(self, user_id: int, channel_id: int) -> bool:
         row = await self._one(

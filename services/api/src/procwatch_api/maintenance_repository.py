@@ -65,12 +65,7 @@ class MaintenanceRepository(RowQueries):
         return row
 
     async def update_window(self, user_id: int, window_id: int, fields: dict[str, Any]) -> dict[str, Any] | None:
-        assignments = "".join(f"{k} = :{k}, " for k in fields)
-        return await self._one(
-            f"update maintenance_windows set {assignments}updated_at = now() where id = :_wid and user_id = :_uid"
-            f" returning {WINDOW_COLUMNS_SQL}",
-            _wid=window_id, _uid=user_id, **fields,
-        )
+        return await self._update_owned("maintenance_windows", window_id, user_id, fields, WINDOW_COLUMNS_SQL)
 
     async def delete_window(self, user_id: int, window_id: int) -> bool:
         row = await self._one("delete from maintenance_windows where id = :wid and user_id = :uid returning id",

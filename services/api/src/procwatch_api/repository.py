@@ -229,6 +229,16 @@ class RowQueries:
         row = result.mappings().first()
         return dict(row) if row is not None else None
 
+    async def _update_owned(self, table: str, row_id: int, user_id: int, fields: dict[str, Any],
+                            returning: str) -> dict[str, Any] | None:
+        """Set `fields` (column names are the caller's, never a client's) and updated_at on the user's row."""
+        assignments = "".join(f"{k} = :{k}, " for k in fields)
+        return await self._one(
+            f"update {table} set {assignments}updated_at = now() where id = :_id and user_id = :_uid"
+            f" returning {returning}",
+            _id=row_id, _uid=user_id, **fields,
+        )
+
 
 class Repository(RowQueries):
     """One request's unit of work: its connection, and whether it wrote outbox rows."""
