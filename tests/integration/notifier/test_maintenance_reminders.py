@@ -100,3 +100,24 @@ async def test_resolution_ends_the_episode_and_a_new_one_starts_unacknowledged(n
     assert not any(d["episode_id"] == first.id and d["reminder"] for d in w.deliveries(channel.id))
     await w.receiver.wait(lambda r: any("[reminder 1]" in str(body_of(g)) for g in r.at("/slack")),
                           what="the reminder's text")
+
+
+async def test_reminders_are_held_while_a_window_covers_the_alert(notify_world):
+    w = notify_world
+    channel = w.webhook("/hook")
+    set_repeat(w, channel.id, 1)
+    process_id = make_process(w.database_url, w.server, "nginx")
+    event = w.event(process_id=process_id)
+    open_episode(w, event, process_id)
+    [(window_id,)] = w.sql(
+        "insert into maintenance_windows (user_id, name, starts_at, ends_at, server_ids, effective_until)"
+        " values (%s, 'deploy', now() - interval '1 minute', now() + interval '1 hour', %s,"
+        " now() + interval '1 hour') returning id", w.user.id, [w.server.id])
+    await w.start(**FAST)
+    await w.publish(event)  # notified before the window (not suppressed): the first notification
+    await w.receiver.wait(lambda r: r.at("/hook"), what="the first notification")
+    await runs_pass(w, 10)
+    assert [d["reminder"] for d in w.deliveries(channel.id)] == [0] and w.app.reminders.held > 0
+    w.sql("update maintenance_windows set ended_at = now(), effective_until = now() where id = %s returning id",
+          window_id)
+    await w.until(lambda: any(d["reminder"] == 1 for d in w.deliveries(channel.id)), what="the reminder after the window")
