@@ -38,6 +38,9 @@ class AlertOptions:
     batch_timeout_ms: int = 50  # PROCWATCH_INGEST_BATCH_TIMEOUT_MS
     alerter_fetch_timeout_s: float | None = None
     max_probe_s: float = 90.0  # per probe phase: a saturated pipeline would take alerts x timeout
+    # The maintenance scenario (`bench alert-maint`): windows in effect (a few cover the probe) and flap
+    # counters on the load processes (where the schema has them).
+    windows: int = 0
 
 
 PROBE_TIMEOUT_S = 10.0
@@ -54,6 +57,10 @@ def run_once(servers: Servers, opts: AlertOptions) -> dict:
 
 def _measure(servers: Servers, url: str, nats_url: str, opts: AlertOptions) -> dict:
     fleet = alert_latency.create_fleet(url, opts.load_servers, opts.processes_per_server)
+    flap = False
+    if opts.windows:
+        alert_latency.add_maintenance_windows(url, fleet, opts.windows)
+        flap = alert_latency.set_flap_counters(url, fleet)
     env = {
         "DATABASE_URL": url, "NATS_URL": nats_url, "LOG_LEVEL": "WARNING",
         "PROCWATCH_INGEST_DELIVER_POLICY": "all", "PROCWATCH_ALERTER_DELIVER_POLICY": "all",
@@ -106,6 +113,8 @@ def _measure(servers: Servers, url: str, nats_url: str, opts: AlertOptions) -> d
         "load_target": opts.load_rate,
         "load_achieved": load["samples"] / load["seconds"] if load else None,
         "load_1m": load_avg,
+        "windows": opts.windows,
+        "flap_counters": flap,
     }
 
 

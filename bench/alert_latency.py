@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -83,6 +83,59 @@ def create_fleet(database_url: str, load_servers: int, processes_per_server: int
             fleet["load"].append(server(f"load-{i:03d}", [f"svc{j:02d}" for j in range(processes_per_server)]))
         fleet["probe"] = server("probe-01", ["probe"], alert_on_cpu=True)
     return fleet
+
+
+def add_maintenance_windows(database_url: str, fleet: dict, count: int, covering: int = 10) -> None:
+    """`count` maintenance windows in effect now for the fleet's user (docs/maintenance.md): all but
+    `covering` scoped to the load servers' processes or servers (never the probe's), half one-off and
+    half recurring (daily, in an IANA zone), and `covering` that also cover the probe (account-wide,
+    the probe server, the probe process): its alerts are then suppressed, still published, so the
+    probe still measures them, and the alerter answers "is it suppressed?" on every transition."""
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=1), now + timedelta(days=2)
+    load = fleet["load"]
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        [(user_id,)] = conn.execute("select user_id from servers where id = %s", (fleet["probe"]["id"],)).fetchall()
+        [(probe_process,)] = conn.execute("select id from watched_processes where server_id = %s",
+                                          (fleet["probe"]["id"],)).fetchall()
+        process_ids = [r[0] for r in conn.execute(
+            "select id from watched_processes where server_id = any(%s) order by id", ([s["id"] for s in load],))]
+        rows = []
+        for i in range(count):
+            if i >= count - covering:
+                scope = [(None, None), ([fleet["probe"]["id"]], None), (None, [probe_process])][i % 3]
+            elif i % 2:
+                scope = ([load[i % len(load)]["id"]], None)
+            else:
+                scope = (None, process_ids[i % len(process_ids): i % len(process_ids) + 5])
+            if i % 2:
+                rows.append((user_id, f"bench-{i}", start, end, None, None, "UTC", *scope, end))
+            else:
+                rows.append((user_id, f"bench-{i}", start, None, "FREQ=DAILY", 20 * 3600, "Europe/Berlin", *scope,
+                             None))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into maintenance_windows (user_id, name, starts_at, ends_at, rrule, duration_s, timezone,"
+                " server_ids, process_ids, effective_until) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+
+
+# The flap-protection setting (issue 18, part 2: another change adds the column): consecutive
+# samples a condition must hold before it fires.
+FLAP_COLUMN = "alert_after_samples"
+
+
+def set_flap_counters(database_url: str, fleet: dict, samples: int = 3) -> bool:
+    """Flap counters in play for the load processes (CPU rule on, `FLAP_COLUMN` = `samples`; they never
+    reach the threshold): the alerter counts for them on every sample. The probe keeps 1, so each of its
+    samples still fires or resolves. A no-op (False) on a schema without the column."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        exists = conn.execute("select 1 from information_schema.columns where table_name = 'watched_processes'"
+                              " and column_name = %s", (FLAP_COLUMN,)).fetchone()
+        if not exists:
+            return False
+        conn.execute(f"update watched_processes set alert_on_cpu = true, {FLAP_COLUMN} = %s"  # our constant
+                     " where server_id = any(%s)", (samples, [s["id"] for s in fleet["load"]]))
+    return True
 
 
 def agent_message(server: dict, sampled_at: datetime, cpu_of) -> tuple[str, bytes, dict]:

@@ -342,7 +342,7 @@ async def test_deliveries_newest_first_paginated(client, database_url, user):
     assert newest | {"id": 0, "created_at": ""} == {
         "id": 0, "alert_id": "alert-5", "alert_type": "process_down", "alert_state": "firing", "status": "pending",
         "attempts": 5, "last_status_code": 503, "last_error": "HTTP 503", "next_attempt_at": "2026-05-24T18:41:00.5Z",
-        "created_at": "", "delivered_at": None}
+        "created_at": "", "delivered_at": None, "reminder": 0}
     assert page["deliveries"][1]["delivered_at"].endswith("Z")
     seen = [d["alert_id"] for d in page["deliveries"]]
     while page["next_cursor"]:
@@ -422,3 +422,17 @@ async def test_openapi_documents_channels(client):
     assert {"ChannelCreate", "ChannelUpdate"} <= set(schemas)
     assert "server_offline" in schemas["ChannelCreate"]["properties"]["alert_types"]["anyOf"][0]["items"]["enum"]
     assert "422" not in doc["paths"]["/channels"]["post"]["responses"]
+
+
+async def test_channel_repeat_every_s(client, user):
+    """Reminders: null (off, the default) or 60 s to 7 days."""
+    body = {"type": "email", "name": "ops", "to": ["ops@example.com"], "repeat_every_s": 3600}
+    r = await client.post("/channels", json=body, headers=user.headers)
+    assert r.status_code == 201, r.text
+    channel = r.json()["channel"]
+    assert channel["repeat_every_s"] == 3600
+    r = await client.put(f"/channels/{channel['id']}", json={"repeat_every_s": None}, headers=user.headers)
+    assert r.status_code == 200 and r.json()["channel"]["repeat_every_s"] is None
+    for bad in (10, 3.5, "60", 10**9):
+        r = await client.put(f"/channels/{channel['id']}", json={"repeat_every_s": bad}, headers=user.headers)
+        assert r.status_code == 400 and r.json()["issues"][0]["field"] == "repeat_every_s", bad

@@ -13,20 +13,10 @@ from nats.js.api import DeliverPolicy
 from procwatch_contracts import subjects
 from procwatch_contracts.messages import ProcessChanged
 from procwatch_domain.secrets import hash_secret
-from procwatch_messaging.streams import ensure_streams
 from tests.integration.api.conftest import api_settings, closed_port_url, eventually, running_api, sql, utc
 from tests.support.factories import make_process, make_server, make_user
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def js(nats_url):
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)  # the app declares them in the background; don't race it
-    yield js
-    await nc.close()
 
 
 async def collect(sub, expected: int, deadline_s: float = 5.0) -> list:
@@ -177,7 +167,8 @@ async def test_alert_history_pages_newest_first(client, database_url, user, serv
     ids = [a["id"] for a in seen]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == 5
     newest = seen[0]
-    assert set(newest) == {"id", "type", "state", "value", "threshold", "started_at", "resolved_at", "resolve_reason"}
+    assert set(newest) == {"id", "type", "state", "value", "threshold", "started_at", "resolved_at", "resolve_reason",
+                           "suppressed", "acknowledged_at", "acknowledged_by", "ack_note"}
     assert (newest["state"], newest["resolved_at"], newest["value"], newest["threshold"]) == ("firing", None, 91.5, 80)
     assert seen[-1]["resolve_reason"] == "recovered" and seen[-1]["resolved_at"].endswith("Z")
     default = await client.get(base, headers=user.headers)

@@ -91,7 +91,8 @@ async def test_server_alert_history_lists_only_the_servers_own_alerts(client, da
     assert [a["started_at"] for a in page["alerts"]] == ["2026-05-24T18:02:00Z", "2026-05-24T18:01:00Z"]
     assert page["alerts"][0] == {"id": page["alerts"][0]["id"], "type": "server_offline", "state": "resolved",
                                  "value": 31.5, "threshold": 30, "started_at": "2026-05-24T18:02:00Z",
-                                 "resolved_at": "2026-05-24T18:02:40Z", "resolve_reason": "recovered"}
+                                 "resolved_at": "2026-05-24T18:02:40Z", "resolve_reason": "recovered",
+                                 "suppressed": 0, "acknowledged_at": None, "acknowledged_by": None, "ack_note": None}
     rest = (await client.get(f"/servers/{server.id}/alerts?cursor={page['next_cursor']}",
                              headers=user.headers)).json()
     assert [a["started_at"] for a in rest["alerts"]] == ["2026-05-24T18:00:00Z"] and rest["next_cursor"] is None

@@ -67,9 +67,15 @@ OPERATIONS = _operations()
 # on another field: `min_count` must not exceed `max_count` (the body's or the stored one), which
 # JSON Schema cannot state (docs/api.md, "Input rules").
 STATEFUL_FIELDS = {"cursor", "url", "to", "servers", "min_count"}
+# A maintenance window's fields with a grammar JSON Schema does not hold (an RRULE, an ISO 8601 time
+# with or without offset, an IANA zone name), or rules between fields and stored rows (a one-off
+# window's end after its start, the user's processes).
+STATEFUL_FIELDS |= {"rrule", "starts_at", "ends_at", "timezone", "processes", "duration_s"}
 # Operations whose generated positive bodies need not reach a success: a process create (the name
-# may be taken, the plan full); a channel create (a generated URL hardly ever passes the SSRF check).
-NO_SUCCESS_EXPECTED = {("POST", "/servers/{server_id}/processes"), ("POST", "/channels")}
+# may be taken, the plan full); a channel create (a generated URL hardly ever passes the SSRF check);
+# a maintenance window's create or update (a generated RRULE or time hardly ever parses).
+NO_SUCCESS_EXPECTED = {("POST", "/servers/{server_id}/processes"), ("POST", "/channels"),
+                       ("POST", "/maintenance-windows"), ("PUT", "/maintenance-windows/{window_id}")}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,16 +125,31 @@ def world(api, database_url):
             conn.execute(
                 "insert into deliveries (channel_id, alert_id, alert_type, alert_state, payload, status)"
                 " values (%s, %s, 'process_down', 'firing', '{}', 'delivered')", (channel_id, f"fuzz-{channel_id}"))
+        windows = [
+            conn.execute(
+                "insert into maintenance_windows (user_id, name, starts_at, ends_at, effective_until)"
+                " values (%s, 'fuzz', %s, %s, %s) returning id",
+                (user.id, now - timedelta(hours=1), now + timedelta(days=1), now + timedelta(days=1)),
+            ).fetchone()[0]
+            for _ in range(2)
+        ]
+        alerts = [r[0] for r in conn.execute("select id from alerts where user_id = %s", (user.id,))]
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {user.token}"
     schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json")
     return {"user": user, "servers": servers, "processes": processes, "channels": channels, "session": session,
-            "schema": schema, "counts": {}}
+            "schema": schema, "counts": {}, "windows": windows, "alerts": alerts}
+
+
+# Path parameter -> the world's rows of that kind.
+_REAL = {"{channel_id}": ("channel_id", "channels"), "{window_id}": ("window_id", "windows"),
+         "{alert_id}": ("alert_id", "alerts")}
 
 
 def _real_ids(world, path: str) -> dict:
-    if "{channel_id}" in path:
-        return {"channel_id": str(random.Random(path).choice(world["channels"]))}
+    for token, (name, rows) in _REAL.items():
+        if token in path:
+            return {name: str(random.Random(path).choice(world[rows]))}
     sid, pid = random.Random(path).choice(world["processes"])
     ids = {"server_id": str(sid)}
     if "{process_id}" in path:
@@ -141,7 +162,7 @@ def test_operation_conforms_and_never_5xx(world, api, method, path, mode):
     mode = GenerationMode(mode)
     operation = world["schema"][path][method]
     strategies = [operation.as_strategy(generation_mode=mode)]
-    if ("{server_id}" in path or "{channel_id}" in path) and mode == GenerationMode.POSITIVE:
+    if ("{server_id}" in path or any(token in path for token in _REAL)) and mode == GenerationMode.POSITIVE:
         # Half the positive cases address rows that exist, so the 200/201/402/409 paths are fuzzed too.
         # (Negative cases keep their generated ids: pinned real ids would leave some valid.)
         strategies.append(operation.as_strategy(generation_mode=mode, path_parameters=_real_ids(world, path)))

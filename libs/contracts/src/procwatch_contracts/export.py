@@ -26,6 +26,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "sample_recorded.v1": messages.SampleRecorded,
     "process_changed.v1": messages.ProcessChanged,
     "alert_event.v1": messages.AlertEvent,
+    "alert_acknowledged.v1": messages.AlertAcknowledged,
 }
 
 

@@ -168,7 +168,14 @@ class AlertEvent(_Message):
     (a server-level alert: `process` is null, e.g. `server_offline`), stream ALERTS, `Nats-Msg-Id` = `id`.
 
     `server_offline`: `value` = seconds since the server was last seen (at firing), `threshold` =
-    its offline_after_s; resolve reasons `recovered`, `flag_disabled`, `deleted`."""
+    its offline_after_s; resolve reasons `recovered`, `flag_disabled`, `deleted`.
+
+    Maintenance and reminders (docs/maintenance.md, docs/notifications.md): `suppressed` is true
+    for a transition inside a maintenance window (recorded, published, never notified). When the
+    window ends, an episode still firing is published once more, `state` firing, `reason`
+    `maintenance_ended`, with `episode_id` = the id of its (suppressed) firing event. A reminder
+    (the notifier's, never on the broker) carries `reminder` = n >= 1 and id
+    `<episode_id>.reminder-<n>`; the first notification has `reminder` 0."""
 
     v: Literal[1] = 1
     id: str
@@ -182,3 +189,30 @@ class AlertEvent(_Message):
     threshold: float | None = None
     sample: dict | None = None
     reason: str | None = None
+    suppressed: bool = False
+    # The firing event that opened the episode, when this event is not it (maintenance_ended, reminders).
+    episode_id: str | None = None
+    reminder: Annotated[int, Field(ge=0)] = 0
+
+
+class AlertAcknowledged(_Message):
+    """Subject `alerts.<server_id>.<process_id>.ack` (`alerts.<server_id>.server.ack` for a server-level
+    alert), stream ALERTS, `Nats-Msg-Id` = `id`: an alert episode was acknowledged (`acknowledged`
+    true: by `by_user_id` at `occurred_at`, with `note`) or un-acknowledged (false).
+
+    `alert_id` is the history row's id (GET .../alerts, POST /alerts/{id}/ack); `episode_id` the id
+    of the episode's firing AlertEvent. Not an AlertEvent: the notifier, which filters `alerts.*.*`,
+    never sees it; an integration that wants both subscribes to `alerts.>`."""
+
+    v: Literal[1] = 1
+    id: str
+    alert_id: int
+    episode_id: str
+    type: AlertType
+    acknowledged: bool
+    occurred_at: datetime
+    user_id: int
+    by_user_id: int
+    note: str | None = None
+    server: AlertServer
+    process: AlertProcess | None = None

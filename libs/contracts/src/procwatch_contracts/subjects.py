@@ -18,6 +18,8 @@ SAMPLE_EVENTS_SUBJECTS = "samples.recorded.*"
 ALERTS_STREAM = "ALERTS"
 ALERTS_SUBJECTS = "alerts.*.*"
 SERVER_ALERTS_TOKEN = "server"
+# Acknowledgements (AlertAcknowledged) of those alerts, on the same stream: `alerts.<server_id>.<process_id>.ack`.
+ALERT_ACKS_SUBJECTS = "alerts.*.*.ack"
 
 # The API publishes process lifecycle events (through its outbox).
 PROCESS_EVENTS_STREAM = "PROCESS_EVENTS"
@@ -55,6 +57,11 @@ def alerts(server_id: int, process_id: int) -> str:
 
 def server_alerts(server_id: int) -> str:
     return f"alerts.{server_id}.{SERVER_ALERTS_TOKEN}"
+
+
+def alert_acks(server_id: int, process_id: int | None) -> str:
+    """Where an alert's acknowledgements go: its alert subject + `.ack` (process None: a server's own)."""
+    return (alerts(server_id, process_id) if process_id is not None else server_alerts(server_id)) + ".ack"
 
 
 def processes_changed(server_id: int) -> str:

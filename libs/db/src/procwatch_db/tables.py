@@ -212,6 +212,12 @@ class Alert(SQLModel, table=True):
             "uq_alerts_open_episode", "watched_process_id", "type", unique=True,
             postgresql_where=text("resolved_at IS NULL AND type <> 'process_restarted'"),
         ),
+        # The maintenance-ended job (migration 0009): suppressed episodes still waiting for their notification.
+        Index("ix_alerts_suppressed_open", "id",
+              postgresql_where=text("suppressed AND resolved_at IS NULL AND unsuppressed_at IS NULL")),
+        # The reminders job: open episodes only.
+        Index("ix_alerts_open", "user_id",
+              postgresql_where=text("resolved_at IS NULL AND type <> 'process_restarted'")),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
@@ -232,6 +238,46 @@ class Alert(SQLModel, table=True):
     event_id: str = Field(sa_column=Column(String(200), nullable=False, unique=True))
     # Server-level alerts: the hostname at firing (a deleted server's "resolved" still names it).
     hostname: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
+    # Migration 0009 (docs/maintenance.md): the episode started inside a maintenance window (nobody was
+    # notified), and when its one notification after the window was written.
+    suppressed: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
+    unsuppressed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    # The acknowledgement (POST /alerts/{id}/ack): who (user id), when, and an optional note.
+    acknowledged_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    acknowledged_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    ack_note: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+
+
+class MaintenanceWindow(SQLModel, table=True):
+    """A user's maintenance window (migration 0009, procwatch_domain.maintenance): one-off
+    (starts_at .. ends_at) or recurring (rrule + duration_s, wall-clock in `timezone`)."""
+
+    __tablename__ = "maintenance_windows"
+    __table_args__ = (
+        CheckConstraint(
+            "(rrule is null and ends_at is not null and duration_s is null)"
+            " or (rrule is not null and ends_at is null and duration_s is not null)",
+            name="ck_maintenance_windows_kind",
+        ),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    name: str = Field(sa_column=Column(String(100), nullable=False))
+    starts_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ends_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    rrule: str | None = Field(default=None, sa_column=Column(String(500), nullable=True))
+    duration_s: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    timezone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False, server_default="UTC"))
+    # NULL and NULL: the whole account.
+    server_ids: list[int] | None = Field(default=None, sa_column=Column(ARRAY(BigInteger), nullable=True))
+    process_ids: list[int] | None = Field(default=None, sa_column=Column(ARRAY(BigInteger), nullable=True))
+    # Ended early: the occurrence in effect then ends then.
+    ended_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    # End of the last occurrence (NULL: a rule without end): the alerter loads what can still apply.
+    effective_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=_now_column())
+    updated_at: datetime | None = Field(default=None, sa_column=_now_column())
 
 
 class Channel(SQLModel, table=True):
@@ -278,6 +324,9 @@ class Delivery(SQLModel, table=True):
         Index("ix_deliveries_pending_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         # GET /channels/{id}/deliveries, newest first.
         Index("ix_deliveries_channel_newest", "channel_id", text("id DESC")),
+        # The reminders job: a channel's deliveries of one episode (migration 0009).
+        Index("ix_deliveries_channel_episode", "channel_id", "episode_id",
+              postgresql_where=text("episode_id IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
@@ -294,6 +343,10 @@ class Delivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(String(300), nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=_now_column())
     delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    # The firing event id of the episode a firing delivery is about (reminders find it), and
+    # 0 for the first notification, n for the n-th reminder.
+    episode_id: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    reminder: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
 
 
 class WebSession(SQLModel, table=True):

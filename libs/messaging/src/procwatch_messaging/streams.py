@@ -37,11 +37,11 @@ class StreamLimits:
 
 
 def stream_configs(limits: StreamLimits = StreamLimits()) -> list[StreamConfig]:
-    def cfg(name: str, subject: str, max_age: float,
+    def cfg(name: str, subject: str | list[str], max_age: float,
             retention: RetentionPolicy = RetentionPolicy.LIMITS) -> StreamConfig:
         return StreamConfig(
             name=name,
-            subjects=[subject],
+            subjects=[subject] if isinstance(subject, str) else subject,
             storage=StorageType.FILE,
             retention=retention,
             discard=DiscardPolicy.OLD,
@@ -54,7 +54,7 @@ def stream_configs(limits: StreamLimits = StreamLimits()) -> list[StreamConfig]:
         cfg(subjects.AGENT_SAMPLES_STREAM, subjects.AGENT_SAMPLES_SUBJECTS, limits.agent_samples_max_age_s,
             RetentionPolicy.INTEREST),
         cfg(subjects.SAMPLE_EVENTS_STREAM, subjects.SAMPLE_EVENTS_SUBJECTS, limits.events_max_age_s),
-        cfg(subjects.ALERTS_STREAM, subjects.ALERTS_SUBJECTS, limits.events_max_age_s),
+        cfg(subjects.ALERTS_STREAM, [subjects.ALERTS_SUBJECTS, subjects.ALERT_ACKS_SUBJECTS], limits.events_max_age_s),
         cfg(subjects.PROCESS_EVENTS_STREAM, subjects.PROCESS_EVENTS_SUBJECTS, limits.events_max_age_s),
         cfg(subjects.DEADLETTER_STREAM, subjects.DEADLETTER_SUBJECTS, limits.events_max_age_s),
     ]

@@ -121,6 +121,10 @@ def describe(event: AlertEvent, *, test: bool = False) -> Description:
     if event.reason and not firing and event.reason != "recovered":
         title += f" ({event.reason.replace('_', ' ')})"
     since = f"since {_when(event.occurred_at)}" if firing else f"resolved at {_when(event.occurred_at)}"
+    if event.reminder:
+        title = f"[reminder {event.reminder}] {title}"
+    elif event.reason == "maintenance_ended":
+        title = f"{title} (still firing after maintenance)"
     if test:
         title = f"[test] {title}"
     return Description(title=title, server=f"{host} (id {event.server.id})",

@@ -7,6 +7,7 @@
     PROCESS_EVENTS --(durable pull consumer, FastStream, one at a time)--> Handlers.on_process_event
     outbox_events  --(OutboxRelay, a background task of the worker)--> ALERTS
     servers        --(OfflineDetector.run, a periodic job, one replica at a time)--> outbox_events (server_offline)
+    alerts         --(MaintenanceEndJob.run, a periodic job)--> outbox_events (maintenance_ended, once per episode)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from procwatch_runtime.gc_tuning import tune_gc
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_alerter.handlers import Handlers
+from procwatch_alerter.maintenance import MaintenanceEndJob
 from procwatch_alerter.offline import OfflineDetector
 from procwatch_alerter.settings import AlerterSettings
 
@@ -67,6 +69,10 @@ class AlerterApp(WorkerService):
         self.offline_job = self.worker.periodic(
             "offline-servers", self.offline.run, every_s=settings.offline_check_every_s, jitter=0.2,
         ) if settings.offline_detection else None
+        self.maintenance = MaintenanceEndJob(self.handlers.run_unit, settings.maintenance_batch)
+        self.maintenance_job = self.worker.periodic(
+            "maintenance-ended", self.maintenance.run, every_s=settings.maintenance_check_every_s, jitter=0.2,
+        )
         self.worker.on_drain(self.handlers.stopping.set)
         self.worker.on_stopped(lambda: log.info("alerter stopped", extra=asdict(self.handlers.stats)))
 

@@ -41,6 +41,8 @@ from procwatch_contracts.fast import SampleRecordedView, parse_sample_recorded
 from procwatch_contracts.messages import ProcessChanged, SampleRecorded
 from procwatch_messaging import acks
 from procwatch_runtime import metrics
+
+from procwatch_alerter.maintenance import WindowCache
 from procwatch_alerter.repository import AlerterRepository
 from procwatch_alerter.service import AlerterService, Outcome
 from procwatch_alerter.settings import AlerterSettings
@@ -84,6 +86,8 @@ class Handlers:
         self._relay = relay
         self.stopping = asyncio.Event()
         self.stats = BatchStats()
+        # Shared by every unit: the windows are loaded once per refresh, not per batch.
+        self.windows = WindowCache(settings.maintenance_refresh_s)
 
     # --- sample events: batches -------------------------------------------------
 
@@ -238,7 +242,7 @@ class Handlers:
                         if self._relay is not None:
                             await ordered.enter_async_context(self._relay.ordered())
 
-                outcome = await work(AlerterService(AlerterRepository(conn), write_transaction))
+                outcome = await work(AlerterService(AlerterRepository(conn), write_transaction, self.windows.current))
             if outcome.outbox and self._relay is not None:
                 await self._relay.publish_committed(outcome.outbox)  # never raises: the relay retries
         metrics.ALERTER_SAMPLES_EVALUATED.inc(outcome.evaluated)

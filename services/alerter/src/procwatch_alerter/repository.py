@@ -9,6 +9,7 @@ from datetime import datetime
 from psycopg import AsyncConnection
 from psycopg.rows import args_row
 
+from procwatch_domain.maintenance import WINDOW_COLUMNS, Window, window_from_row
 from procwatch_domain.rules import SETTINGS, setting_columns_sql
 from procwatch_messaging.outbox import INSERT_OUTBOX_ROW_SQL
 
@@ -55,6 +56,8 @@ class AlertRow:
     started_at: datetime
     event_id: str
     hostname: str | None = None
+    # Started inside a maintenance window: nobody was notified (docs/maintenance.md).
+    suppressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,25 @@ class OpenOfflineAlert:
     last_seen_at: datetime | None
     offline_since: datetime | None
     now: datetime
+    # Fired inside a maintenance window and never notified: its resolution is not notified either.
+    suppressed_unnotified: bool = False
+
+
+@dataclass(frozen=True)
+class SuppressedEpisode:
+    """An open episode that started inside a maintenance window and was never notified."""
+
+    id: int
+    event_id: str
+    type: str
+    server_id: int
+    user_id: int
+    watched_process_id: int | None
+    process_name: str
+    hostname: str
+    value: float | None
+    threshold: float | None
+    now: datetime
 
 
 @dataclass(frozen=True)
@@ -132,7 +154,8 @@ DUE_SERVERS_SQL = (
 # (partial: open, server-level) holds only the open ones.
 OFFLINE_ALERTS_OVER_SQL = (
     "select a.id, a.server_id, a.user_id, coalesce(s.hostname, a.hostname, ''), s.id is null,"
-    " coalesce(s.alert_on_offline, false), s.last_seen_at, s.offline_since, now()"
+    " coalesce(s.alert_on_offline, false), s.last_seen_at, s.offline_since, now(),"
+    " a.suppressed and a.unsuppressed_at is null"
     " from alerts a left join servers s on s.id = a.server_id"
     " where a.watched_process_id is null and a.type = %(type)s and a.resolved_at is null"
     " and (s.id is null or not s.alert_on_offline or s.offline_since is null or s.last_seen_at > s.offline_since)"
@@ -204,11 +227,12 @@ class AlerterRepository:
         async with self._conn.cursor() as cur:
             await cur.executemany(
                 "insert into alerts (watched_process_id, server_id, user_id, type, state, value, threshold,"
-                " started_at, event_id, hostname) values (%s, %s, %s, %s, 'firing', %s, %s, %s, %s, %s)"
+                " started_at, event_id, hostname, suppressed)"
+                " values (%s, %s, %s, %s, 'firing', %s, %s, %s, %s, %s, %s)"
                 " on conflict do nothing",
                 [
                     (r.watched_process_id, r.server_id, r.user_id, r.type, r.value, r.threshold, r.started_at,
-                     r.event_id, r.hostname)
+                     r.event_id, r.hostname, r.suppressed)
                     for r in rows
                 ],
             )
@@ -232,6 +256,53 @@ class AlerterRepository:
             await cur.executemany(INSERT_OUTBOX_ROW_SQL, [(r.subject, r.msg_id, r.payload) for r in rows],
                                   returning=True)
             return [(await cur.fetchone())[0] async for _ in cur.results()]
+
+    # --- maintenance windows (docs/maintenance.md) --------------------------------------
+
+    async def load_windows(self) -> list[Window]:
+        """Every window that may still be in effect (or ended within the last day: late samples)."""
+        cur = await self._conn.execute(
+            f"select {', '.join(WINDOW_COLUMNS)} from maintenance_windows"  # the columns are ours
+            " where effective_until is null or effective_until > now() - interval '1 day'"
+        )
+        return [window_from_row(r) for r in await cur.fetchall()]
+
+    async def windows_version(self) -> tuple:
+        """Changes whenever a window is created, updated, ended or deleted (the cache's reload test)."""
+        cur = await self._conn.execute("select count(*), max(updated_at), max(id) from maintenance_windows")
+        return tuple(await cur.fetchone())
+
+    async def open_suppressed_episodes(self, process_ids: Sequence[int]) -> set[tuple[int, str]]:
+        """(process, type) of the processes' open episodes that started suppressed and were never
+        notified (ix_alerts_suppressed_open holds only those)."""
+        if not process_ids:
+            return set()
+        cur = await self._conn.execute(
+            "select watched_process_id, type from alerts"
+            " where suppressed and resolved_at is null and unsuppressed_at is null and watched_process_id = any(%s)",
+            (list(process_ids),),
+        )
+        return {(r[0], r[1]) for r in await cur.fetchall()}
+
+    async def lock_suppressed_episodes(self, limit: int) -> list[SuppressedEpisode]:
+        """Open suppressed episodes still waiting for their notification, oldest first, locked
+        (skipping those another transaction holds)."""
+        cur = await self._conn.execute(
+            "select a.id, a.event_id, a.type, a.server_id, a.user_id, a.watched_process_id,"
+            " coalesce(wp.process_name, ''), coalesce(s.hostname, a.hostname, ''), a.value, a.threshold, now()"
+            " from alerts a left join watched_processes wp on wp.id = a.watched_process_id"
+            " left join servers s on s.id = a.server_id"
+            " where a.suppressed and a.resolved_at is null and a.unsuppressed_at is null"
+            " and a.type <> 'process_restarted'"
+            " order by a.id limit %s for update of a skip locked",
+            (limit,),
+        )
+        return [SuppressedEpisode(*r) for r in await cur.fetchall()]
+
+    async def mark_unsuppressed(self, alert_ids: Sequence[int]) -> None:
+        if alert_ids:
+            await self._conn.execute("update alerts set unsuppressed_at = now() where id = any(%s)",
+                                     (list(alert_ids),))
 
     async def server_hostname(self, server_id: int) -> str | None:
         cur = await self._conn.execute("select hostname from servers where id = %s", (server_id,))

@@ -11,7 +11,7 @@ transaction is used for everything.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ from procwatch_domain.alerts import (
     streaks_after_change,
 )
 from procwatch_domain.liveness import SERVER_OFFLINE, server_alert_id
+from procwatch_domain.maintenance import EMPTY_INDEX, WindowIndex
 from procwatch_domain.rules import ONE_SHOT_FLAGS
 from procwatch_domain.status import format_alerted_state, parse_alerted_state
 from procwatch_messaging.outbox import OutboxRecord
@@ -50,6 +51,9 @@ from procwatch_alerter.repository import (
 )
 
 log = logging.getLogger("procwatch.alerter")
+
+# The maintenance windows in effect, as the service asks for them (WindowCache.current).
+WindowSource = Callable[[AlerterRepository], Awaitable[WindowIndex]]
 
 
 @dataclass
@@ -84,9 +88,18 @@ def sample_payload(sample: RecordedSampleView) -> dict:
 
 
 class _Writes:
-    """Collects one transaction's writes so each kind goes to the database in one round."""
+    """Collects one transaction's writes so each kind goes to the database in one round.
 
-    def __init__(self) -> None:
+    Suppression (docs/maintenance.md): a firing (or one-shot) transition is suppressed when one of
+    the user's maintenance windows covers it at its time (`windows`); a resolution is suppressed
+    when its episode was (`suppressed_episodes`: the (process, type) of open episodes that started
+    suppressed and were never notified), so an integration told of a firing is always told of its
+    resolution, and one never told of it hears of neither."""
+
+    def __init__(self, windows: WindowIndex = EMPTY_INDEX,
+                 suppressed_episodes: set[tuple[int, str]] | None = None) -> None:
+        self.windows = windows
+        self.suppressed_episodes = suppressed_episodes if suppressed_episodes is not None else set()
         self.states: list[StateUpdate] = []
         # Alert history writes (new episodes and resolutions) in evaluation order.
         self.history: list[AlertRow | AlertResolution] = []
@@ -109,11 +122,19 @@ class _Writes:
     ) -> None:
         for t in transitions:
             event_id = alert_id(process_id, t.alert_type, t.state, at)
+            episode = (process_id, t.alert_type)
+            if t.state == "firing":
+                suppressed = self.windows.suppressed(user_id, server_id, process_id, at)
+                if suppressed:
+                    self.suppressed_episodes.add(episode)
+                else:
+                    self.suppressed_episodes.discard(episode)
+            else:
+                suppressed = episode in self.suppressed_episodes
             if write_history:
                 if t.state == "firing":
-                    self.history.append(
-                        AlertRow(process_id, server_id, user_id, t.alert_type, t.value, t.threshold, at, event_id)
-                    )
+                    self.history.append(AlertRow(process_id, server_id, user_id, t.alert_type, t.value, t.threshold,
+                                                 at, event_id, suppressed=suppressed))
                 else:
                     self.history.append(AlertResolution(process_id, t.alert_type, at, t.reason or "resolved"))
             event = AlertEvent(
@@ -128,6 +149,7 @@ class _Writes:
                 threshold=t.threshold,
                 sample=sample,
                 reason=t.reason,
+                suppressed=suppressed,
             )
             self.events.append(event)
             self.outbox.append(OutboxRow(subjects.alerts(server_id, process_id), event_id, event.model_dump_json()))
@@ -174,6 +196,8 @@ class _Writes:
 
 
 NOTHING_FIRING: frozenset[str] = frozenset()
+# The reason of the one notification of an episode still firing when its maintenance window ended.
+MAINTENANCE_ENDED = "maintenance_ended"
 
 
 class AlerterService:
@@ -181,9 +205,22 @@ class AlerterService:
         self,
         repo: AlerterRepository,
         write_transaction: Callable[[], AbstractAsyncContextManager] | None = None,
+        windows: WindowSource | None = None,
     ) -> None:
         self._repo = repo
         self._write_transaction = write_transaction or nullcontext
+        # The maintenance windows (procwatch_alerter.maintenance.WindowCache.current): asked only
+        # when something is written, never per sample.
+        self._windows = windows
+
+    async def _window_index(self) -> WindowIndex:
+        return await self._windows(self._repo) if self._windows is not None else EMPTY_INDEX
+
+    async def _suppressed_episodes(self, process_ids: Sequence[int], first_pass: _Writes) -> set[tuple[int, str]]:
+        """The open suppressed episodes of the processes, read only when a resolution is to be written."""
+        if not any(isinstance(h, AlertResolution) for h in first_pass.history):
+            return set()
+        return await self._repo.open_suppressed_episodes(process_ids)
 
     async def on_samples_recorded(self, event: SampleRecordedView) -> Outcome:
         """One event: a batch of one (see `on_samples_recorded_batch`)."""
@@ -213,12 +250,14 @@ class AlerterService:
         if not work:
             return outcome
         rows = await self._repo.read_processes(sorted({s.watched_process_id for _, s in work}))
-        changing = self._evaluate(work, rows, _Writes(), outcome)
+        first_pass = _Writes()
+        changing = self._evaluate(work, rows, first_pass, outcome)
         if not changing:
             return outcome
-        writes = _Writes()
+        windows = await self._window_index()
         async with self._write_transaction():
             locked = await self._repo.lock_processes(sorted(changing))
+            writes = _Writes(windows, await self._suppressed_episodes(sorted(changing), first_pass))
             self._evaluate([(e, s) for e, s in work if s.watched_process_id in changing], locked, writes, Outcome())
             await writes.flush(self._repo)
         return writes.into(outcome)
@@ -296,7 +335,9 @@ class AlerterService:
             return await self._resolve_for_change(event, outcome)
 
     async def _resolve_for_change(self, event: ProcessChanged, outcome: Outcome) -> Outcome:
-        writes = _Writes()
+        # Only resolutions here: suppressed when their episode was (a deleted process's history is gone,
+        # so its resolutions are notified: the safe side, an integration never keeps an open alert).
+        writes = _Writes(suppressed_episodes=await self._repo.open_suppressed_episodes([event.process_id]))
         row = None
         if event.change == "deleted":
             # The row and its history are gone (cascade); the event carries what was firing.
@@ -351,6 +392,7 @@ class AlerterService:
         rows: list[AlertRow] = []
         resolutions: list[ServerAlertResolution] = []
         outbox: list[OutboxRow] = []
+        windows = await self._window_index()
         async with self._write_transaction():
             over = await self._repo.offline_alerts_to_resolve(SERVER_OFFLINE, limit)
             for a in over:
@@ -363,17 +405,19 @@ class AlerterService:
                     reason, at = RECOVERED, a.last_seen_at or a.now
                 resolutions.append(ServerAlertResolution(a.alert_id, at, reason))
                 event = _server_event(SERVER_OFFLINE, "resolved", at, a.server_id, a.user_id, a.hostname,
-                                      reason=reason)
+                                      reason=reason, suppressed=a.suppressed_unnotified)
                 outcome.alerts.append(event)
             await self._repo.clear_recovered()
             declared = ([] if judgeable_after_s is None
                         else await self._repo.declare_offline(SERVER_OFFLINE, judgeable_after_s, limit, lag_s))
             for srv in declared:
                 silent_s = max(0.0, (srv.now - srv.last_seen_at).total_seconds())
+                suppressed = windows.suppressed(srv.user_id, srv.id, None, srv.offline_deadline_at)
                 event = _server_event(SERVER_OFFLINE, "firing", srv.offline_deadline_at, srv.id, srv.user_id,
-                                      srv.hostname, value=round(silent_s, 3), threshold=float(srv.offline_after_s))
+                                      srv.hostname, value=round(silent_s, 3), threshold=float(srv.offline_after_s),
+                                      suppressed=suppressed)
                 rows.append(AlertRow(None, srv.id, srv.user_id, SERVER_OFFLINE, event.value, event.threshold,
-                                     srv.offline_deadline_at, event.id, srv.hostname))
+                                     srv.offline_deadline_at, event.id, srv.hostname, suppressed=suppressed))
                 outcome.alerts.append(event)
             if not outcome.alerts:
                 return outcome
@@ -387,9 +431,53 @@ class AlerterService:
         return outcome
 
 
+    # --- maintenance windows (the maintenance-ended job, procwatch_alerter.maintenance) -------
+
+    async def notify_after_maintenance(self, limit: int) -> Outcome:
+        """One run of the maintenance-ended job, in one transaction: every open episode that started
+        suppressed and that no window covers any more is published once, `state` firing, `reason`
+        maintenance_ended, `episode_id` its firing event's id. Its id derives from that episode id,
+        and the row is marked (unsuppressed_at), so it goes out once whatever the job's replicas do."""
+        outcome = Outcome()
+        windows = await self._window_index()
+        outbox: list[OutboxRow] = []
+        async with self._write_transaction():
+            waiting = await self._repo.lock_suppressed_episodes(limit)
+            done: list[int] = []
+            for ep in waiting:
+                if windows.suppressed(ep.user_id, ep.server_id, ep.watched_process_id, ep.now):
+                    continue  # still (or again) inside a window
+                event = AlertEvent(
+                    id=f"{ep.event_id}.{MAINTENANCE_ENDED}",
+                    type=ep.type,  # type: ignore[arg-type]
+                    state="firing",
+                    occurred_at=ep.now,
+                    user_id=ep.user_id,
+                    server=AlertServer(id=ep.server_id, hostname=ep.hostname),
+                    process=(AlertProcess(id=ep.watched_process_id, process_name=ep.process_name)
+                             if ep.watched_process_id is not None else None),
+                    value=ep.value,
+                    threshold=ep.threshold,
+                    reason=MAINTENANCE_ENDED,
+                    episode_id=ep.event_id,
+                )
+                subject = (subjects.alerts(ep.server_id, ep.watched_process_id) if ep.watched_process_id is not None
+                           else subjects.server_alerts(ep.server_id))
+                outbox.append(OutboxRow(subject, event.id, event.model_dump_json()))
+                outcome.alerts.append(event)
+                done.append(ep.id)
+            if not done:
+                return outcome
+            await self._repo.mark_unsuppressed(done)
+            ids = await self._repo.add_outbox(outbox)
+        outcome.outbox = [(i, r.subject, r.msg_id, r.payload) for i, r in zip(ids, outbox, strict=True)]
+        outcome.evaluated = len(waiting)
+        return outcome
+
+
 def _server_event(alert_type: str, state: str, at: datetime, server_id: int, user_id: int, hostname: str, *,
                   value: float | None = None, threshold: float | None = None,
-                  reason: str | None = None) -> AlertEvent:
+                  reason: str | None = None, suppressed: bool = False) -> AlertEvent:
     """A server-level alert event (no process), with its deterministic id."""
     return AlertEvent(
         id=server_alert_id(server_id, alert_type, state, at),
@@ -402,4 +490,5 @@ def _server_event(alert_type: str, state: str, at: datetime, server_id: int, use
         value=value,
         threshold=threshold,
         reason=reason,
+        suppressed=suppressed,
     )

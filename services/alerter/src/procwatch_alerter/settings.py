@@ -62,6 +62,13 @@ class AlerterSettings(WorkerSettings):
     offline_grace_s: float = Field(default=0.0, ge=0)
     # Ingest's durable consumer on AGENT_SAMPLES (PROCWATCH_INGEST_DURABLE).
     ingest_durable: str = "procwatch-ingest"
+    # Maintenance windows (docs/maintenance.md): how long the loaded windows are used before they are
+    # read again (a window created, changed or ended through the API takes effect within this) ...
+    maintenance_refresh_s: float = Field(default=5.0, ge=0, le=300)
+    # ... and how often the job that notifies, once, the episodes still firing when their window ended runs.
+    maintenance_check_every_s: float = Field(default=5.0, gt=0, le=300)
+    # Episodes notified per run of that job at most (the rest on the next run).
+    maintenance_batch: int = Field(default=1000, ge=1, le=100_000)
     log_level: str = "INFO"
 
     @property

@@ -12,9 +12,10 @@ from fastapi.openapi.utils import get_openapi
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from procwatch_api import channels_routes, health, live_routes, routes
+from procwatch_api import alerts_routes, channels_routes, health, live_routes, maintenance_routes, routes
 from procwatch_api.web import routes as web_routes
 from procwatch_api.channels_schemas import CHANNEL_REQUEST_MODELS
+from procwatch_api.maintenance_schemas import MAINTENANCE_REQUEST_MODELS
 from procwatch_api.error_handlers import install_error_handlers
 from procwatch_api.live import LiveHub
 from procwatch_api.ratelimit import RateLimiter, redis_client
@@ -162,6 +163,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(routes.router)
     app.include_router(channels_routes.router)
+    app.include_router(maintenance_routes.router)
+    app.include_router(alerts_routes.router)
     app.include_router(live_routes.router)
     web_routes.install(app)
 
@@ -169,7 +172,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (*REQUEST_MODELS, *CHANNEL_REQUEST_MODELS, Error):
+            for model in (*REQUEST_MODELS, *CHANNEL_REQUEST_MODELS, *MAINTENANCE_REQUEST_MODELS, Error):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema

@@ -10,20 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from procwatch_api.repository import RowQueries
 
 CHANNEL_COLUMNS = (
     "id, type, name, format, target_hint, alert_types, server_ids, send_resolved, enabled, disabled_reason,"
-    " created_at, updated_at"
+    " repeat_every_s, created_at, updated_at"
 )
 DELIVERY_COLUMNS = (
     "id, alert_id, alert_type, alert_state, status, attempts, last_status_code, last_error, next_attempt_at,"
-    " created_at, delivered_at"
+    " created_at, delivered_at, reminder"
 )
 # The columns a create or an update may write (values prepared by channels_service).
 WRITABLE = ("name", "format", "target_encrypted", "target_hint", "secret_encrypted", "alert_types", "server_ids",
-            "send_resolved", "enabled", "disabled_reason")
+            "send_resolved", "enabled", "disabled_reason", "repeat_every_s")
 
 
 @dataclass
@@ -44,17 +45,9 @@ class StoredTarget:
     secret_encrypted: str | None
 
 
-class ChannelRepository:
+class ChannelRepository(RowQueries):
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-
-    async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        result = await self.conn.execute(text(sql), params)
-        return [dict(row) for row in result.mappings().all()]
-
-    async def _one(self, sql: str, **params: Any) -> dict[str, Any] | None:
-        rows = await self._all(sql, **params)
-        return rows[0] if rows else None
 
     async def lock_user_channels(self, user_id: int) -> UserChannels:
         """Locks the user's row until the transaction ends, so concurrent creates count one after
@@ -97,12 +90,7 @@ class ChannelRepository:
         return row
 
     async def update_channel(self, user_id: int, channel_id: int, fields: dict[str, Any]) -> dict[str, Any] | None:
-        assignments = "".join(f"{k} = :{k}, " for k in fields)
-        return await self._one(
-            f"update channels set {assignments}updated_at = now() where id = :_cid and user_id = :_uid"
-            f" returning {CHANNEL_COLUMNS}",
-            _cid=channel_id, _uid=user_id, **fields,
-        )
+        return await self._update_owned("channels", channel_id, user_id, fields, CHANNEL_COLUMNS)
 
     async def delete_channel(self, user_id: int, channel_id: int) -> bool:
         row = await self._one(

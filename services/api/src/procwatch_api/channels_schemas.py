@@ -17,6 +17,8 @@ from procwatch_api.channels_service import (
     MAX_SERVER_FILTER,
     NAME_MAX,
     READ_ONLY_FIELDS,
+    REPEAT_MAX_S,
+    REPEAT_MIN_S,
     UPDATABLE_FIELDS,
     URL_MAX,
     name_problem,
@@ -34,6 +36,9 @@ _URL_DOC = ("webhook, slack, discord: the receiver's URL (https; http only for p
             " Stored encrypted; answers show `target_hint`")
 _TO_DOC = f"email: 1-{MAX_EMAIL_RECIPIENTS} addresses"
 _ALERT_TYPES_DOC = "null (default): every alert type, including those added later; else a non-empty list"
+_REPEAT_DOC = ("reminders: null (default) = off; else seconds between notifications while an alert stays firing"
+               " and unacknowledged (a reminder carries `reminder` n >= 1 and id `<first id>.reminder-<n>`)")
+RepeatEvery = Annotated[int, Field(ge=REPEAT_MIN_S, le=REPEAT_MAX_S)]
 _SERVERS_DOC = "null (default): every server of the user; else a non-empty list of the user's server ids"
 
 
@@ -87,6 +92,7 @@ class ChannelCreate(BaseModel):
     servers: list[ServerId] | None = Field(None, min_length=1, max_length=MAX_SERVER_FILTER, description=_SERVERS_DOC)
     send_resolved: bool | Flag = Field(True, description="JSON boolean or 0/1: also send when an alert resolves")
     enabled: bool | Flag = Field(True, description="JSON boolean or 0/1")
+    repeat_every_s: RepeatEvery | None = Field(None, description=_REPEAT_DOC)
 
 
 class ChannelUpdate(BaseModel):
@@ -106,6 +112,7 @@ class ChannelUpdate(BaseModel):
     servers: list[ServerId] | None = Field(None, min_length=1, max_length=MAX_SERVER_FILTER, description=_SERVERS_DOC)
     send_resolved: bool | Flag = None  # type: ignore[assignment]
     enabled: bool | Flag = Field(None, description="enabling clears disabled_reason")  # type: ignore[assignment]
+    repeat_every_s: RepeatEvery | None = Field(None, description=_REPEAT_DOC)
 
 
 class Channel(BaseModel):
@@ -122,6 +129,7 @@ class Channel(BaseModel):
     send_resolved: Flag
     enabled: Flag
     disabled_reason: str | None = Field(description="set when the notifier disabled the channel (e.g. 410 Gone)")
+    repeat_every_s: int | None = Field(description=_REPEAT_DOC)
     created_at: str
     updated_at: str
 
@@ -146,6 +154,7 @@ class Delivery(BaseModel):
     next_attempt_at: str | None
     created_at: str
     delivered_at: str | None
+    reminder: int = Field(description="0: the alert's first notification; n: its n-th reminder")
 
 
 class DeliveryPage(BaseModel):

@@ -45,7 +45,11 @@ MAX_EMAIL_RECIPIENTS = 10
 MAX_SERVER_FILTER = 500  # the largest plan's server count
 SECRET_MASK = "whsec_********"
 RESOLVE_TIMEOUT_S = 5.0
-CHANNEL_FIELDS = ("type", "name", "url", "to", "format", "alert_types", "servers", "send_resolved", "enabled")
+CHANNEL_FIELDS = ("type", "name", "url", "to", "format", "alert_types", "servers", "send_resolved", "enabled",
+                  "repeat_every_s")
+# Reminders (docs/notifications.md): null = off (the default), else every 1 minute to 7 days.
+REPEAT_MIN_S = 60
+REPEAT_MAX_S = 7 * 86400
 UPDATABLE_FIELDS = tuple(f for f in CHANNEL_FIELDS if f != "type")
 # Fields of the representation a client may echo back: accepted and ignored (`type` too, on a PUT:
 # a channel's type never changes).
@@ -69,6 +73,7 @@ def present_channel(row: dict[str, Any], *, secret: str | None = None) -> dict[s
         "servers": row["server_ids"],
         "send_resolved": int(row["send_resolved"]),
         "enabled": int(row["enabled"]),
+        "repeat_every_s": row["repeat_every_s"],
         "disabled_reason": row["disabled_reason"],
         "created_at": json_time(row["created_at"]),
         "updated_at": json_time(row["updated_at"]),
@@ -88,6 +93,7 @@ def present_delivery(row: dict[str, Any]) -> dict[str, Any]:
         "next_attempt_at": json_time(row["next_attempt_at"]),
         "created_at": json_time(row["created_at"]),
         "delivered_at": json_time(row["delivered_at"]),
+        "reminder": row["reminder"],
     }
 
 
@@ -115,6 +121,14 @@ def name_problem(name: Any) -> str | None:
         if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
             return "must not contain control or invisible characters"
     return None
+
+
+def whole_number(value: Any, low: int, high: int) -> int | None:
+    """`value` as an int in [low, high] (a JSON number with no fraction, like 60.0, counts: JSON Schema's
+    "integer"), else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and low <= value <= high else None
 
 
 def _url_problem(url: Any) -> str | None:
@@ -194,6 +208,12 @@ def parse_channel_fields(body: dict[str, Any], *, for_update: bool) -> ChannelIn
             _alert_types(value, into)
         elif field == "servers":
             _servers(value, into)
+        elif field == "repeat_every_s":
+            seconds = whole_number(value, REPEAT_MIN_S, REPEAT_MAX_S)
+            if value is not None and seconds is None:
+                into.problem(field, f"must be null (no reminders) or whole seconds {REPEAT_MIN_S}-{REPEAT_MAX_S}")
+            else:
+                into.fields[field] = seconds
         elif field in _BOOLEANS:
             flag = parse_boolean(value)
             if flag is None:
@@ -260,7 +280,8 @@ def _encrypt(plaintext: str) -> str:
 
 def _columns(channel_type: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The clean fields as columns: the target encrypted, with its masked hint."""
-    columns = {k: v for k, v in fields.items() if k in ("name", "format", "alert_types", "send_resolved", "enabled")}
+    columns = {k: v for k, v in fields.items()
+               if k in ("name", "format", "alert_types", "send_resolved", "enabled", "repeat_every_s")}
     if "servers" in fields:
         columns["server_ids"] = fields["servers"]
     if "url" in fields:

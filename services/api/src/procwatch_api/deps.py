@@ -16,9 +16,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from procwatch_api import service
+from procwatch_api.alerts_repository import AlertsRepository
 from procwatch_api.channels_repository import ChannelRepository
 from procwatch_api.errors import BodyTooLarge
 from procwatch_api.hot_reads import admit, client_host
+from procwatch_api.maintenance_repository import MaintenanceRepository
 from procwatch_api.repository import Repository
 
 
@@ -84,6 +86,23 @@ def channels_of_unit_of_work(repo: Repo) -> ChannelRepository:
 
 
 ChannelsRepo = Annotated[ChannelRepository, Depends(channels_of_unit_of_work)]
+
+
+def maintenance_of_unit_of_work(repo: Repo) -> MaintenanceRepository:
+    """The maintenance windows' SQL (maintenance_repository) on the request's unit of work."""
+    return MaintenanceRepository(repo.conn)
+
+
+MaintenanceRepo = Annotated[MaintenanceRepository, Depends(maintenance_of_unit_of_work)]
+
+
+def alerts_of_unit_of_work(repo: Repo) -> AlertsRepository:
+    """The acknowledgements' SQL (alerts_repository) on the request's unit of work (its outbox rows wake
+    the relay after the commit)."""
+    return AlertsRepository(repo)
+
+
+AlertsRepo = Annotated[AlertsRepository, Depends(alerts_of_unit_of_work)]
 
 
 @asynccontextmanager

@@ -48,11 +48,13 @@ class Unauthorized(ApiError):
 
 class PlanLimitReached(ApiError):
     """`scope` says which limit: "per_server" (watched processes of one server),
-    "servers_per_user" (servers of one user) or "channels_per_user" (notification channels)."""
+    "servers_per_user" (servers of one user), "channels_per_user" (notification channels) or
+    "windows_per_user" (maintenance windows)."""
 
     code, status = "plan_limit_reached", 402
     _WHAT = {"per_server": "watched processes per server", "servers_per_user": "servers per user",
-             "channels_per_user": "notification channels per user"}
+             "channels_per_user": "notification channels per user",
+             "windows_per_user": "maintenance windows per user"}
 
     def __init__(self, *, plan: str, limit: int, current_count: int, scope: str = "per_server") -> None:
         super().__init__(
@@ -80,6 +82,17 @@ class DuplicateProcess(ApiError):
 
     def __init__(self, process_name: str) -> None:
         super().__init__(f"a watched process named {process_name!r} already exists on this server")
+
+
+class Conflict(ApiError):
+    """The resource is not in a state that allows the action (409): `window_not_active` (ending a
+    maintenance window early when none of its occurrences is in effect), `alert_not_firing`
+    (acknowledging a resolved or one-shot alert)."""
+
+    code, status = "conflict", 409
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
 
 
 class SecretsUnavailable(ApiError):

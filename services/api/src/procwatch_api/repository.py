@@ -30,6 +30,9 @@ PROCESS_COLUMNS = (
 )
 SERVER_COLUMNS = ("id, hostname, last_agent_version, created_at, last_seen_at, offline_deadline_at, offline_since,"
                   " offline_after_s, alert_on_offline")
+# An alert history row as the API presents it (service.present_alert).
+ALERT_COLUMNS = ("id, type, state, value, threshold, started_at, resolved_at, resolve_reason, suppressed,"
+                 " acknowledged_at, acknowledged_by, ack_note")
 # Allocated in the statement that changes the process, so the event id is known before the outbox insert.
 NEXT_EVENT_ID = "nextval(pg_get_serial_sequence('outbox_events', 'id')) as event_id"
 DUPLICATE_NAME_CONSTRAINT = "uq_watched_processes_server_name"
@@ -219,12 +222,11 @@ def _is_duplicate_name(exc: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == DUPLICATE_NAME_CONSTRAINT
 
 
-class Repository:
-    """One request's unit of work: its connection, and whether it wrote outbox rows."""
+class RowQueries:
+    """Statements on `self.conn` (the request's SQLAlchemy connection) answered as dicts: the base of
+    every repository of the unit of work (this one, channels, maintenance windows, acknowledgements)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.outbox_rows = 0
+    conn: AsyncConnection
 
     async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         result = await self.conn.execute(text(sql), params)
@@ -234,6 +236,24 @@ class Repository:
         result = await self.conn.execute(text(sql), params)
         row = result.mappings().first()
         return dict(row) if row is not None else None
+
+    async def _update_owned(self, table: str, row_id: int, user_id: int, fields: dict[str, Any],
+                            returning: str) -> dict[str, Any] | None:
+        """Set `fields` (column names are the caller's, never a client's) and updated_at on the user's row."""
+        assignments = "".join(f"{k} = :{k}, " for k in fields)
+        return await self._one(
+            f"update {table} set {assignments}updated_at = now() where id = :_id and user_id = :_uid"
+            f" returning {returning}",
+            _id=row_id, _uid=user_id, **fields,
+        )
+
+
+class Repository(RowQueries):
+    """One request's unit of work: its connection, and whether it wrote outbox rows."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.outbox_rows = 0
 
     # --- servers ------------------------------------------------------------
 
@@ -367,7 +387,7 @@ class Repository:
 
     async def alerts_page(self, process_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:
         return await self._all(
-            "select id, type, state, value, threshold, started_at, resolved_at, resolve_reason from alerts"
+            f"select {ALERT_COLUMNS} from alerts"
             " where watched_process_id = :pid and (cast(:before as bigint) is null or id < cast(:before as bigint))"
             " order by id desc limit :n",
             pid=process_id, before=before_id, n=limit,
@@ -376,7 +396,7 @@ class Repository:
     async def server_alerts_page(self, server_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:
         """The server's own alerts (watched_process_id null): ix_alerts_server_newest."""
         return await self._all(
-            "select id, type, state, value, threshold, started_at, resolved_at, resolve_reason from alerts"
+            f"select {ALERT_COLUMNS} from alerts"
             " where server_id = :sid and watched_process_id is null"
             " and (cast(:before as bigint) is null or id < cast(:before as bigint))"
             " order by id desc limit :n",

@@ -19,6 +19,7 @@ from procwatch_domain.liveness import ALL_ALERT_TYPES, ALERT_ON_OFFLINE, OFFLINE
 from procwatch_domain.rules import SETTINGS, Setting
 
 from procwatch_api import name_patterns
+from procwatch_api.alerts_service import ACK_NOTE_MAX
 from procwatch_api.service import SERVER_READ_ONLY_FIELDS, SERVER_UPDATABLE_FIELDS, hostname_problem
 from procwatch_domain.validation import READ_ONLY_FIELDS, UPDATABLE_FIELDS, process_name_problem
 
@@ -127,9 +128,10 @@ class ValidationFailedError(Error):
 
 class PlanLimitError(Error):
     error: Literal["plan_limit_reached"] = "plan_limit_reached"
-    scope: Literal["per_server", "servers_per_user", "channels_per_user"] = Field(
+    scope: Literal["per_server", "servers_per_user", "channels_per_user", "windows_per_user"] = Field(
         description="per_server: watched processes of the server; servers_per_user: servers of the user;"
-                    " channels_per_user: notification channels of the user")
+                    " channels_per_user: notification channels of the user; windows_per_user: maintenance"
+                    " windows of the user")
     plan: str
     limit: int
     current_count: int
@@ -267,6 +269,23 @@ class Alert(BaseModel):
     started_at: str
     resolved_at: str | None
     resolve_reason: str | None
+    suppressed: Flag = Field(description="1: started inside a maintenance window (nobody was notified then)")
+    acknowledged_at: str | None = Field(description="set by POST /alerts/{id}/ack, cleared by DELETE")
+    acknowledged_by: int | None = Field(description="the user id that acknowledged it")
+    ack_note: str | None
+
+
+class AckBody(BaseModel):
+    """Optional: an empty body acknowledges without a note."""
+
+    model_config = ConfigDict(extra="forbid", title="AckBody")
+
+    note: str | None = Field(None, max_length=ACK_NOTE_MAX, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$",
+                             description="free text, no control characters but newline and tab")
+
+
+class AlertOne(BaseModel):
+    alert: Alert
 
 
 class ProcessList(BaseModel):
@@ -314,7 +333,7 @@ class Ready(BaseModel):
     checks: dict[str, str]
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (ProcessCreate, ProcessUpdate, ServerCreate, ServerUpdate)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (ProcessCreate, ProcessUpdate, ServerCreate, ServerUpdate, AckBody)
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -333,9 +352,11 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: (ValidationFailedError, "validation_failed: the body or a parameter is invalid"),
         401: (Error, "unauthorized: missing, invalid or revoked bearer token"),
         402: (PlanLimitError, "plan_limit_reached: as many watched processes on the server (per_server),"
-              " servers (servers_per_user) or channels (channels_per_user) as allowed"),
+              " servers (servers_per_user), channels (channels_per_user) or maintenance windows"
+              " (windows_per_user) as allowed"),
         404: (Error, "server_not_found / not_found (also for resources of other users and malformed ids)"),
-        409: (Error, "duplicate_process: the name is taken on this server"),
+        409: (Error, "duplicate_process: the name is taken on this server; window_not_active: no occurrence of"
+              " the window is in effect; alert_not_firing: the alert is resolved or one-shot"),
         413: (Error, "body_too_large"),
         429: (RateLimitError, "rate_limited: see the Retry-After header"),
         503: (Error, "service_unavailable: the database cannot be reached; retry (see Retry-After)."

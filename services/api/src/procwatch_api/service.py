@@ -141,6 +141,10 @@ def present_alert(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": json_time(row["started_at"]),
         "resolved_at": json_time(row["resolved_at"]),
         "resolve_reason": row["resolve_reason"],
+        "suppressed": int(row["suppressed"]),
+        "acknowledged_at": json_time(row["acknowledged_at"]),
+        "acknowledged_by": row["acknowledged_by"],
+        "ack_note": row["ack_note"],
     }
 
 

@@ -20,7 +20,14 @@ from nats.js.api import AckPolicy as AckPolicyNats
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from procwatch_contracts import subjects
-from procwatch_contracts.messages import AgentSample, AlertEvent, SampleRecorded, WatchListReply, WatchListRequest
+from procwatch_contracts.messages import (
+    AgentSample,
+    AlertAcknowledged,
+    AlertEvent,
+    SampleRecorded,
+    WatchListReply,
+    WatchListRequest,
+)
 from procwatch_messaging.publish import AckedPublisher
 from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool, WorkerService
 from procwatch_runtime.gc_tuning import tune_gc
@@ -153,7 +160,17 @@ class IngestApp(WorkerService):
             description=(
                 "Alert events (AlertEvent v1), published by the alerter through its outbox; `Nats-Msg-Id` = id. "
                 "target: a process id for a process's alerts; `server` for a server's own (`server_offline`, "
-                "process null, value = seconds since last seen, threshold = offline_after_s)."
+                "process null, value = seconds since last seen, threshold = offline_after_s). "
+                "suppressed = inside a maintenance window (never notified); reason `maintenance_ended` = "
+                "the one notification of an episode still firing when its window ended (docs/maintenance.md)."
+            ),
+        )
+        self.docs_broker.publisher(
+            subjects.ALERT_ACKS_SUBJECTS, stream=JStream(subjects.ALERTS_STREAM, declare=False),
+            title="alerts.{server_id}.{target}.ack", schema=AlertAcknowledged,
+            description=(
+                "Acknowledgements (AlertAcknowledged v1), published by the API through its outbox when an alert "
+                "is acknowledged (acknowledged true) or un-acknowledged (false); `Nats-Msg-Id` = id."
             ),
         )
 

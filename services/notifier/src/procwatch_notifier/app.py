@@ -6,6 +6,7 @@
            --> deliveries (pending)
     deliveries --(Sender, a background task: claim, send per channel, settle)--> webhooks, Slack,
            Discord, email
+    alerts + deliveries --(ReminderJob.run, a periodic job, one replica at a time)--> deliveries (reminders)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from procwatch_messaging.worker import PullConsumer, Worker, WorkerPool, WorkerS
 from procwatch_runtime.logs import configure_logging
 
 from procwatch_notifier.handlers import Handlers
+from procwatch_notifier.reminders import ReminderJob
 from procwatch_notifier.service import Sender
 from procwatch_notifier.settings import NotifierSettings
 
@@ -56,6 +58,8 @@ class NotifierApp(WorkerService):
             drain_timeout_s=max(5.0, settings.ack_wait_s), name="notifier-alert-loop", check="consumer")
         self.worker.background("notifier-sender", self.sender.run, flush=self.sender.stop,
                                flush_timeout_s=settings.request_timeout_s + 2.0, check="sender")
+        self.reminders = ReminderJob(self.worker.pool, settings.reminder_batch, self.sender.wake)
+        self.worker.periodic("reminders", self.reminders.run, every_s=settings.reminder_check_every_s, jitter=0.2)
         self.worker.on_drain(self.handlers.stopping.set)
         self.worker.on_stopped(lambda: log.info("notifier stopped", extra={
             **asdict(self.handlers.stats), **asdict(self.sender.stats)}))

@@ -1,6 +1,7 @@
 """The ALERTS consumer: alert events in, delivery rows out (sending is the Sender's, never here).
 
-Per fetched batch, in stream order: parse; ONE transaction inserts a pending delivery for each
+Per fetched batch, in stream order: parse; a suppressed event (inside a maintenance window) is
+acked and adds nothing; ONE transaction inserts a pending delivery for each
 (event, matching channel) (user, alert type filter, server filter, send_resolved, enabled;
 ON CONFLICT DO NOTHING: a redelivered event adds nothing); commit; ack; wake the sender.
 - Invalid events are dead-lettered (deadletter.alerts, with a Procwatch-Reason) and acked.
@@ -47,10 +48,13 @@ class ConsumerStats:
     events: int = 0
     deliveries: int = 0
     dead_lettered: int = 0
+    suppressed: int = 0
 
 
 def new_delivery(event: AlertEvent, raw: bytes) -> NewDelivery:
-    return NewDelivery(event.id, event.type, event.state, event.user_id, event.server.id, raw.decode())
+    episode = (event.episode_id or event.id) if event.state == "firing" else None
+    return NewDelivery(event.id, event.type, event.state, event.user_id, event.server.id, raw.decode(),
+                       episode, event.reminder)
 
 
 class Handlers:
@@ -70,13 +74,21 @@ class Handlers:
         self.stats.events += len(batch)
         valid: list[tuple[Msg, NewDelivery]] = []
         poison: list[tuple[Msg, str]] = []
+        suppressed: list[Msg] = []
         for msg in batch:
             try:
-                valid.append((msg, new_delivery(AlertEvent.model_validate_json(msg.data), msg.data)))
+                event = AlertEvent.model_validate_json(msg.data)
+                if event.suppressed:  # inside a maintenance window: recorded, never notified
+                    suppressed.append(msg)
+                    continue
+                valid.append((msg, new_delivery(event, msg.data)))
             except ValidationError as exc:
                 poison.append((msg, f"invalid AlertEvent: {exc.errors()[0].get('msg', 'invalid')}"))
             except UnicodeDecodeError:
                 poison.append((msg, "invalid AlertEvent: not UTF-8"))
+        for msg in suppressed:
+            await msg.ack()
+        self.stats.suppressed += len(suppressed)
         if valid:
             inserted = await self._insert([m for m, _ in valid], [d for _, d in valid])
             if inserted is None:  # stopping: handed back, in order

@@ -22,6 +22,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from procwatch_domain.maintenance import WINDOW_COLUMNS, Window, window_from_row
+
 
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
@@ -33,6 +35,24 @@ class NewDelivery:
     user_id: int
     server_id: int
     payload: str
+    # A firing event's episode (its own id, or the episode it reminds of / notifies after maintenance).
+    episode_id: str | None = None
+    reminder: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DueReminder:
+    """An open, unacknowledged episode whose last notification to a channel is older than the
+    channel's repeat_every_s: the payload of that last notification and its reminder number."""
+
+    channel_id: int
+    episode_id: str
+    reminder: int
+    payload: str
+    alert_type: str
+    user_id: int
+    server_id: int
+    watched_process_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +83,36 @@ class Claimed:
 
 INSERT_DELIVERIES = """
 insert into deliveries (channel_id, alert_id, alert_type, alert_state, payload, status, attempts,
-                        next_attempt_at, created_at)
-select c.id, e.alert_id, e.alert_type, e.alert_state, e.payload, 'pending', 0, now(), now()
+                        next_attempt_at, created_at, episode_id, reminder)
+select c.id, e.alert_id, e.alert_type, e.alert_state, e.payload, 'pending', 0, now(), now(), e.episode_id,
+       e.reminder
 from unnest(%(alert_ids)b::text[], %(types)b::text[], %(states)b::text[], %(payloads)b::text[],
-            %(user_ids)b::bigint[], %(server_ids)b::bigint[])
-     with ordinality as e(alert_id, alert_type, alert_state, payload, user_id, server_id, ord)
+            %(user_ids)b::bigint[], %(server_ids)b::bigint[], %(episode_ids)b::text[], %(reminders)b::int[])
+     with ordinality as e(alert_id, alert_type, alert_state, payload, user_id, server_id, episode_id, reminder, ord)
 join channels c on c.user_id = e.user_id and c.enabled
  and (c.alert_types is null or e.alert_type = any(c.alert_types))
  and (c.server_ids is null or e.server_id = any(c.server_ids))
  and (c.send_resolved or e.alert_state = 'firing')
 order by e.ord, c.id
 on conflict (channel_id, alert_id) do nothing
+"""
+
+DUE_REMINDERS = """
+select channel_id, episode_id, reminder, payload, type, user_id, server_id, watched_process_id from (
+    select distinct on (d.channel_id, d.episode_id)
+           d.channel_id, d.episode_id, d.reminder, d.payload, a.type, a.user_id, a.server_id,
+           a.watched_process_id, d.created_at, c.repeat_every_s
+    from alerts a
+    join channels c on c.user_id = a.user_id and c.enabled and c.repeat_every_s is not null
+     and (c.alert_types is null or a.type = any(c.alert_types))
+     and (c.server_ids is null or a.server_id = any(c.server_ids))
+    join deliveries d on d.channel_id = c.id and d.episode_id = a.event_id
+    where a.resolved_at is null and a.type <> 'process_restarted' and a.acknowledged_at is null
+    order by d.channel_id, d.episode_id, d.reminder desc, d.id desc
+) last
+where created_at <= now() - make_interval(secs => repeat_every_s)
+order by created_at
+limit %(limit)s
 """
 
 # Channels whose head (oldest pending delivery) is due, oldest due first.
@@ -142,8 +181,41 @@ class NotifierRepository:
             "alert_ids": [e.alert_id for e in events], "types": [e.alert_type for e in events],
             "states": [e.alert_state for e in events], "payloads": [e.payload for e in events],
             "user_ids": [e.user_id for e in events], "server_ids": [e.server_id for e in events],
+            "episode_ids": [e.episode_id for e in events], "reminders": [e.reminder for e in events],
         })
         return cur.rowcount
+
+    # --- reminders (docs/notifications.md, "Reminders") --------------------------------
+
+    async def due_reminders(self, limit: int) -> list[DueReminder]:
+        """Per (channel with repeat_every_s, open unacknowledged episode it was notified of): the last
+        notification, when it is older than the cadence. Open episodes only (ix_alerts_open), their
+        deliveries by ix_deliveries_channel_episode; the channel's current filters still apply."""
+        cur = await self.conn.execute(DUE_REMINDERS, {"limit": limit})
+        return [DueReminder(*row) for row in await cur.fetchall()]
+
+    async def windows_of_users(self, user_ids: list[int]) -> list[Window]:
+        """The users' maintenance windows that may be in effect now (a reminder inside one is held)."""
+        cur = await self.conn.execute(
+            f"select {', '.join(WINDOW_COLUMNS)} from maintenance_windows"  # the columns are ours
+            " where user_id = any(%s) and (effective_until is null or effective_until > now())", (user_ids,))
+        return [window_from_row(r) for r in await cur.fetchall()]
+
+    async def insert_reminders(self, reminders: list[tuple[DueReminder, str, str]]) -> int:
+        """(due, reminder's alert id, its payload): one pending delivery each, to its channel only;
+        a reminder number already written for the channel and episode adds nothing."""
+        if not reminders:
+            return 0
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                "insert into deliveries (channel_id, alert_id, alert_type, alert_state, payload, status, attempts,"
+                " next_attempt_at, created_at, episode_id, reminder)"
+                " values (%s, %s, %s, 'firing', %s, 'pending', 0, now(), now(), %s, %s)"
+                " on conflict (channel_id, alert_id) do nothing",
+                [(due.channel_id, alert_id, due.alert_type, payload, due.episode_id, due.reminder + 1)
+                 for due, alert_id, payload in reminders],
+            )
+            return cur.rowcount
 
     async def claim(self, *, busy: list[int], max_channels: int, per_channel: int, per_chat_channel: int,
                     lease_s: float, delivered: list[tuple[int, int | None]] = ()

@@ -59,6 +59,10 @@ class NotifierSettings(WorkerSettings):
     retry_delays_s: list[float] = Field(default_factory=lambda: list(DEFAULT_DELAYS_S), min_length=1)
     # Age (seconds since the delivery was created) after which a failing delivery is given up.
     give_up_after_s: float = Field(default=GIVE_UP_AFTER_S, gt=0)
+    # Reminders (channels' repeat_every_s, docs/notifications.md): how often the job looks for due
+    # ones, and how many it writes per run at most (the rest on the next run).
+    reminder_check_every_s: float = Field(default=10.0, gt=0, le=3600)
+    reminder_batch: int = Field(default=1000, ge=1, le=100_000)
     # PostgreSQL pool of the consumer and the sender.
     db_pool_min: int = 1
     db_pool_max: int = 10

@@ -4,14 +4,14 @@ Only sha256 hashes of the session id and of the one-time sign-in token are store
 api_tokens.token_hash: a database dump signs nobody in.
 
 Revision ID: 0010_web_sessions
-Revises: 0008_flap_count_ranges
+Revises: 0009_maintenance_ack_reminders
 Create Date: 2026-12-01 14:45:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_web_sessions"
-down_revision = "0008_flap_count_ranges"
+down_revision = "0009_maintenance_ack_reminders"
 branch_labels = None
 depends_on = None
 
