@@ -73,7 +73,9 @@ async def test_down_inside_a_window_is_suppressed_then_notified_once_when_it_end
 async def test_an_episode_that_starts_and_ends_inside_a_window_stays_suppressed(world):
     proc = world.process("nginx")
     add_window(world, start=T0, end=T0 + timedelta(minutes=30), server_ids=[world.server.id])
-    await world.start_alerter(**FAST)
+    # The window ended months ago by the clock (the samples are stamped T0): the maintenance_ended
+    # job, not under test here, would notify the episode if it ran between the first two samples.
+    await world.start_alerter(**dict(FAST, maintenance_check_every_s=3600))
     await world.send(proc, 1, count=0)
     await world.send(proc, 2, count=2)
     await world.send(proc, 40, count=0)  # after the window: notified
