@@ -10,26 +10,30 @@ import re
 
 import pytest
 
+from procwatch_domain.rules import SETTINGS
 from tests.integration.api.conftest import api_settings, running_api
 from tests.support.factories import make_process, make_server, make_user
 
 pytestmark = pytest.mark.integration
 
 
-async def test_put_schema_allows_no_null_and_the_server_refuses_null(database_url, redis_url, nats_url):
+async def test_put_schema_allows_null_exactly_where_the_server_accepts_it(database_url, redis_url, nats_url):
+    """No field is nullable but the nullable settings (min_count / max_count: null clears the bound)."""
     user = make_user(database_url)
     server = make_server(database_url, user)
     pid = make_process(database_url, server, "nginx")
+    nullable = {s.name for s in SETTINGS if s.nullable}
+    assert nullable == {"min_count", "max_count"}
     async with running_api(api_settings(database_url, redis_url, nats_url)) as client:
         doc = (await client.get("/openapi.json")).json()
         update = doc["components"]["schemas"]["ProcessUpdate"]
         for name, prop in update["properties"].items():
             if "type" in prop or "anyOf" in prop:  # the updatable fields (read-only ones are ignored, any value)
                 kinds = [prop.get("type")] + [alt.get("type") for alt in prop.get("anyOf", ())]
-                assert "null" not in kinds, name
+                assert ("null" in kinds) == (name in nullable), name
                 answer = await client.put(f"/servers/{server.id}/processes/{pid}", json={name: None},
                                           headers=user.headers)
-                assert answer.status_code == 400, (name, answer.text)
+                assert answer.status_code == (200 if name in nullable else 400), (name, answer.text)
         assert {"required": ["process_name"]} in update["anyOf"]  # at least one field
 
 
