@@ -76,12 +76,16 @@ def partition_filter(subject_pattern: str, partition: int) -> str:
     return f"{subject_pattern.removesuffix('.*')}.{partition}.*"
 
 
+def fnv1a_32(data: bytes) -> int:
+    h = _FNV32_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV32_PRIME) & 0xFFFFFFFF
+    return h
+
+
 def partition_of(server_id: int, partitions: int) -> int:
     """The partition NATS' `partition(n, 1)` puts `server_id` in: FNV-1a (32 bit) of the token, mod n."""
-    h = _FNV32_OFFSET
-    for byte in str(server_id).encode():
-        h = ((h ^ byte) * _FNV32_PRIME) & 0xFFFFFFFF
-    return h % partitions
+    return fnv1a_32(str(server_id).encode()) % partitions
 
 
 def server_id_from_subject(subject: str) -> int | None:
