@@ -16,6 +16,7 @@ server's data directory, and is part of the server's `url`.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
@@ -500,10 +501,35 @@ class EmbeddedNatsCluster:
             for n in names
         ]
 
-    def start(self) -> str:
+    def start(self, ready_timeout: float = 60.0) -> str:
+        """Start every node, then wait until JetStream takes a stream of min(3, size) replicas (a meta
+        leader is elected and enough peers joined), so the first service start does not race it."""
         for node in self.nodes:
             node.start()
+        asyncio.run(self._wait_jetstream_ready(ready_timeout))
         return self.url
+
+    async def _wait_jetstream_ready(self, timeout: float) -> None:
+        import nats
+        from nats.js.api import StreamConfig
+
+        nc = await nats.connect(self.url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = nc.jetstream()
+        name = f"PROCWATCH_READY_{secrets.token_hex(4).upper()}"
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    await js.add_stream(StreamConfig(name=name, subjects=[name.lower()],
+                                                     num_replicas=min(3, len(self.nodes))))
+                    await js.delete_stream(name)
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.25)
+        finally:
+            await nc.close()
 
     def stop(self) -> None:
         for node in reversed(self.nodes):
