@@ -24,7 +24,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from bench import common
 from bench.report import Figure, Section, render
@@ -75,12 +75,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _ingest_options(args):
+    from bench import ingest
+
+    return ingest.IngestOptions(servers=args.ingest_servers, processes=args.ingest_processes,
+                                seconds=8 if args.quick else 20, warmup=3 if args.quick else 5)
+
+
+def _alert_options(args):
+    from bench import alert
+
+    opts = alert.AlertOptions(load_rate=args.load_rate, alerts=100 if args.quick else 200,
+                              idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5)
+    if args.batch_timeout_ms is not None:
+        opts.batch_timeout_ms = args.batch_timeout_ms
+    return opts
+
+
 def run_ingest(servers: common.Servers, args) -> Section:
     from bench import ingest
 
-    opts = ingest.IngestOptions(servers=args.ingest_servers, processes=args.ingest_processes,
-                                seconds=8 if args.quick else 20, warmup=3 if args.quick else 5, py_spy=args.py_spy,
-                                replicas=args.ingest_replicas)
+    opts = replace(_ingest_options(args), py_spy=args.py_spy, replicas=args.ingest_replicas)
     section = Section(
         "Ingest",
         f"uv run python -m bench ingest --ingest-replicas {opts.replicas}  # {opts.servers} servers x "
@@ -121,10 +136,7 @@ def run_ingest(servers: common.Servers, args) -> Section:
 def run_alert(servers: common.Servers, args) -> Section:
     from bench import alert
 
-    opts = alert.AlertOptions(load_rate=args.load_rate, alerts=100 if args.quick else 200,
-                              idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5)
-    if args.batch_timeout_ms is not None:
-        opts.batch_timeout_ms = args.batch_timeout_ms
+    opts = _alert_options(args)
     section = Section(
         "Alert latency",
         f"uv run python -m bench alert --load-rate {opts.load_rate:g}  # {opts.alerts} probe alerts per run, "
@@ -170,12 +182,9 @@ def run_alert(servers: common.Servers, args) -> Section:
 
 
 def run_cluster(servers: common.Servers, args) -> Section:
-    from bench import alert, cluster, ingest
+    from bench import cluster
 
-    ingest_opts = ingest.IngestOptions(servers=args.ingest_servers, processes=args.ingest_processes,
-                                       seconds=8 if args.quick else 20, warmup=3 if args.quick else 5)
-    alert_opts = alert.AlertOptions(load_rate=args.load_rate, alerts=100 if args.quick else 200,
-                                    idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5)
+    ingest_opts, alert_opts = _ingest_options(args), _alert_options(args)
     section = Section(
         "NATS cluster: 3 nodes at R3 vs one node",
         f"uv run python -m bench cluster --load-rate {alert_opts.load_rate:g}  # per run and topology: the ingest "

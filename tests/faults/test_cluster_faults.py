@@ -80,9 +80,10 @@ def start_cluster_system(tmp: Path) -> ClusterSystem:
         services[f"alerter-{k}"] = ServiceProcess("alerter", {
             **common, "PROCWATCH_ALERTER_PARTITION": str(k), "PROCWATCH_ALERTER_ACK_WAIT_S": "5",
             "PROCWATCH_ALERTER_MAX_BACKOFF_S": "2", "PROCWATCH_ALERTER_RELAY_POLL_INTERVAL_S": "0.5",
-            # Servers keep their default offline_after_s; the periodic job's lag probe still runs
-            # over both ingest durables (it must never fire here).
-            "PROCWATCH_ALERTER_OFFLINE_CHECK_EVERY_S": "1"}, tmp / f"alerter-{k}.log")
+            # The matrix's liveness settings (servers' offline_after_s is seconds, below the API's
+            # minimum): no server may go offline while a stream elects a new leader.
+            "PROCWATCH_ALERTER_OFFLINE_CHECK_EVERY_S": "0.5", "PROCWATCH_ALERTER_OFFLINE_MAX_LAG_S": "1",
+            "PROCWATCH_ALERTER_OFFLINE_MAX_BACKLOG": str(2 * N_SERVERS)}, tmp / f"alerter-{k}.log")
     return ClusterSystem(tmp, pg, redis, cluster, database_url, services)
 
 
@@ -121,6 +122,7 @@ async def cluster_tally(system: ClusterSystem, gen: LoadGen, fleet, nc, upto: in
     return ClusterTally(lost=len(want - set(got)),
                         duplicated=sum(n - 1 for n in got.values() if n > 1) + len(set(got) - want),
                         missing=sum((expect - have).values()),
+                        # No agent falls silent here: any server-level alert (server_offline) is extra.
                         extra=sum((have - expect).values()) + sum(1 for e in everything if e.process is None))
 
 

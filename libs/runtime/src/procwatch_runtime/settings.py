@@ -33,11 +33,13 @@ class ConnectionSettings(BaseSettings):
     # The same value for every service: each declares the streams at start.
     nats_replicas: int = Field(default=1, ge=1, le=5,
                                validation_alias=AliasChoices("PROCWATCH_NATS_REPLICAS", "nats_replicas"))
-    # Partitions by server of AGENT_SAMPLES (one ingest durable each, PROCWATCH_INGEST_PARTITION) and of
-    # SAMPLE_EVENTS + PROCESS_EVENTS (one alerter each, PROCWATCH_ALERTER_PARTITION); 1: no partitions.
-    # The same values for every service (docs/scaling.md: change them with the consumers caught up).
+    # Partitions by server of AGENT_SAMPLES, one ingest replica and durable each (PROCWATCH_INGEST_PARTITION);
+    # 1: none, subjects unchanged. The same value for every service (docs/scaling.md: change it once the
+    # consumers caught up).
     ingest_partitions: int = Field(default=1, ge=1, le=256,
                                    validation_alias=AliasChoices("PROCWATCH_INGEST_PARTITIONS", "ingest_partitions"))
+    # Partitions by server of SAMPLE_EVENTS and PROCESS_EVENTS, one alerter each (PROCWATCH_ALERTER_PARTITION);
+    # 1: none. The same value for every service.
     alerter_partitions: int = Field(default=1, ge=1, le=256,
                                     validation_alias=AliasChoices("PROCWATCH_ALERTER_PARTITIONS",
                                                                   "alerter_partitions"))

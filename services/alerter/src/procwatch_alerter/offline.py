@@ -18,6 +18,7 @@ The sample hot paths are untouched: ingest only stamps last_seen_at (docs/ingest
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,11 +58,16 @@ class OfflineDetector:
     async def probe(self) -> PipelineState:
         """Ingest's lag on AGENT_SAMPLES, from the JetStream API: the backlogs of its durables (one per
         ingest partition) summed, the oldest unacked message of any. Unreachable (or no such durable:
-        ingest never started) counts as not caught up."""
+        ingest never started) counts as not caught up, and so does a stream without a leader: on a
+        cluster, while AGENT_SAMPLES elects a new one, agents' publishes fail and the consumers
+        (led elsewhere) look idle, as if every agent had fallen silent."""
         stream = subjects.AGENT_SAMPLES_STREAM
         backlog, oldest = 0, None
         try:
             js = self._js()
+            stream_info = await asyncio.wait_for(js.stream_info(stream), API_TIMEOUT_S)
+            if stream_info.cluster is not None and not stream_info.cluster.leader:
+                return PipelineState(reachable=False)
             for durable in self.settings.ingest_durables:
                 info = await js.consumer_info(stream, durable, timeout=API_TIMEOUT_S)
                 pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
@@ -75,7 +81,7 @@ class OfflineDetector:
                     oldest = first
             if backlog == 0:
                 return PipelineState(reachable=True)
-            newest = await js.get_msg(stream, seq=(await js.stream_info(stream)).state.last_seq)
+            newest = await js.get_msg(stream, seq=stream_info.state.last_seq)
         except Exception as exc:  # broker down, timeout, durable missing: judge nobody
             log.debug("ingest lag unknown", extra={"error": type(exc).__name__})
             return PipelineState(reachable=False)
