@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-cluster", type=int, default=1, choices=(1, 3),
                     help="embedded NATS nodes: 3 runs a cluster with every stream at R3 (default 1)")
     up.add_argument("--partitions", type=int, default=None,
-                    help="ingest and alerter processes, one per partition of servers (default 2 with a cluster, else 1)")
+                    help="ingest and alerter processes, one per partition of servers "
+                         "(default 2 with a cluster, else 1)")
     up.set_defaults(func=_cmd_up)
 
     api = sub.add_parser("api", help="run the HTTP API")

@@ -84,7 +84,8 @@ async def test_partitioned_ingest_keeps_each_server_on_one_replica_in_order(clus
     by_partition: dict[int, tuple] = {}
     while len(by_partition) < 2:  # one server in each partition
         server = make_server(database_url, user)
-        by_partition.setdefault(subjects.partition_of(server.id, 2), (server, make_process(database_url, server, "web")))
+        pid = make_process(database_url, server, "web")
+        by_partition.setdefault(subjects.partition_of(server.id, 2), (server, pid))
     base = f"test-ingest-{uuid.uuid4().hex[:8]}"
     apps = [IngestApp(ingest_settings(database_url, nats_cluster.url, durable=base, partition=k, ingest_partitions=2,
                                       alerter_partitions=2, nats_replicas=3)) for k in (0, 1)]

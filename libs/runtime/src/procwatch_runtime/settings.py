@@ -49,7 +49,6 @@ class ConnectionSettings(BaseSettings):
     # With the service's prefix, e.g. PROCWATCH_INGEST_GC_GEN0_THRESHOLD.
     gc_gen0_threshold: int = Field(default=DEFAULT_GEN0_THRESHOLD, ge=0)
 
-
     @property
     def nats_servers(self) -> list[str]:
         """NATS_URL as the list of servers a client is given."""
