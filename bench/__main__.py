@@ -218,6 +218,9 @@ def run_cluster(servers: common.Servers, args) -> Section:
                reference="single node: " + ", ".join(f"{p99(r['single']['alert']):.1f}" for r in runs) + " ms"),
         Figure("alert p50: cluster / single node", [cluster.ratio(r, "alert", p50) for r in runs], "×",
                fmt="{:.2f}"),
+        Figure("alert p50 without background load, 3-node R3", [r["cluster"]["alert"]["idle"]["p50_ms"] for r in runs],
+               "ms", fmt="{:.1f}", reference="single node: " + ", ".join(
+                   f"{r['single']['alert']['idle']['p50_ms']:.1f}" for r in runs) + " ms"),
         Figure("alert p99: cluster / single node", [cluster.ratio(r, "alert", p99) for r in runs], "×",
                fmt="{:.2f}"),
     ]

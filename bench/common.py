@@ -270,7 +270,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> N
 async def wait_for_consumer(nats_url: str, stream: str, durable: str, timeout: float = 60) -> None:
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

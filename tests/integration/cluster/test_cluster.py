@@ -131,3 +131,30 @@ async def test_partitioned_ingest_keeps_each_server_on_one_replica_in_order(clus
     finally:
         for app in apps:
             await app.stop()
+
+
+async def test_partitioning_changes_in_place_once_the_consumers_caught_up(cluster_nc):
+    js = cluster_nc.jetstream()
+
+    async def transform():
+        t = (await js.stream_info(subjects.AGENT_SAMPLES_STREAM)).config.subject_transform
+        return t.dest if t is not None else None
+
+    await ensure_streams(js, StreamLimits(replicas=3))  # one partition again: nothing waits now
+    assert await transform() is None
+    durable = f"migrate-{uuid.uuid4().hex[:8]}"
+    sub = await js.pull_subscribe(subjects.AGENT_SAMPLES_SUBJECTS, durable=durable,
+                                  stream=subjects.AGENT_SAMPLES_STREAM)
+    try:
+        await js.publish(subjects.agent_samples(42), b"old layout")
+        await ensure_streams(js, CLUSTER_LIMITS)
+        assert await transform() is None  # a message waits in the old layout: kept for its consumer
+        (msg,) = await sub.fetch(1, timeout=5)
+        assert msg.subject == "agent.samples.42"
+        await msg.ack_sync()
+        await ensure_streams(js, CLUSTER_LIMITS)
+        assert await transform() == "agent.samples.{{partition(2,1)}}.{{wildcard(1)}}"
+        assert (await js.stream_info(subjects.AGENT_SAMPLES_STREAM)).config.num_replicas == 3
+    finally:
+        await sub.unsubscribe()
+        await js.delete_consumer(subjects.AGENT_SAMPLES_STREAM, durable)
