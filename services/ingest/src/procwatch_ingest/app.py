@@ -60,6 +60,7 @@ class IngestApp(WorkerService):
         self.batches = SampleBatchHandler(
             self.service, self.pool, self._events_publisher,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
+            publish_retry_s=settings.publish_retry_s,
         )
         self.watch_lists = WatchListHandler(self.service, self.pool, settings.interval_seconds)
         self.pull_loop = self.worker.pull_loop(

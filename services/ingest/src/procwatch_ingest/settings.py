@@ -56,6 +56,10 @@ class IngestSettings(WorkerSettings):
     events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     duplicate_window_s: float = Field(default=300, ge=120)
 
+    # Seconds a committed batch's failed event publish is retried in place (the next batch waits, so each
+    # server's events keep their order across a broker hiccup or a cluster's leader election) before the
+    # batch is handed back for redelivery. Keep it well below ack_wait_s.
+    publish_retry_s: float = Field(default=10.0, ge=0)
     # Redelivery delay after a transient failure: base * 2^(attempt-1), capped.
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
