@@ -42,7 +42,7 @@ async def test_crash_between_commit_and_publish_loses_no_event(ingest, nc, datab
         await eventually(lambda: failing.calls >= 1)
     finally:
         ingest.batches._publisher = real
-    # Committed before the failed publish; redelivered (nak with delay) and now announced.
+    # Committed before the failed publish; published again (in place, or by a redelivery) and now announced.
     events = await eventually(lambda: _events(nc, server.id, 2))
     assert query(database_url, "select samples_total from watched_processes where id=%s", (pid,)) == [(2,)]
     second = SampleRecorded.model_validate_json(events[1].data)
