@@ -2,7 +2,8 @@
 
     uv run python -m bench                 # all benches, 3 runs each, rewrites bench/RESULTS.md
     uv run python -m bench --quick         # shorter windows, 2 runs each
-    uv run python -m bench ingest          # one bench alone (also: alert, alert-maint, api, agent, detect, notify, offline, sse)
+    uv run python -m bench ingest          # one bench alone (also: alert, alert-maint, api, agent, detect, notify,
+                                           # offline, sse, cluster: 3-node R3 NATS vs one node, same run)
     uv run python -m bench api --workers 1,2 --runs 3
     uv run python -m bench ingest --runs 1 --py-spy /tmp/ingest.txt --no-write
 
@@ -23,12 +24,12 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from bench import common
 from bench.report import Figure, Section, render
 
-BENCHES = ("ingest", "alert", "alert-maint", "api", "agent", "detect", "notify", "offline", "sse")
+BENCHES = ("ingest", "alert", "alert-maint", "api", "agent", "detect", "notify", "offline", "sse", "cluster")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 log = logging.getLogger("bench")
 
@@ -77,12 +78,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _ingest_options(args):
+    from bench import ingest
+
+    return ingest.IngestOptions(servers=args.ingest_servers, processes=args.ingest_processes,
+                                seconds=8 if args.quick else 20, warmup=3 if args.quick else 5)
+
+
+def _alert_options(args, **extra):
+    from bench import alert
+
+    opts = alert.AlertOptions(load_rate=args.load_rate, alerts=100 if args.quick else 200,
+                              idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5, **extra)
+    if args.batch_timeout_ms is not None:
+        opts.batch_timeout_ms = args.batch_timeout_ms
+    return opts
+
+
 def run_ingest(servers: common.Servers, args) -> Section:
     from bench import ingest
 
-    opts = ingest.IngestOptions(servers=args.ingest_servers, processes=args.ingest_processes,
-                                seconds=8 if args.quick else 20, warmup=3 if args.quick else 5, py_spy=args.py_spy,
-                                replicas=args.ingest_replicas)
+    opts = replace(_ingest_options(args), py_spy=args.py_spy, replicas=args.ingest_replicas)
     section = Section(
         "Ingest",
         f"uv run python -m bench ingest --ingest-replicas {opts.replicas}  # {opts.servers} servers x "
@@ -118,16 +134,6 @@ def run_ingest(servers: common.Servers, args) -> Section:
           "alone, so the ratio is pessimistic by construction.",
     ]
     return section
-
-
-def _alert_options(args, **extra):
-    from bench import alert
-
-    opts = alert.AlertOptions(load_rate=args.load_rate, alerts=100 if args.quick else 200,
-                              idle_alerts=20 if args.quick else 40, warmup=3 if args.quick else 5, **extra)
-    if args.batch_timeout_ms is not None:
-        opts.batch_timeout_ms = args.batch_timeout_ms
-    return opts
 
 
 def _alert_runs(servers: common.Servers, args, opts, name: str) -> list[dict]:
@@ -217,6 +223,65 @@ def run_alert_maint(servers: common.Servers, args) -> Section:
         f"flap counters on the load processes (CPU rule on, alert_after_samples 3): {flap}. "
         f"Alerts lost: {sum(r['lost'] for r in runs)} of {sum(r['measured'] for r in runs)}. Load average (1 min) "
         "when probing started: " + ", ".join(f"{r['load_1m']:.2f}" for r in runs) + ".",
+    ]
+    return section
+
+
+def run_cluster(servers: common.Servers, args) -> Section:
+    from bench import cluster
+
+    ingest_opts, alert_opts = _ingest_options(args), _alert_options(args)
+    section = Section(
+        "NATS cluster: 3 nodes at R3 vs one node",
+        f"uv run python -m bench cluster --load-rate {alert_opts.load_rate:g}  # per run and topology: the ingest "
+        f"bench ({ingest_opts.servers} servers x {ingest_opts.processes} processes, {ingest_opts.seconds:g} s window) "
+        f"and the alert bench ({alert_opts.alerts} probe alerts under {alert_opts.load_rate:,.0f} samples/s)",
+    )
+    runs = []
+    for i in range(args.runs):
+        log.info("cluster run %d/%d", i + 1, args.runs)
+        runs.append(cluster.run_once(servers, ingest_opts, alert_opts))
+        log.info("cluster run %d: %s", i + 1, {t: {b: _short(v) for b, v in r.items()} for t, r in runs[-1].items()})
+
+    def rate(r):
+        return r["service_rate"]
+
+    def p50(r):
+        return r["loaded"]["p50_ms"]
+
+    def p99(r):
+        return r["loaded"]["p99_ms"]
+
+    section.figures = [
+        Figure("ingest, 3-node R3: committed samples/s", [r["cluster"]["ingest"]["service_rate"] for r in runs],
+               "samples/s", reference="single node: " + ", ".join(
+                   f"{r['single']['ingest']['service_rate']:,.0f}" for r in runs) + " samples/s"),
+        Figure("ingest: cluster / single node", [cluster.ratio(r, "ingest", rate) for r in runs], "×", fmt="{:.2f}",
+               reference="ratio per run, then the median"),
+        Figure("alert p50 under load, 3-node R3", [p50(r["cluster"]["alert"]) for r in runs], "ms", fmt="{:.1f}",
+               reference="single node: " + ", ".join(f"{p50(r['single']['alert']):.1f}" for r in runs) + " ms"),
+        Figure("alert p99 under load, 3-node R3", [p99(r["cluster"]["alert"]) for r in runs], "ms", fmt="{:.1f}",
+               reference="single node: " + ", ".join(f"{p99(r['single']['alert']):.1f}" for r in runs) + " ms"),
+        Figure("alert p50: cluster / single node", [cluster.ratio(r, "alert", p50) for r in runs], "×",
+               fmt="{:.2f}"),
+        Figure("alert p50 without background load, 3-node R3", [r["cluster"]["alert"]["idle"]["p50_ms"] for r in runs],
+               "ms", fmt="{:.1f}", reference="single node: " + ", ".join(
+                   f"{r['single']['alert']['idle']['p50_ms']:.1f}" for r in runs) + " ms"),
+        Figure("alert p99: cluster / single node", [cluster.ratio(r, "alert", p99) for r in runs], "×",
+               fmt="{:.2f}"),
+    ]
+    lost = sum(r[t]["alert"]["lost"] for r in runs for t in ("single", "cluster"))
+    section.notes = [
+        "Same run, same machine, back to back: the ingest bench on one embedded NATS server (R1 streams), then "
+        "on an embedded 3-node cluster (every stream R3, the clients given the three URLs), then the alert bench "
+        "the same way. One ingest and one alerter process in both (no partitions): the difference is "
+        "replication (each stored message written on three nodes, acked after two) and the routes.",
+        "**The three NATS nodes share the machine's 2 cores with PostgreSQL, the services and the load "
+        "generators: this measures the cluster's overhead, not its scale.** On separate machines each node "
+        "has its own cores and disk; the leader's extra work is sending each message to two followers.",
+        f"Alerts lost under load (both topologies, all runs): {lost}. Background load achieved: single "
+        + ", ".join(f"{r['single']['alert']['load_achieved'] or 0:,.0f}" for r in runs) + ", cluster "
+        + ", ".join(f"{r['cluster']['alert']['load_achieved'] or 0:,.0f}" for r in runs) + " samples/s.",
     ]
     return section
 
@@ -441,7 +506,8 @@ def _short(result: dict) -> str:
 
 
 RUNNERS = {"ingest": run_ingest, "alert": run_alert, "alert-maint": run_alert_maint, "api": run_api,
-           "agent": run_agent, "detect": run_detect, "notify": run_notify, "offline": run_offline, "sse": run_sse}
+           "agent": run_agent, "detect": run_detect, "notify": run_notify, "offline": run_offline, "sse": run_sse,
+           "cluster": run_cluster}
 
 # Reading the figures (rendered under each section at every regeneration; not measurements).
 ANALYSIS = {

@@ -41,13 +41,14 @@ class AlertOptions:
     # The maintenance scenario (`bench alert-maint`): windows in effect (a few cover the probe) and flap
     # counters on the load processes (where the schema has them).
     windows: int = 0
+    nats_nodes: int = 1  # 3: an embedded 3-node NATS cluster, every stream at R3 (bench/cluster.py)
 
 
 PROBE_TIMEOUT_S = 10.0
 
 
 def run_once(servers: Servers, opts: AlertOptions) -> dict:
-    with servers.nats() as nats_url:
+    with servers.nats(opts.nats_nodes) as nats_url:
         url = create_database(servers.database_url, "procwatch_bench_alert")
         try:
             return _measure(servers, url, nats_url, opts)
@@ -66,6 +67,7 @@ def _measure(servers: Servers, url: str, nats_url: str, opts: AlertOptions) -> d
         "PROCWATCH_INGEST_DELIVER_POLICY": "all", "PROCWATCH_ALERTER_DELIVER_POLICY": "all",
         "PROCWATCH_INGEST_BATCH_TIMEOUT_MS": str(opts.batch_timeout_ms),
         "PROCWATCH_ALERTER_LOG_LEVEL": "WARNING",
+        "PROCWATCH_NATS_REPLICAS": str(min(3, opts.nats_nodes)),
     }
     if opts.alerter_fetch_timeout_s is not None:
         env["PROCWATCH_ALERTER_FETCH_TIMEOUT_S"] = str(opts.alerter_fetch_timeout_s)

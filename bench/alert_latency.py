@@ -158,7 +158,7 @@ def load_generator(nats_url: str, servers: list[dict], rate: float, stop, stats_
     import nats
 
     async def run() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(nats_url.split(","))
         per_message = len(servers[0]["names"])
         messages_per_s = rate / per_message
         interval = 1.0 / messages_per_s
@@ -193,7 +193,7 @@ async def probe(
     Stops early after `max_seconds` (a saturated pipeline would otherwise take alerts x timeout)."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     arrivals: asyncio.Queue = asyncio.Queue()
     recorded_at: dict[str, float] = {}  # sample time -> when ingest's SampleRecorded was seen
 

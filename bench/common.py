@@ -112,7 +112,7 @@ def versions(database_url: str | None = None, nats_url: str | None = None) -> di
 async def _nats_version(nats_url: str) -> str:
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     try:
         return nc._server_info.get("version", "unknown")  # the INFO the server sent on connect
     finally:
@@ -133,17 +133,22 @@ class Servers:
     _nats_count: int = 0
 
     @contextmanager
-    def nats(self):
+    def nats(self, nodes: int = 1):
         """A NATS server for one benchmark run: NATS_URL if set, else a fresh embedded one
-        (fresh streams: no backlog of an earlier run leaks into the next)."""
-        if os.environ.get("NATS_URL"):
+        (fresh streams: no backlog of an earlier run leaks into the next); `nodes` 3: an embedded
+        3-node cluster (its URL lists the nodes), ready for R3 streams."""
+        if os.environ.get("NATS_URL") and nodes == 1:
             yield os.environ["NATS_URL"]
             return
-        from procwatch.embedded import EmbeddedNats
+        from procwatch.embedded import EmbeddedNats, EmbeddedNatsCluster
 
         self._nats_count += 1
-        server = EmbeddedNats(self.tmp / f"nats-{self._nats_count}")
-        url = server.start()
+        if nodes > 1:
+            server = EmbeddedNatsCluster(self.tmp / f"nats-{self._nats_count}", nodes)
+            url = server.start()
+        else:
+            server = EmbeddedNats(self.tmp / f"nats-{self._nats_count}")
+            url = server.start()
         try:
             yield url
         finally:
@@ -265,7 +270,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> N
 async def wait_for_consumer(nats_url: str, stream: str, durable: str, timeout: float = 60) -> None:
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

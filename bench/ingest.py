@@ -67,7 +67,7 @@ def create_fleet(url: str, m: int, k: int) -> list[tuple[int, str, list[str]]]:
 
 async def publish_load(nats_url: str, url: str, fleet, seconds: float, warmup: float, max_backlog: int,
                        start_at: datetime) -> dict:
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     bodies_head = {sid: orjson.dumps({"v": 1, "server_id": sid, "agent_version": "bench-1"})[:-1] for sid, _, _ in fleet}
     headers = {sid: {"Authorization": f"Bearer {key}"} for sid, key, _ in fleet}
     readings = {sid: orjson.dumps([{"process_name": n, "count": 2, "cpu_pct": 3.5, "memory_pct": 1.25,
@@ -184,11 +184,12 @@ class IngestOptions:
     max_backlog: int = 3000  # messages published ahead of commits
     py_spy: str | None = None  # profile the ingest subprocess with py-spy (raw collapsed stacks)
     replicas: int = 1  # `procwatch ingest` processes sharing the durable consumer
+    nats_nodes: int = 1  # 3: an embedded 3-node NATS cluster, every stream at R3 (bench/cluster.py)
 
 
 def run_once(servers: Servers, opts: IngestOptions) -> dict:
     """One measurement: the service's committed samples/s, then the raw ceiling on the same database."""
-    with servers.nats() as nats_url:
+    with servers.nats(opts.nats_nodes) as nats_url:
         url = create_database(servers.database_url, "procwatch_bench_ingest")
         try:
             fleet = create_fleet(url, opts.servers, opts.processes)
@@ -196,7 +197,8 @@ def run_once(servers: Servers, opts: IngestOptions) -> dict:
             env = {"DATABASE_URL": url, "NATS_URL": nats_url, "PROCWATCH_INGEST_DURABLE": durable,
                    "PROCWATCH_INGEST_DELIVER_POLICY": "new", "PROCWATCH_INGEST_BATCH_SIZE": str(opts.batch_size),
                    "PROCWATCH_INGEST_BATCH_TIMEOUT_MS": str(opts.batch_timeout_ms),
-                   "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")}
+                   "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+                   "PROCWATCH_NATS_REPLICAS": str(min(3, opts.nats_nodes))}
             args = ["ingest"]
             stop = signal.SIGTERM
             if opts.py_spy:

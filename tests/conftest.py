@@ -31,6 +31,15 @@ def nats_url(servers: ResolvedServers) -> str:
     return servers.nats_url
 
 
+@pytest.fixture(scope="session")
+def nats_cluster():
+    """A 3-node NATS cluster of this session's own (started on first use; tests/support/cluster.py)."""
+    from tests.support.cluster import running_nats_cluster
+
+    with running_nats_cluster(3) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def server_tmp_path():
     """`tmp_path` for tests that start an embedded PostgreSQL (see `server_tmp_dir`)."""

@@ -40,7 +40,8 @@ def _run_agent(argv: list[str]) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from procwatch.stack import run_stack
 
-    return run_stack(data_dir=args.data_dir, api_port=args.api_port, with_agent=not args.no_agent)
+    return run_stack(data_dir=args.data_dir, api_port=args.api_port, with_agent=not args.no_agent,
+                     nats_cluster=args.nats_cluster, partitions=args.partitions)
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     # A new user's first sight is their own machine's processes, live: the agent runs by default.
     up.add_argument("--no-agent", action="store_true", help="do not run the agent for the demo server on this machine")
     up.add_argument("--with-agent", action="store_true", help=argparse.SUPPRESS)  # the old opt-in, now the default
+    up.add_argument("--nats-cluster", type=int, default=1, choices=(1, 3),
+                    help="embedded NATS nodes: 3 runs a cluster with every stream at R3 (default 1)")
+    up.add_argument("--partitions", type=int, default=None,
+                    help="ingest and alerter processes, one per partition of servers "
+                         "(default 2 with a cluster, else 1)")
     up.set_defaults(func=_cmd_up)
 
     api = sub.add_parser("api", help="run the HTTP API")

@@ -16,6 +16,7 @@ server's data directory, and is part of the server's `url`.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
@@ -439,3 +440,115 @@ class EmbeddedNats(EmbeddedServer):
     def agent_url(self, server_id: int, agent_key: str) -> str:
         """What an agent on this machine connects with: its own identity, checked by the auth callout."""
         return f"nats://agent-{server_id}:{quote(agent_key, safe='')}@127.0.0.1:{self.port}"
+
+
+NATS_ROUTE_USER = "route"
+NATS_CLUSTER_NAME = "procwatch"
+
+
+@dataclass
+class EmbeddedNatsNode(EmbeddedNats):
+    """One node of an embedded NATS cluster (EmbeddedNatsCluster): JetStream with its own store
+    directory, routes to its peers on loopback. Routes authenticate too (the `route` user, its
+    password in `nats-routes.secret`); the services' password and the auth callout's issuer are the
+    cluster's, so a client or an agent is admitted alike by any node."""
+
+    cluster_port: int = 0
+    peer_cluster_ports: list[int] = field(default_factory=list)
+    shared_name: str = "nats"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir.parent / f"{self.shared_name}.secret"
+
+    @property
+    def issuer_seed_file(self) -> Path:
+        return self.data_dir.parent / f"{self.shared_name}-auth-issuer.secret"
+
+    @property
+    def route_password(self) -> str:
+        return read_or_create_secret(self.data_dir.parent / f"{self.shared_name}-routes.secret")
+
+    def render_config(self) -> str:
+        routes = ", ".join(
+            json.dumps(f"nats-route://{NATS_ROUTE_USER}:{self.route_password}@127.0.0.1:{port}")
+            for port in self.peer_cluster_ports
+        )
+        return super().render_config() + (
+            f"server_name: {json.dumps(self.name)}\n"
+            "cluster {\n"
+            f"  name: {json.dumps(NATS_CLUSTER_NAME)}\n"
+            f"  listen: \"127.0.0.1:{self.cluster_port}\"\n"
+            f"  authorization {{ user: {json.dumps(NATS_ROUTE_USER)}, password: {json.dumps(self.route_password)} }}\n"
+            f"  routes: [{routes}]\n"
+            # Clients are given every node's URL with its credentials; an advertised one would have none.
+            "  no_advertise: true\n"
+            "}\n"
+        )
+
+
+class EmbeddedNatsCluster:
+    """`size` EmbeddedNatsNode's routed to each other (`procwatch up --nats-cluster 3`, the cluster
+    tests): `url` lists every node, which a client (nats-py, NATS_URL) takes as its server pool."""
+
+    def __init__(self, base_dir: Path, size: int = 3, ports: dict[str, int] | None = None) -> None:
+        ports = ports or {}
+        names = [f"nats-{i + 1}" for i in range(size)]
+        cluster_ports = {n: ports.get(f"{n}-cluster") or free_port() for n in names}
+        self.nodes = [
+            EmbeddedNatsNode(base_dir / n, port=ports.get(n, 0), name=n, cluster_port=cluster_ports[n],
+                             peer_cluster_ports=[p for m, p in cluster_ports.items() if m != n])
+            for n in names
+        ]
+
+    def start(self, ready_timeout: float = 60.0) -> str:
+        """Start every node, then wait until JetStream takes a stream of min(3, size) replicas (a meta
+        leader is elected and enough peers joined), so the first service start does not race it."""
+        for node in self.nodes:
+            node.start()
+        asyncio.run(self._wait_jetstream_ready(ready_timeout))
+        return self.url
+
+    async def _wait_jetstream_ready(self, timeout: float) -> None:
+        import nats
+        from nats.js.api import StreamConfig
+
+        nc = await nats.connect(self.url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = nc.jetstream()
+        name = f"PROCWATCH_READY_{secrets.token_hex(4).upper()}"
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    await js.add_stream(StreamConfig(name=name, subjects=[name.lower()],
+                                                     num_replicas=min(3, len(self.nodes))))
+                    await js.delete_stream(name)
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.25)
+        finally:
+            await nc.close()
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    @property
+    def issuer_seed(self) -> str:
+        return self.nodes[0].issuer_seed
+
+    def agent_url(self, server_id: int, agent_key: str) -> str:
+        return ",".join(node.agent_url(server_id, agent_key) for node in self.nodes)
+
+    def ports(self) -> dict[str, int]:
+        return {f"{node.name}-cluster": node.cluster_port for node in self.nodes}
+
+    def node_of(self, server_name: str) -> EmbeddedNatsNode:
+        """The node a JetStream `cluster.leader` / replica name refers to."""
+        return next(node for node in self.nodes if node.name == server_name)

@@ -6,7 +6,9 @@
 3. Run the services (api, ingest, alerter, notifier, the NATS auth callout
    responder when NATS is embedded, and, unless --no-agent, an agent for the demo
    server) as child processes; restart any service or embedded server that dies,
-   with backoff. Unless PROCWATCH_SMTP_URL is set, a local mail catcher
+   with backoff. With --nats-cluster 3 NATS is an embedded 3-node cluster (streams at R3), and
+   ingest and the alerter run one process per partition of servers (--partitions, 2 by default
+   then; docs/scaling.md). Unless PROCWATCH_SMTP_URL is set, a local mail catcher
    (mailcatcher.py) takes the alert emails and writes each to DIR/mail/ as a .eml file.
 4. Write `DIR/stack.json` (mode 0600: its URLs carry the servers' passwords) and
    print the URLs with the dashboard's and a one-time sign-in link; on Ctrl-C / SIGTERM stop the services first, then the servers.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from procwatch.embedded import (
     EmbeddedNats,
+    EmbeddedNatsCluster,
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServer,
@@ -45,6 +48,7 @@ DEMO_EMAIL = "demo@procwatch.local"
 DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
 SERVICES = ("api", "ingest", "alerter", "notifier")
 NATS_AUTH_SERVICE = "nats-auth"  # the auth callout responder (procwatch_ingest.auth_callout)
+PARTITIONED_SERVICES = ("ingest", "alerter")  # one process per partition (PROCWATCH_<SERVICE>_PARTITION)
 
 
 @dataclass
@@ -90,6 +94,8 @@ class ChildService:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen | None = None
+    # Extra environment of this process (a partition's number), kept when the URLs change.
+    own_env: dict[str, str] = field(default_factory=dict)
     backoff: Backoff = field(default_factory=Backoff)
 
     def start(self) -> None:
@@ -125,6 +131,10 @@ class Stack:
     urls: dict[str, str] = field(default_factory=dict)
     server_backoff: dict[str, Backoff] = field(default_factory=dict)
     mail: MailCatcher | None = None
+    # NATS nodes (1: one embedded server) and partitions of ingest and the alerter.
+    nats_nodes: int = 1
+    partitions: int = 1
+    nats_cluster: EmbeddedNatsCluster | None = None
 
     # -- servers -----------------------------------------------------------
 
@@ -147,6 +157,11 @@ class Stack:
                 self.urls[key] = os.environ[env_name]
                 log.info("using external server", extra={"server": sub})
                 continue
+            if cls is EmbeddedNats and self.nats_nodes > 1:
+                self.nats_cluster = EmbeddedNatsCluster(self.data_dir / "nats-cluster", self.nats_nodes, ports)
+                self.urls[key] = self.nats_cluster.start()
+                self.servers.extend(self.nats_cluster.nodes)
+                continue
             server = cls(self.data_dir / sub, port=ports.get(sub, 0))
             self.urls[key] = server.start()
             self.servers.append(server)
@@ -155,7 +170,9 @@ class Stack:
             self.urls["smtp_url"] = self.mail.start()
 
     @property
-    def embedded_nats(self) -> EmbeddedNats | None:
+    def embedded_nats(self) -> EmbeddedNats | EmbeddedNatsCluster | None:
+        if self.nats_cluster is not None:
+            return self.nats_cluster
         return next((s for s in self.servers if isinstance(s, EmbeddedNats)), None)
 
     def supervise_servers_once(self) -> None:
@@ -185,13 +202,14 @@ class Stack:
                     self._moved(old_url, server.url)
 
     def _moved(self, old_url: str, new_url: str) -> None:
-        key = next(k for k, v in self.urls.items() if v == old_url)
-        self.urls[key] = new_url
+        # A cluster node's URL is one of several in NATS_URL.
+        key = next(k for k, v in self.urls.items() if old_url in v.split(","))
+        self.urls[key] = ",".join(new_url if u == old_url else u for u in self.urls[key].split(","))
         log.warning("embedded server moved to a new port; restarting the services", extra={"url_key": key})
         env = self.service_env()
         for child in self.children:
             child.stop()
-            child.env = self._env_for(child.name, env)
+            child.env = {**self._env_for(child.name, env), **child.own_env}
             child.start()
         self.write_stack_file()
 
@@ -274,6 +292,10 @@ class Stack:
         # Channel secrets are encrypted with it (procwatch_domain.crypto): a 0600 file of the data dir.
         if not env.get(crypto.SECRETS_KEY_ENV):
             env[crypto.SECRETS_KEY_ENV] = crypto.ensure_key_file(self.data_dir / crypto.SECRETS_KEY_FILE)
+        if self.nats_cluster is not None:
+            env["PROCWATCH_NATS_REPLICAS"] = str(min(3, self.nats_nodes))
+        if self.partitions > 1:
+            env["PROCWATCH_INGEST_PARTITIONS"] = env["PROCWATCH_ALERTER_PARTITIONS"] = str(self.partitions)
         if "smtp_url" in self.urls:
             env["PROCWATCH_SMTP_URL"] = self.urls["smtp_url"]
         # Channels on this machine (a local receiver, the demo) are private addresses.
@@ -305,6 +327,12 @@ class Stack:
         if with_agent:
             names.append("agent")
         for name in names:
+            if name in PARTITIONED_SERVICES and self.partitions > 1:
+                for k in range(self.partitions):
+                    own = {f"PROCWATCH_{name.upper()}_PARTITION": str(k)}
+                    self.children.append(ChildService(f"{name}-{k}", exe + [name], {**self._env_for(name, env), **own},
+                                                      self.data_dir / f"{name}-{k}.log", own_env=own))
+                continue
             self.children.append(ChildService(name, exe + [name], self._env_for(name, env),
                                               self.data_dir / f"{name}.log"))
         for child in self.children:
@@ -348,6 +376,8 @@ class Stack:
     def write_stack_file(self) -> Path:
         path = self.data_dir / STACK_FILE
         ports = {s.name: s.port for s in self.servers}
+        if self.nats_cluster is not None:
+            ports.update(self.nats_cluster.ports())
         write_private(path, json.dumps({**self.urls, "ports": ports}, indent=2))
         return path
 
@@ -364,8 +394,11 @@ def _raise_stop(signum, frame):  # noqa: ARG001
     raise _Stop()
 
 
-def run_stack(data_dir: str, api_port: int, with_agent: bool = False) -> int:
-    stack = Stack(Path(data_dir).resolve(), api_port)
+def run_stack(data_dir: str, api_port: int, with_agent: bool = False, nats_cluster: int = 1,
+              partitions: int | None = None) -> int:
+    if partitions is None:
+        partitions = 2 if nats_cluster > 1 else 1
+    stack = Stack(Path(data_dir).resolve(), api_port, nats_nodes=nats_cluster, partitions=partitions)
     stack.data_dir.mkdir(parents=True, exist_ok=True)
     stack.data_dir.chmod(0o700)  # secrets, logs and data of this stack: its user's alone
     if not port_is_free(api_port):

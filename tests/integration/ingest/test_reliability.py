@@ -42,7 +42,7 @@ async def test_crash_between_commit_and_publish_loses_no_event(ingest, nc, datab
         await eventually(lambda: failing.calls >= 1)
     finally:
         ingest.batches.publisher = real
-    # Committed before the failed publish; redelivered (nak with delay) and now announced.
+    # Committed before the failed publish; published again (in place, or by a redelivery) and now announced.
     events = await eventually(lambda: _events(nc, server.id, 2))
     assert query(database_url, "select samples_total from watched_processes where id=%s", (pid,)) == [(2,)]
     second = SampleRecorded.model_validate_json(events[1].data)
@@ -81,3 +81,40 @@ async def test_watch_list_request_reply(ingest, nc, database_url):
     assert refused.error == "unauthorized" and refused.process_names == []
     missing = await nc.request(subjects.agent_config(server.id), b"", timeout=5)
     assert WatchListReply.model_validate_json(missing.data).error == "unauthorized"
+
+
+class _FlakyPublisher:
+    """Fails its first `failures` publishes (a stream without a leader), then hands over to the real one."""
+
+    def __init__(self, real, failures: int):
+        self.real, self.failures, self.calls = real, failures, 0
+
+    async def publish_async(self, *a, **kw):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("no stream leader yet")
+        return await self.real.publish_async(*a, **kw)
+
+
+async def test_a_failed_event_publish_is_retried_in_place_so_events_keep_their_order(ingest, nc, database_url):
+    server = make_server(database_url, make_user(database_url))
+    pid = make_process(database_url, server, "nginx")
+    times = [now_utc(-40 + 5 * i) for i in range(6)]
+    real = ingest.batches.publisher
+    flaky = _FlakyPublisher(real(), failures=3)
+    ingest.batches.publisher = lambda: flaky
+    retried = ingest.stats.batches_retried
+    try:
+        for i, at in enumerate(times):
+            await publish_sample(nc, server, at, [reading("nginx", 1 + i % 2)])
+        await eventually(lambda: query(database_url, "select samples_total from watched_processes where id=%s",
+                                       (pid,)) == [(len(times),)])
+        events = await eventually(lambda: _events(nc, server.id, len(times)))
+    finally:
+        ingest.batches.publisher = real
+    assert flaky.calls > 3
+    # Nothing was handed back for redelivery: no event came out of order, every sample was the latest.
+    assert ingest.stats.batches_retried == retried
+    parsed = [SampleRecorded.model_validate_json(m.data) for m in events]
+    assert [e.sampled_at for e in parsed] == times
+    assert all(s.is_latest for e in parsed for s in e.samples)

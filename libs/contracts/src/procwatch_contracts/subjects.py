@@ -68,6 +68,36 @@ def processes_changed(server_id: int) -> str:
     return f"processes.changed.{server_id}"
 
 
+# Partitions by server (docs/scaling.md): a stream's subject transform rewrites `<prefix>.<server_id>` to
+# `<prefix>.<partition>.<server_id>` with NATS' deterministic `partition(n, 1)` mapping, so one server
+# always lands in one partition and one consumer per partition keeps each server's order. The server id
+# stays the last token.
+_FNV32_OFFSET, _FNV32_PRIME = 0x811C9DC5, 0x01000193
+
+
+def partition_transform(subject_pattern: str, partitions: int) -> str:
+    """The transform destination of `<prefix>.*` into `partitions` partitions keyed on the server id."""
+    prefix = subject_pattern.removesuffix(".*")
+    return f"{prefix}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
+
+
+def partition_filter(subject_pattern: str, partition: int) -> str:
+    """The stored subjects of one partition of `<prefix>.*`: `<prefix>.<partition>.*`."""
+    return f"{subject_pattern.removesuffix('.*')}.{partition}.*"
+
+
+def fnv1a_32(data: bytes) -> int:
+    h = _FNV32_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV32_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def partition_of(server_id: int, partitions: int) -> int:
+    """The partition NATS' `partition(n, 1)` puts `server_id` in: FNV-1a (32 bit) of the token, mod n."""
+    return fnv1a_32(str(server_id).encode()) % partitions
+
+
 def server_id_from_subject(subject: str) -> int | None:
     """The trailing `<server_id>` of `agent.samples.<id>` / `agent.config.<id>`."""
     tail = subject.rsplit(".", 1)[-1]

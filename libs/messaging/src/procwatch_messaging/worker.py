@@ -50,7 +50,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from procwatch_db.urls import libpq_url
 from procwatch_messaging.pull import BatchPullLoop, Handle
-from procwatch_messaging.streams import StreamLimits, ensure_streams
+from procwatch_messaging.streams import StreamLimits, ensure_streams, limits_for
 from procwatch_messaging.jobs import Job, PeriodicJob
 from procwatch_runtime import metrics
 from procwatch_runtime.health import Check, HealthServer, nats_check, postgres_check
@@ -122,9 +122,9 @@ class Worker:
                  stream_limits: StreamLimits = StreamLimits(), graceful_timeout_s: float = 15.0) -> None:
         self.name = name
         self.settings = settings
-        self.stream_limits = stream_limits
+        self.stream_limits = limits_for(settings, stream_limits)
         self.broker = NatsBroker(
-            settings.nats_url,
+            settings.nats_servers,
             max_reconnect_attempts=-1,  # wait out broker outages
             reconnect_time_wait=0.5,
             graceful_timeout=graceful_timeout_s,

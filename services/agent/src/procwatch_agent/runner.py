@@ -118,7 +118,7 @@ class Agent:
             self._wake_to_refresh()  # flush the buffer and refresh the list without waiting a whole tick
 
         await self.nc.connect(
-            servers=[self.settings.nats_url],
+            servers=self.settings.nats_servers,
             name=f"procwatch-agent-{self.server_id}",
             allow_reconnect=True,
             max_reconnect_attempts=-1,
@@ -245,7 +245,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         self.exits = make_exit_watch(self.settings.exit_watch, self._on_exit, loop, self.settings.exit_poll_interval)
         self.start_connecting()
-        log.info("agent started", extra={"server_id": self.server_id, "nats_url": _redact(self.settings.nats_url),
+        log.info("agent started", extra={"server_id": self.server_id,
+                                         "nats_url": ",".join(map(_redact, self.settings.nats_servers)),
                                          "buffer_ticks": self.settings.buffer_ticks, "exit_watch": self.exits.mode})
         next_tick = loop.time()
         try:

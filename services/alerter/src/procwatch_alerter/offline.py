@@ -18,6 +18,7 @@ The sample hot paths are untouched: ingest only stamps last_seen_at (docs/ingest
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -55,23 +56,36 @@ class OfflineDetector:
         self.gated_runs = 0
 
     async def probe(self) -> PipelineState:
-        """Ingest's lag on AGENT_SAMPLES, from the JetStream API. Unreachable (or no such durable:
-        ingest never started) counts as not caught up."""
+        """Ingest's lag on AGENT_SAMPLES, from the JetStream API: the backlogs of its durables (one per
+        ingest partition) summed, the oldest unacked message of any. Unreachable (or no such durable:
+        ingest never started) counts as not caught up, and so does a stream without a leader: on a
+        cluster, while AGENT_SAMPLES elects a new one, agents' publishes fail and the consumers
+        (led elsewhere) look idle, as if every agent had fallen silent."""
         stream = subjects.AGENT_SAMPLES_STREAM
+        backlog, oldest = 0, None
         try:
             js = self._js()
-            info = await js.consumer_info(stream, self.settings.ingest_durable, timeout=API_TIMEOUT_S)
-            backlog = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            stream_info = await asyncio.wait_for(js.stream_info(stream), API_TIMEOUT_S)
+            if stream_info.cluster is not None and not stream_info.cluster.leader:
+                return PipelineState(reachable=False)
+            for durable in self.settings.ingest_durables:
+                info = await js.consumer_info(stream, durable, timeout=API_TIMEOUT_S)
+                pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                if pending == 0:
+                    continue
+                backlog += pending
+                floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+                first = await js.get_msg(stream, seq=floor + 1, next=True,
+                                         subject=info.config.filter_subject or subjects.AGENT_SAMPLES_SUBJECTS)
+                if first.time and (oldest is None or oldest.time is None or first.time < oldest.time):
+                    oldest = first
             if backlog == 0:
                 return PipelineState(reachable=True)
-            floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
-            oldest = await js.get_msg(stream, seq=floor + 1, next=True,
-                                      subject=info.config.filter_subject or subjects.AGENT_SAMPLES_SUBJECTS)
-            newest = await js.get_msg(stream, seq=(await js.stream_info(stream)).state.last_seq)
+            newest = await js.get_msg(stream, seq=stream_info.state.last_seq)
         except Exception as exc:  # broker down, timeout, durable missing: judge nobody
             log.debug("ingest lag unknown", extra={"error": type(exc).__name__})
             return PipelineState(reachable=False)
-        age = (newest.time - oldest.time).total_seconds() if newest.time and oldest.time else 0.0
+        age = (newest.time - oldest.time).total_seconds() if newest.time and oldest and oldest.time else 0.0
         return PipelineState(reachable=True, backlog=backlog, oldest_unacked_age_s=max(0.0, age))
 
     async def run(self) -> None:

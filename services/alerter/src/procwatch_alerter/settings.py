@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from procwatch_contracts import subjects
+from procwatch_messaging.streams import ingest_durable
 from procwatch_runtime.settings import WorkerSettings
 
 
@@ -23,6 +24,10 @@ class AlerterSettings(WorkerSettings):
     # (e.g. NATS subject-mapping partitions), never two replicas on one filter.
     sample_subject: str = subjects.SAMPLE_EVENTS_SUBJECTS
     process_subject: str = subjects.PROCESS_EVENTS_SUBJECTS
+    # With PROCWATCH_ALERTER_PARTITIONS > 1 (shared settings, the streams' subject transforms): the
+    # partition this replica evaluates (0 .. partitions-1). It sets both subject filters to that
+    # partition's subjects and the durable to `<durable>-<partition>`.
+    partition: int = Field(default=0, ge=0)
     # Where a newly created durable starts. "all" (default): nothing published
     # before the alerter's first start is missed; "new": skip the stream's backlog.
     # An existing durable always resumes from its ack floor.
@@ -70,6 +75,21 @@ class AlerterSettings(WorkerSettings):
     # Episodes notified per run of that job at most (the rest on the next run).
     maintenance_batch: int = Field(default=1000, ge=1, le=100_000)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _partitioned(self) -> AlerterSettings:
+        if self.partition >= self.alerter_partitions:
+            raise ValueError(f"partition {self.partition} outside 0..{self.alerter_partitions - 1}")
+        if self.alerter_partitions > 1:
+            self.sample_subject = subjects.partition_filter(subjects.SAMPLE_EVENTS_SUBJECTS, self.partition)
+            self.process_subject = subjects.partition_filter(subjects.PROCESS_EVENTS_SUBJECTS, self.partition)
+            self.durable = f"{self.durable}-{self.partition}"
+        return self
+
+    @property
+    def ingest_durables(self) -> list[str]:
+        """Ingest's durables on AGENT_SAMPLES, one per ingest partition."""
+        return [ingest_durable(self.ingest_durable, k, self.ingest_partitions) for k in range(self.ingest_partitions)]
 
     @property
     def batch_timeout_s(self) -> float:

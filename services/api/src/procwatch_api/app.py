@@ -29,7 +29,7 @@ from procwatch_api.slow_clients import BodyDeadline, header_deadline_protocol
 from procwatch_db.urls import libpq_url, sqlalchemy_url
 from procwatch_domain import crypto
 from procwatch_messaging.outbox import OutboxRelay
-from procwatch_messaging.streams import ensure_streams
+from procwatch_messaging.streams import ensure_streams, limits_for
 from procwatch_runtime.gc_tuning import tune_gc
 
 log = logging.getLogger("procwatch.api")
@@ -53,7 +53,7 @@ async def _nats_and_relay(app: FastAPI, settings: ApiSettings) -> None:
     while state.nats is None:
         try:
             state.nats = await nats.connect(
-                settings.nats_url, connect_timeout=settings.nats_connect_timeout_s,
+                settings.nats_servers, connect_timeout=settings.nats_connect_timeout_s,
                 max_reconnect_attempts=-1, reconnect_time_wait=1, error_cb=on_error, name="procwatch-api",
                 reconnected_cb=on_reconnected,
             )
@@ -67,7 +67,7 @@ async def _nats_and_relay(app: FastAPI, settings: ApiSettings) -> None:
     backoff = 0.5
     while True:
         try:
-            await ensure_streams(js)
+            await ensure_streams(js, limits_for(settings))
             break
         except Exception as exc:
             log.warning("could not declare streams", extra={"error": type(exc).__name__, "retry_in_s": backoff})

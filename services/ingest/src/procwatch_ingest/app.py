@@ -67,10 +67,11 @@ class IngestApp(WorkerService):
         self.batches = SampleBatchHandler(
             self.service, self.pool, self._events_publisher,
             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s,
+            publish_retry_s=settings.publish_retry_s,
         )
         self.watch_lists = WatchListHandler(self.service, self.pool, settings.interval_seconds)
         self.pull_loop = self.worker.pull_loop(
-            PullConsumer(subjects.AGENT_SAMPLES_SUBJECTS, subjects.AGENT_SAMPLES_STREAM, settings.durable,
+            PullConsumer(settings.consumer_subject, subjects.AGENT_SAMPLES_STREAM, settings.consumer_durable,
                          self._consumer_config()),
             self.batches.handle, batch_size=settings.batch_size, batch_timeout_s=settings.batch_timeout_s,
             max_in_flight=settings.max_in_flight, name="ingest-pull-loop", check="consumer",

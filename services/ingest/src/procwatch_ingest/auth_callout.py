@@ -209,7 +209,7 @@ async def serve(settings: NatsAuthSettings, stop: asyncio.Event) -> None:
         except Exception as exc:  # the broker times the connection out; never the responder down
             log.warning("auth request not answered", extra={"error": type(exc).__name__})
 
-    nc = await nats.connect(str(settings.nats_url), max_reconnect_attempts=-1, reconnect_time_wait=1,
+    nc = await nats.connect(settings.nats_servers, max_reconnect_attempts=-1, reconnect_time_wait=1,
                             name="procwatch-nats-auth")
     await nc.subscribe(AUTH_CALLOUT_SUBJECT, queue=settings.queue, cb=handle)
     await nc.flush()

@@ -40,6 +40,10 @@ TRANSIENT_DB_ERRORS = (psycopg.OperationalError, psycopg.errors.SerializationFai
                        psycopg.errors.DeadlockDetected, psycopg.errors.ForeignKeyViolation, PoolTimeout, OSError)
 
 
+# One attempt of an in-place publish retry (SampleBatchHandler._publish_in_turn).
+PUBLISH_ATTEMPT_S = 2.0
+
+
 class SampleBatchHandler:
     def __init__(
         self,
@@ -50,6 +54,7 @@ class SampleBatchHandler:
         retry_base_s: float = 0.5,
         retry_max_s: float = 10.0,
         publish_timeout_s: float = 10.0,
+        publish_retry_s: float = 0.0,
     ):
         self.service = service
         self.stats = service.stats
@@ -59,6 +64,7 @@ class SampleBatchHandler:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self.publish_timeout_s = publish_timeout_s
+        self.publish_retry_s = publish_retry_s
         self.draining = False
         # Batches may overlap (parse/COPY of one while another commits), but commit + publish
         # happen one batch at a time, so events leave in commit order.
@@ -130,11 +136,10 @@ class SampleBatchHandler:
                 await self._nak(batch, delay=0)
                 return
 
-            publisher = self.publisher()
             t4 = time.perf_counter()
             try:
-                await self._publish_all(publisher, [(e.subject, e.payload, {"Nats-Msg-Id": e.msg_id})
-                                             for e in result.events])
+                publisher = await self._publish_in_turn([(e.subject, e.payload, {"Nats-Msg-Id": e.msg_id})
+                                                         for e in result.events])
                 stats.phase_s["publish"] += time.perf_counter() - t4
             except Exception as err:
                 # Committed but not announced: the redelivery finds the rows and re-publishes
@@ -169,11 +174,36 @@ class SampleBatchHandler:
         if rejected:
             await self._dead_letter(publisher, [(batch[i], reason) for i, reason in sorted(rejected.items())])
 
-    async def _publish_all(self, publisher: AckedPublisher, items: list[tuple[str, bytes, dict[str, str]]]) -> None:
+    async def _publish_in_turn(self, items: list[tuple[str, bytes, dict[str, str]]]) -> AckedPublisher:
+        """Publish a committed batch's events, in its commit-publish turn. A failure is retried in place
+        for up to `publish_retry_s` while the next batch waits for the turn, so a server's events keep
+        their commit order (e.g. while a cluster elects a new stream leader); a redelivered batch would
+        come back after newer ones, and its samples reach the alerter late (stored, never evaluated).
+        Past that, or when draining, the error goes up (the batch is redelivered)."""
+        deadline = time.monotonic() + self.publish_retry_s
+        # A publish sent to a leader that just died is never acked: re-sending (same ids, JetStream
+        # drops copies it has) beats waiting the whole timeout for it.
+        attempt_timeout_s = min(self.publish_timeout_s, PUBLISH_ATTEMPT_S) if self.publish_retry_s else None
+        delay = 0.1
+        while True:
+            publisher = self.publisher()  # the current connection's (it may have been replaced)
+            try:
+                await self._publish_all(publisher, items, attempt_timeout_s)
+                return publisher
+            except Exception as err:
+                if self.draining or time.monotonic() + delay > deadline:
+                    raise
+                log.info("publishing sample events failed; retrying in place",
+                         extra={"events": len(items), "error": type(err).__name__, "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(1.0, 2 * delay)
+
+    async def _publish_all(self, publisher: AckedPublisher, items: list[tuple[str, bytes, dict[str, str]]],
+                           timeout_s: float | None = None) -> None:
         if not items:
             return
         futures = [await publisher.publish_async(subject, payload, headers=headers) for subject, payload, headers in items]
-        await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout_s)
+        await asyncio.wait_for(asyncio.gather(*futures), timeout_s or self.publish_timeout_s)
 
     async def _dead_letter(self, publisher: AckedPublisher, items: list[tuple[Msg, Rejected]]) -> None:
         out = []

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from procwatch_messaging.streams import StreamLimits
+from procwatch_contracts import subjects
+from procwatch_messaging.streams import StreamLimits, ingest_durable
 from procwatch_runtime.settings import WorkerSettings
 
 
@@ -27,6 +28,10 @@ class IngestSettings(WorkerSettings):
 
     # The durable pull consumer shared by every replica, and the watch-list queue group.
     durable: str = "procwatch-ingest"
+    # With PROCWATCH_INGEST_PARTITIONS > 1 (shared settings): the partition of AGENT_SAMPLES this replica
+    # reads (0 .. partitions-1), on the durable `<durable>-<partition>`; no two partitions hold one
+    # server's messages, so each server's samples are committed in order (docs/scaling.md).
+    partition: int = Field(default=0, ge=0)
     watchlist_queue: str = "procwatch-ingest"
     # Seconds the server waits for an ack before redelivering (a crashed replica's batch).
     ack_wait_s: float = Field(default=30.0, gt=0)
@@ -51,6 +56,10 @@ class IngestSettings(WorkerSettings):
     events_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     duplicate_window_s: float = Field(default=300, ge=120)
 
+    # Seconds a committed batch's failed event publish is retried in place (the next batch waits, so each
+    # server's events keep their order across a broker hiccup or a cluster's leader election) before the
+    # batch is handed back for redelivery. Keep it well below ack_wait_s.
+    publish_retry_s: float = Field(default=10.0, ge=0)
     # Redelivery delay after a transient failure: base * 2^(attempt-1), capped.
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
@@ -76,6 +85,23 @@ class IngestSettings(WorkerSettings):
 
     # PROCWATCH_INGEST_LOG_LEVEL, else LOG_LEVEL (what `procwatch --log-level` also reads).
     log_level: str = Field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
+
+    @model_validator(mode="after")
+    def _partition_in_range(self) -> IngestSettings:
+        if self.partition >= self.ingest_partitions:
+            raise ValueError(f"partition {self.partition} outside 0..{self.ingest_partitions - 1}")
+        return self
+
+    @property
+    def consumer_subject(self) -> str:
+        """The stored subjects this replica's durable reads."""
+        if self.ingest_partitions == 1:
+            return subjects.AGENT_SAMPLES_SUBJECTS
+        return subjects.partition_filter(subjects.AGENT_SAMPLES_SUBJECTS, self.partition)
+
+    @property
+    def consumer_durable(self) -> str:
+        return ingest_durable(self.durable, self.partition, self.ingest_partitions)
 
     def stream_limits(self) -> StreamLimits:
         return StreamLimits(
