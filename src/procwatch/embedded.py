@@ -37,10 +37,25 @@ log = logging.getLogger("procwatch.embedded")
 PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root
 
 
+# Ports this process handed out or was told are taken (the API's): the kernel may give a port
+# back to the next bind(0) as soon as the probing socket closed, before its server bound it.
+_claimed_ports: set[int] = set()
+
+
+def claim_port(port: int) -> None:
+    """Keep free_port() from handing out `port` (one chosen elsewhere, not bound yet)."""
+    _claimed_ports.add(port)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing is bound to, and that this process has not handed out before."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _claimed_ports:
+            _claimed_ports.add(port)
+            return port
 
 
 def port_is_free(port: int) -> bool:

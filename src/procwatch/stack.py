@@ -33,6 +33,7 @@ from procwatch.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServer,
+    claim_port,
     port_is_free,
     write_private,
 )
@@ -401,6 +402,7 @@ def run_stack(data_dir: str, api_port: int, with_agent: bool = False, nats_clust
     stack = Stack(Path(data_dir).resolve(), api_port, nats_nodes=nats_cluster, partitions=partitions)
     stack.data_dir.mkdir(parents=True, exist_ok=True)
     stack.data_dir.chmod(0o700)  # secrets, logs and data of this stack: its user's alone
+    claim_port(api_port)  # the embedded servers pick theirs before the API binds this one
     if not port_is_free(api_port):
         print(f"port {api_port} is in use; choose another with --api-port", file=sys.stderr)
         return 2

@@ -33,6 +33,11 @@ def test_process_body_sends_every_box_and_parses_numbers():
     assert "memory_threshold_pct" not in body  # left empty: the default (create) or unchanged
 
 
+def test_an_empty_nullable_setting_is_null_not_left_out():
+    body = process_body({"process_name": "nginx", "min_count": "", "max_count": "4"})
+    assert body["min_count"] is None and body["max_count"] == 4.0  # an emptied bound is cleared on edit
+
+
 def test_process_body_passes_text_that_is_not_a_number_to_the_validation():
     assert process_body({"cpu_threshold_pct": "lots"})["cpu_threshold_pct"] == "lots"
     assert process_body({"cpu_threshold_pct": "nan"})["cpu_threshold_pct"] == "nan"

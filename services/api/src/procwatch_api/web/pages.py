@@ -31,6 +31,7 @@ class FormField(NamedTuple):
     default: Any
     minimum: float | None
     maximum: float | None
+    nullable: bool = False  # an empty input means null (e.g. no count bound), not "keep the default"
 
 
 def _label(setting: Setting) -> str:
@@ -41,7 +42,7 @@ def _label(setting: Setting) -> str:
 
 PROCESS_FORM_FIELDS: tuple[FormField, ...] = (
     *(FormField(s.name, _label(s), "checkbox", s.default, None, None) for s in FLAG_SETTINGS),
-    *(FormField(s.name, _label(s), "number", s.default, s.minimum, s.maximum) for s in PARAMETER_SETTINGS),
+    *(FormField(s.name, _label(s), "number", s.default, s.minimum, s.maximum, s.nullable) for s in PARAMETER_SETTINGS),
 )
 
 
@@ -57,6 +58,8 @@ def process_body(form: Mapping[str, Any]) -> dict[str, Any]:
             continue
         raw = str(form.get(field.name, "")).strip()
         if raw == "":
+            if field.nullable:
+                body[field.name] = None  # an emptied bound is cleared
             continue
         try:
             value = float(raw)
