@@ -34,6 +34,7 @@ from procwatch.embedded import (
     EmbeddedRedis,
     EmbeddedServer,
     claim_port,
+    free_port,
     port_is_free,
     write_private,
 )
@@ -49,6 +50,7 @@ DEMO_EMAIL = "demo@procwatch.local"
 DEMO_PROCESSES = ("postgres", "nats-server", "redis-server")
 SERVICES = ("api", "ingest", "alerter", "notifier")
 NATS_AUTH_SERVICE = "nats-auth"  # the auth callout responder (procwatch_ingest.auth_callout)
+WORKER_SERVICES = ("ingest", "alerter", "notifier")  # each with its health endpoint, /metrics included
 PARTITIONED_SERVICES = ("ingest", "alerter")  # one process per partition (PROCWATCH_<SERVICE>_PARTITION)
 
 
@@ -130,6 +132,7 @@ class Stack:
     servers: list[EmbeddedServer] = field(default_factory=list)
     children: list[ChildService] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    metrics_urls: dict[str, str] = field(default_factory=dict)  # worker child -> its /metrics
     server_backoff: dict[str, Backoff] = field(default_factory=dict)
     mail: MailCatcher | None = None
     # NATS nodes (1: one embedded server) and partitions of ingest and the alerter.
@@ -330,14 +333,22 @@ class Stack:
         for name in names:
             if name in PARTITIONED_SERVICES and self.partitions > 1:
                 for k in range(self.partitions):
-                    own = {f"PROCWATCH_{name.upper()}_PARTITION": str(k)}
+                    own = {f"PROCWATCH_{name.upper()}_PARTITION": str(k), **self._health_env(f"{name}-{k}", name)}
                     self.children.append(ChildService(f"{name}-{k}", exe + [name], {**self._env_for(name, env), **own},
                                                       self.data_dir / f"{name}-{k}.log", own_env=own))
                 continue
-            self.children.append(ChildService(name, exe + [name], self._env_for(name, env),
-                                              self.data_dir / f"{name}.log"))
+            own = self._health_env(name, name) if name in WORKER_SERVICES else {}
+            self.children.append(ChildService(name, exe + [name], {**self._env_for(name, env), **own},
+                                              self.data_dir / f"{name}.log", own_env=own))
         for child in self.children:
             child.start()
+
+    def _health_env(self, child: str, service: str) -> dict[str, str]:
+        """A worker's health endpoint (/healthz, /readyz, /metrics) on a port of its own, kept across
+        its restarts; the URLs go to stack.json for a local Prometheus or curl."""
+        port = free_port()
+        self.metrics_urls[child] = f"http://127.0.0.1:{port}/metrics"
+        return {f"PROCWATCH_{service.upper()}_HEALTH_PORT": str(port)}
 
     def supervise_once(self) -> None:
         """Restart a service that died, with a growing delay (at most 30 s)."""
@@ -379,7 +390,8 @@ class Stack:
         ports = {s.name: s.port for s in self.servers}
         if self.nats_cluster is not None:
             ports.update(self.nats_cluster.ports())
-        write_private(path, json.dumps({**self.urls, "ports": ports}, indent=2))
+        metrics = {"api": f"{self.urls['api_url']}/metrics", **self.metrics_urls}
+        write_private(path, json.dumps({**self.urls, "ports": ports, "metrics": metrics}, indent=2))
         return path
 
 

@@ -81,6 +81,11 @@ def test_up_serves_the_api_with_a_demo_token_and_reuses_its_data(server_tmp_path
         # every service is running under `up`
         children = subprocess.run(["pgrep", "-f", "procwatch.cli (api|ingest|alerter)"], capture_output=True, text=True)
         assert len(children.stdout.split()) >= 3, children.stdout
+        # ... and every worker serves Prometheus metrics on its own health port (stack.json names them).
+        assert set(stack["metrics"]) == {"api", "ingest", "alerter", "notifier"}
+        for service, metrics_url in stack["metrics"].items():
+            scraped = httpx.get(metrics_url, timeout=10)
+            assert scraped.status_code == 200 and "procwatch_" in scraped.text, service
     finally:
         assert _stop(proc) == 0
 
