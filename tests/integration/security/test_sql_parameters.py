@@ -24,6 +24,9 @@ ALLOWLIST: dict[tuple[str, str], str] = {
     # `PROCESS_COLUMNS` is a module constant (column names); the ids are a bound parameter.
     ("services/alerter/src/procwatch_alerter/repository.py", "lock_processes"): "constant column list",
     ("services/alerter/src/procwatch_alerter/repository.py", "read_processes"): "constant column list",
+    # `WINDOW_COLUMNS` (procwatch_domain.maintenance) is a module constant: the windows' column names.
+    ("services/alerter/src/procwatch_alerter/repository.py", "load_windows"): "constant column list",
+    ("services/notifier/src/procwatch_notifier/repository.py", "windows_of_users"): "constant column list",
     # The offline job's statements are built from module constants (the bench EXPLAINs the same text).
     ("services/alerter/src/procwatch_alerter/repository.py", "declare_offline"): "constant SQL fragments",
     ("services/alerter/src/procwatch_alerter/repository.py", "offline_alerts_to_resolve"): "constant SQL fragments",

@@ -174,6 +174,11 @@ LOCK_OFFLINE_ALERTS_OVER_SQL = OFFLINE_ALERTS_OVER_SQL + " for update of a skip 
 _process_row = args_row(ProcessRow)
 
 
+# Every window that may still be in effect, or ended within the last day (late samples).
+LOAD_WINDOWS_SQL = (f"select {', '.join(WINDOW_COLUMNS)} from maintenance_windows"
+                    " where effective_until is null or effective_until > now() - interval '1 day'")
+
+
 class AlerterRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -261,10 +266,7 @@ class AlerterRepository:
 
     async def load_windows(self) -> list[Window]:
         """Every window that may still be in effect (or ended within the last day: late samples)."""
-        cur = await self._conn.execute(
-            f"select {', '.join(WINDOW_COLUMNS)} from maintenance_windows"  # the columns are ours
-            " where effective_until is null or effective_until > now() - interval '1 day'"
-        )
+        cur = await self._conn.execute(LOAD_WINDOWS_SQL)
         return [window_from_row(r) for r in await cur.fetchall()]
 
     async def windows_version(self) -> tuple:

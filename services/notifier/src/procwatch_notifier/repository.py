@@ -167,6 +167,11 @@ where d.id = m.id and d.status = 'pending'
 """
 
 
+# The users' maintenance windows that may be in effect now.
+USERS_WINDOWS_SQL = (f"select {', '.join(WINDOW_COLUMNS)} from maintenance_windows"
+                     " where user_id = any(%s) and (effective_until is null or effective_until > now())")
+
+
 class NotifierRepository:
     def __init__(self, conn: AsyncConnection[Any]) -> None:
         self.conn = conn
@@ -196,9 +201,7 @@ class NotifierRepository:
 
     async def windows_of_users(self, user_ids: list[int]) -> list[Window]:
         """The users' maintenance windows that may be in effect now (a reminder inside one is held)."""
-        cur = await self.conn.execute(
-            f"select {', '.join(WINDOW_COLUMNS)} from maintenance_windows"  # the columns are ours
-            " where user_id = any(%s) and (effective_until is null or effective_until > now())", (user_ids,))
+        cur = await self.conn.execute(USERS_WINDOWS_SQL, (user_ids,))
         return [window_from_row(r) for r in await cur.fetchall()]
 
     async def insert_reminders(self, reminders: list[tuple[DueReminder, str, str]]) -> int:

@@ -106,8 +106,9 @@ async def _session_user(request: Request) -> tuple[int, str]:
 
 
 async def session_or_token_user(request: Request) -> int:
-    """The caller's user id from the bearer token (as deps.current_user) or else the session cookie."""
-    if request.headers.get("authorization") is not None:
+    """The caller's user id from the bearer token (as deps.current_user) or else the session cookie.
+    With neither, the API's own 401 (the same answer as every other route)."""
+    if request.headers.get("authorization") is not None or SESSION_COOKIE not in request.cookies:
         return await current_user(request)
     user_id, _ = await _session_user(request)
     return user_id
