@@ -18,6 +18,7 @@ from procwatch_db.urls import libpq_url
 from procwatch_domain.secrets import hash_secret
 from tests.integration.api.conftest import insert_samples, sql
 from tests.support.factories import make_process
+from tests.support.routes import walk_routes
 
 pytestmark = pytest.mark.integration
 CSRF_INPUT = re.compile(r'name="csrf" value="([^"]+)"')
@@ -254,3 +255,49 @@ async def test_channel_test_button_sends_and_the_delivery_log_page_shows(databas
                 assert (await web.get(f"/ui/channels/{channel_id}")).status_code == 404
     finally:
         receiver.close()
+
+
+def dashboard_routes(app) -> list[tuple[str, str]]:
+    """(METHOD, path) of every dashboard page and form with an id in its path."""
+    return [(method, path) for path, route in walk_routes(app.routes) if path.startswith("/ui/") and "{" in path
+            for method in sorted(route.methods - {"HEAD"})]
+
+
+async def test_another_users_ids_are_not_found_on_every_page_and_form(client, web, user, other_user, server,
+                                                                      database_url):
+    """The dashboard's isolation walk: signed in as another user, every page and form addressed with
+    the owner's ids answers like a missing id (404), and nothing of the owner's changes."""
+    process_id = make_process(database_url, server, "secret-proc")
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        (alert_id,) = conn.execute(
+            "insert into alerts (watched_process_id, server_id, user_id, type, state, started_at, event_id)"
+            " values (%s, %s, %s, 'process_down', 'firing', now(), %s) returning id",
+            (process_id, server.id, user.id, f"web-iso-{process_id}")).fetchone()
+        (window_id,) = conn.execute(
+            "insert into maintenance_windows (user_id, name, starts_at, ends_at) values"
+            " (%s, 'secret-window', now(), now() + interval '1 hour') returning id", (user.id,)).fetchone()
+        (channel_id,) = conn.execute(
+            "insert into channels (user_id, type, name, target_encrypted, target_hint) values"
+            " (%s, 'email', 'secret-channel', 'x', 'owner@example.com') returning id", (user.id,)).fetchone()
+    owner_ids = {"server_id": server.id, "process_id": process_id, "alert_id": alert_id, "window_id": window_id,
+                 "channel_id": channel_id}
+    snapshot = ("select (select array_agg(row(p.*)::text) from watched_processes p where p.server_id = %(s)s),"
+                " (select row(a.*)::text from alerts a where a.id = %(a)s),"
+                " (select row(w.*)::text from maintenance_windows w where w.id = %(w)s),"
+                " (select row(c.*)::text from channels c where c.id = %(c)s)")
+    params = {"s": server.id, "a": alert_id, "w": window_id, "c": channel_id}
+    before = sql(database_url, snapshot, params)
+    await sign_in(web, other_user.token)
+    csrf = csrf_of((await web.get("/ui/channels")).text)
+    routes = dashboard_routes(client.app)
+    assert len(routes) >= 10
+    for method, path in routes:
+        url = path.format(**owner_ids)
+        if method == "GET":
+            response = await web.get(url)
+        else:
+            response = await web.post(url, data={"csrf": csrf, "process_name": "renamed", "name": "renamed"},
+                                      headers={"Origin": "http://api.test"})
+        assert response.status_code == 404, (method, path, response.status_code)
+        assert "secret-proc" not in response.text and "secret-window" not in response.text
+    assert sql(database_url, snapshot, params) == before, "another user's dashboard request changed the owner's rows"

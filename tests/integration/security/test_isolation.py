@@ -12,11 +12,11 @@ import re
 
 import psycopg
 import pytest
-from fastapi.routing import APIRoute
 from procwatch_db.urls import libpq_url
 from procwatch_domain import crypto
 
 from tests.support.factories import make_process, make_server, make_user
+from tests.support.routes import walk_routes
 
 pytestmark = pytest.mark.integration
 
@@ -43,24 +43,14 @@ MISSING_ID = "999999999"
 STREAMS = {("GET", "/events")}
 
 
-def _walk(routes, prefix: str = ""):
-    for route in routes:
-        # The dashboard's pages (cookie sessions, not in the API's document): tests/integration/api/test_web_pages.py.
-        if isinstance(route, APIRoute) and not route.include_in_schema:
-            continue
-        if isinstance(route, APIRoute):
-            yield prefix + route.path, route.methods
-        elif hasattr(route, "original_router"):  # FastAPI >= 0.16x keeps included routers nested
-            context = getattr(route, "include_context", None)
-            yield from _walk(route.original_router.routes, prefix + (getattr(context, "prefix", "") or ""))
-
-
 def api_routes(app) -> list[tuple[str, str]]:
-    """(METHOD, path) of every API route in the app's route table, health checks aside."""
+    """(METHOD, path) of every API route in the app's route table, health checks aside. The
+    dashboard's pages (cookie sessions, not in the API's document) have their own walk in
+    tests/integration/api/test_web_pages.py."""
     out = []
-    for path, methods in _walk(app.routes):
-        if path not in PUBLIC:
-            out += [(m, path) for m in sorted(methods - {"HEAD", "OPTIONS"})]
+    for path, route in walk_routes(app.routes):
+        if path not in PUBLIC and route.include_in_schema:
+            out += [(m, path) for m in sorted(route.methods - {"HEAD", "OPTIONS"})]
     return out
 
 
