@@ -204,7 +204,7 @@ def run_alert_maint(servers: common.Servers, args) -> Section:
         f" {opts.alerts} probe alerts per run",
     )
     runs = _alert_runs(servers, args, opts, "alert-maint")
-    baseline = _stored_figure(args.output, "alert", "p99 publish → alert, under load")
+    baseline = _stored_figure(args, "alert", "p99 publish → alert, under load")
     p99 = [r["loaded"]["p99_ms"] for r in runs]
     section.figures = [
         Figure("p50 publish → alert, under load", [r["loaded"]["p50_ms"] for r in runs], "ms", fmt="{:.1f}"),
@@ -286,9 +286,10 @@ def run_cluster(servers: common.Servers, args) -> Section:
     return section
 
 
-def _stored_figure(output: Path, section: str, figure: str) -> float | None:
-    """A figure's median as results.json holds it (another section's, for a comparison)."""
-    stored = _load_store(output)["sections"].get(section)
+def _stored_figure(args, section: str, figure: str) -> float | None:
+    """A figure's median in another section (for a comparison): as this command just measured it
+    when it ran that bench too, else as results.json holds it."""
+    stored = args.sections.get(section)
     for f in (stored or {}).get("figures", ()):
         if f["name"] == figure and f["runs"]:
             return common.median(f["runs"])
@@ -640,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         mode = "re-rendered from results.json"
     failed = False
     store = _load_store(args.output)
+    args.sections = store["sections"]  # what the benches of this command measured, then the stored rest
     if not args.render_only:
         with common.servers() as servers:
             with servers.nats() as nats_url:
