@@ -87,6 +87,7 @@ PAGES = (  # (file name, path; {server} and {process} filled in)
     ("process", "/ui/servers/{server}/processes/{process}"),
     ("alerts", "/ui/alerts"),
     ("channels", "/ui/channels"),
+    ("maintenance", "/ui/maintenance"),
 )
 
 
