@@ -79,24 +79,13 @@ class ChannelRepository(RowQueries):
         return StoredTarget(**row) if row else None
 
     async def insert_channel(self, user_id: int, channel_type: str, fields: dict[str, Any]) -> dict[str, Any]:
-        names = ", ".join(fields)
-        values = ", ".join(f":{k}" for k in fields)
-        row = await self._one(
-            f"insert into channels (user_id, type, {names}) values (:_uid, :_type, {values})"
-            f" returning {CHANNEL_COLUMNS}",
-            _uid=user_id, _type=channel_type, **fields,
-        )
-        assert row is not None
-        return row
+        return await self._insert_owned("channels", user_id, {"type": channel_type, **fields}, CHANNEL_COLUMNS)
 
     async def update_channel(self, user_id: int, channel_id: int, fields: dict[str, Any]) -> dict[str, Any] | None:
         return await self._update_owned("channels", channel_id, user_id, fields, CHANNEL_COLUMNS)
 
     async def delete_channel(self, user_id: int, channel_id: int) -> bool:
-        row = await self._one(
-            "delete from channels where id = :cid and user_id = :uid returning id", cid=channel_id, uid=user_id
-        )
-        return row is not None
+        return await self._delete_owned("channels", channel_id, user_id)
 
     async def deliveries_page(self, channel_id: int, before_id: int | None, limit: int) -> list[dict[str, Any]]:
         """Newest first (ix_deliveries_channel_newest)."""

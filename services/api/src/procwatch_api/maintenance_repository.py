@@ -54,20 +54,10 @@ class MaintenanceRepository(RowQueries):
         )
 
     async def insert_window(self, user_id: int, fields: dict[str, Any]) -> dict[str, Any]:
-        names = ", ".join(fields)
-        values = ", ".join(f":{k}" for k in fields)
-        row = await self._one(
-            f"insert into maintenance_windows (user_id, {names}) values (:_uid, {values})"
-            f" returning {WINDOW_COLUMNS_SQL}",
-            _uid=user_id, **fields,
-        )
-        assert row is not None
-        return row
+        return await self._insert_owned("maintenance_windows", user_id, fields, WINDOW_COLUMNS_SQL)
 
     async def update_window(self, user_id: int, window_id: int, fields: dict[str, Any]) -> dict[str, Any] | None:
         return await self._update_owned("maintenance_windows", window_id, user_id, fields, WINDOW_COLUMNS_SQL)
 
     async def delete_window(self, user_id: int, window_id: int) -> bool:
-        row = await self._one("delete from maintenance_windows where id = :wid and user_id = :uid returning id",
-                              wid=window_id, uid=user_id)
-        return row is not None
+        return await self._delete_owned("maintenance_windows", window_id, user_id)

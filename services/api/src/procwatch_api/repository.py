@@ -237,6 +237,23 @@ class RowQueries:
         row = result.mappings().first()
         return dict(row) if row is not None else None
 
+    async def _insert_owned(self, table: str, user_id: int, fields: dict[str, Any], returning: str) -> dict[str, Any]:
+        """Insert the user's row with `fields` (column names are the caller's, never a client's)."""
+        names = "".join(f", {k}" for k in fields)
+        values = "".join(f", :{k}" for k in fields)
+        row = await self._one(
+            f"insert into {table} (user_id{names}) values (:_uid{values}) returning {returning}",
+            _uid=user_id, **fields,
+        )
+        assert row is not None
+        return row
+
+    async def _delete_owned(self, table: str, row_id: int, user_id: int) -> bool:
+        """Delete the user's row; False when there is none (missing or another user's)."""
+        row = await self._one(f"delete from {table} where id = :_id and user_id = :_uid returning id",
+                              _id=row_id, _uid=user_id)
+        return row is not None
+
     async def _update_owned(self, table: str, row_id: int, user_id: int, fields: dict[str, Any],
                             returning: str) -> dict[str, Any] | None:
         """Set `fields` (column names are the caller's, never a client's) and updated_at on the user's row."""
@@ -293,15 +310,8 @@ class Repository(RowQueries):
 
     async def insert_server(self, user_id: int, agent_key_hash: str, fields: dict[str, Any]) -> dict[str, Any]:
         """fields: hostname and any of the liveness settings (the column defaults otherwise)."""
-        names = "".join(f", {k}" for k in fields)
-        values = "".join(f", :{k}" for k in fields)
-        row = await self._one(
-            f"insert into servers (user_id, agent_key_hash{names}) values (:_uid, :_k{values})"
-            f" returning {SERVER_COLUMNS}",
-            _uid=user_id, _k=agent_key_hash, **fields,
-        )
-        assert row is not None
-        return row
+        return await self._insert_owned("servers", user_id, {"agent_key_hash": agent_key_hash, **fields},
+                                        SERVER_COLUMNS)
 
     async def update_server(self, user_id: int, server_id: int, fields: dict[str, Any]) -> dict[str, Any] | None:
         """A new offline_after_s moves the offline deadline with it (the partial index finds it)."""
@@ -314,10 +324,7 @@ class Repository(RowQueries):
         )
 
     async def delete_server(self, user_id: int, server_id: int) -> bool:
-        row = await self._one(
-            "delete from servers where id = :sid and user_id = :uid returning id", sid=server_id, uid=user_id
-        )
-        return row is not None
+        return await self._delete_owned("servers", server_id, user_id)
 
     # --- processes ----------------------------------------------------------
 
