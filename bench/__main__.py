@@ -21,6 +21,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,11 +106,7 @@ def run_ingest(servers: common.Servers, args) -> Section:
         f"{opts.processes} processes, {opts.replicas} ingest process(es), "
         f"{opts.seconds:g} s window after {opts.warmup:g} s warm-up, batch {opts.batch_size}/{opts.batch_timeout_ms} ms",
     )
-    runs = []
-    for i in range(args.runs):
-        log.info("ingest run %d/%d", i + 1, args.runs)
-        runs.append(ingest.run_once(servers, opts))
-        log.info("ingest run %d: %s", i + 1, _short(runs[-1]))
+    runs = _repeat("ingest", args, lambda: ingest.run_once(servers, opts))
     ceiling = common.median([r["ceiling_rate"] for r in runs])
     ratio = [100 * r["ratio"] for r in runs]
     section.figures = [
@@ -136,14 +133,14 @@ def run_ingest(servers: common.Servers, args) -> Section:
     return section
 
 
-def _alert_runs(servers: common.Servers, args, opts, name: str) -> list[dict]:
-    from bench import alert
-
+def _repeat(name: str, args, run_once: Callable[[], dict],
+            summary: Callable[[dict], object] | None = None) -> list[dict]:
+    """`args.runs` results of `run_once()`, each logged (through `summary`, default `_short`)."""
     runs = []
     for i in range(args.runs):
         log.info("%s run %d/%d", name, i + 1, args.runs)
-        runs.append(alert.run_once(servers, opts))
-        log.info("%s run %d: %s", name, i + 1, _short(runs[-1]))
+        runs.append(run_once())
+        log.info("%s run %d: %s", name, i + 1, (summary or _short)(runs[-1]))
     return runs
 
 
@@ -156,7 +153,7 @@ def run_alert(servers: common.Servers, args) -> Section:
         f"uv run python -m bench alert --load-rate {opts.load_rate:g}  # {opts.alerts} probe alerts per run, "
         f"ingest batch timeout {opts.batch_timeout_ms} ms",
     )
-    runs = _alert_runs(servers, args, opts, "alert")
+    runs = _repeat("alert", args, lambda: alert.run_once(servers, opts))
     idle_p50 = common.median([r["idle"]["p50_ms"] for r in runs])
     idle_p99 = common.median([r["idle"]["p99_ms"] for r in runs])
     achieved = [r["load_achieved"] or 0 for r in runs]
@@ -197,13 +194,15 @@ MAINTENANCE_WINDOWS = 1000
 def run_alert_maint(servers: common.Servers, args) -> Section:
     """The Alert latency bench with 1,000 maintenance windows in effect and flap counters on the load
     processes (issue 18): its p99 must stay within 10 % of the Alert latency section's."""
+    from bench import alert
+
     opts = _alert_options(args, windows=MAINTENANCE_WINDOWS)
     section = Section(
         "Alert latency with maintenance windows and flap counters",
         f"uv run python -m bench alert-maint --load-rate {opts.load_rate:g}  # {opts.windows:,} windows in effect,"
         f" {opts.alerts} probe alerts per run",
     )
-    runs = _alert_runs(servers, args, opts, "alert-maint")
+    runs = _repeat("alert-maint", args, lambda: alert.run_once(servers, opts))
     baseline = _stored_figure(args, "alert", "p99 publish → alert, under load")
     p99 = [r["loaded"]["p99_ms"] for r in runs]
     section.figures = [
@@ -237,11 +236,8 @@ def run_cluster(servers: common.Servers, args) -> Section:
         f"bench ({ingest_opts.servers} servers x {ingest_opts.processes} processes, {ingest_opts.seconds:g} s window) "
         f"and the alert bench ({alert_opts.alerts} probe alerts under {alert_opts.load_rate:,.0f} samples/s)",
     )
-    runs = []
-    for i in range(args.runs):
-        log.info("cluster run %d/%d", i + 1, args.runs)
-        runs.append(cluster.run_once(servers, ingest_opts, alert_opts))
-        log.info("cluster run %d: %s", i + 1, {t: {b: _short(v) for b, v in r.items()} for t, r in runs[-1].items()})
+    runs = _repeat("cluster", args, lambda: cluster.run_once(servers, ingest_opts, alert_opts),
+                   lambda r: {t: {b: _short(v) for b, v in by_bench.items()} for t, by_bench in r.items()})
 
     def rate(r):
         return r["service_rate"]
@@ -377,11 +373,7 @@ def run_notify(servers: common.Servers, args) -> Section:
         f"uv run python -m bench notify --notify-rate {opts.rate:g} --notify-channels {opts.channels}  "
         f"# {opts.seconds:g} s window after {opts.warmup:g} s warm-up, channel 0 hangs",
     )
-    runs = []
-    for i in range(args.runs):
-        log.info("notify run %d/%d", i + 1, args.runs)
-        runs.append(notify.run_once(servers, opts))
-        log.info("notify run %d: %s", i + 1, _short(runs[-1]))
+    runs = _repeat("notify", args, lambda: notify.run_once(servers, opts))
     p99 = [r["healthy"]["p99_ms"] for r in runs]
     achieved = [r["rate_achieved"] for r in runs]
     section.figures = [
@@ -419,11 +411,8 @@ def run_offline(servers: common.Servers, args) -> Section:
         f"uv run python -m bench offline  # {opts.servers:,} servers, offline_after_s {opts.offline_after_s}, "
         f"1 in {opts.silenced_every} falls silent, each seen every {opts.heartbeat_slices} s before that",
     )
-    runs = []
-    for i in range(args.runs):
-        log.info("offline run %d/%d", i + 1, args.runs)
-        runs.append(offline.run_once(servers, opts))
-        log.info("offline run %d: %s", i + 1, _short({k: v for k, v in runs[-1].items() if k != "plans"}))
+    runs = _repeat("offline", args, lambda: offline.run_once(servers, opts),
+                   lambda r: _short({k: v for k, v in r.items() if k != "plans"}))
     p99 = [r["latency"]["p99_ms"] / 1000 for r in runs]
     missed = sum(r["silenced"] - r["fired"] for r in runs)
     extra = sum(r["extra"] for r in runs)
@@ -465,11 +454,7 @@ def run_sse(servers: common.Servers, args) -> Section:
         f"uv run python -m bench sse --sse-clients {opts.clients} --sse-users {opts.users}  # {opts.rounds} rounds "
         f"every {opts.interval:g} s, one sample per user per round, 1 API worker",
     )
-    runs = []
-    for i in range(args.runs):
-        log.info("sse run %d/%d", i + 1, args.runs)
-        runs.append(live.run_once(servers, opts))
-        log.info("sse run %d: %s", i + 1, _short(runs[-1]))
+    runs = _repeat("sse", args, lambda: live.run_once(servers, opts))
     p99 = [r["commit_to_client"]["p99_ms"] for r in runs]
     section.figures = [
         Figure("p50 commit → client", [r["commit_to_client"]["p50_ms"] for r in runs], "ms", fmt="{:.1f}",
