@@ -45,3 +45,18 @@ def server_tmp_path():
     """`tmp_path` for tests that start an embedded PostgreSQL (see `server_tmp_dir`)."""
     with server_tmp_dir() as path:
         yield path
+
+
+@pytest.fixture(scope="session")
+async def js(nats_url):
+    """JetStream on the session's NATS, with the streams declared (services declare them in the
+    background when they start: a test never races that)."""
+    import nats
+
+    from procwatch_messaging.streams import ensure_streams
+
+    nc = await nats.connect(nats_url)
+    jetstream = nc.jetstream()
+    await ensure_streams(jetstream)
+    yield jetstream
+    await nc.close()

@@ -12,18 +12,8 @@ import pytest
 
 from procwatch_db.urls import libpq_url
 from procwatch_messaging.outbox import INSERT_OUTBOX_ROW_SQL, OutboxRelay
-from procwatch_messaging.streams import ensure_streams
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def js(nats_url):
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    yield js
-    await nc.close()
 
 
 @pytest.fixture(scope="module", autouse=True)

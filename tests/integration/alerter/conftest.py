@@ -21,21 +21,11 @@ from procwatch_contracts import subjects
 from procwatch_contracts.messages import AlertEvent, ProcessAlertConfig, ProcessChanged, RecordedSample, SampleRecorded
 from procwatch_db.urls import libpq_url
 from procwatch_domain.rules import SETTING_NAMES
-from procwatch_messaging.streams import ensure_streams
 from tests.support.factories import TestServer, make_process, make_server, make_user
 
 T0 = datetime(2026, 5, 24, 18, 0, tzinfo=UTC)
 _sample_ids = itertools.count(1)
 _event_ids = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-async def js(nats_url):
-    nc = await nats.connect(nats_url)
-    jetstream = nc.jetstream()
-    await ensure_streams(jetstream)
-    yield jetstream
-    await nc.close()
 
 
 def alerter_settings(database_url: str, nats_url: str, server_id: int, durable: str | None = None,

@@ -10,14 +10,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import nats
 import psycopg
 import pytest
 
 from procwatch_api.app import create_app
 from procwatch_api.settings import ApiSettings
 from procwatch_db.urls import libpq_url
-from procwatch_messaging.streams import ensure_streams
 from tests.support.factories import TestServer, TestUser, make_server, make_user
 
 
@@ -43,17 +41,6 @@ def api_settings(database_url: str, redis_url: str, nats_url: str, **overrides) 
 async def client(database_url, redis_url, nats_url) -> AsyncIterator[httpx.AsyncClient]:
     async with running_api(api_settings(database_url, redis_url, nats_url)) as c:
         yield c
-
-
-@pytest.fixture
-async def js(nats_url):
-    """JetStream on the session's NATS, with the streams declared (the app declares them in the
-    background; don't race it)."""
-    nc = await nats.connect(nats_url)
-    jetstream = nc.jetstream()
-    await ensure_streams(jetstream)
-    yield jetstream
-    await nc.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import nats
 import orjson
 import psycopg
 import pytest
@@ -20,7 +19,6 @@ from procwatch_contracts import subjects
 from procwatch_contracts.messages import AlertEvent, AlertProcess, AlertServer
 from procwatch_db.urls import libpq_url
 from procwatch_domain import crypto
-from procwatch_messaging.streams import ensure_streams
 from procwatch_notifier.app import NotifierApp
 from procwatch_notifier.settings import NotifierSettings
 from tests.support.factories import TestServer, TestUser, make_server, make_user
@@ -30,15 +28,6 @@ os.environ.setdefault(crypto.SECRETS_KEY_ENV, crypto.new_key())
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 _n = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-async def notify_js(nats_url):
-    nc = await nats.connect(nats_url)
-    jetstream = nc.jetstream()
-    await ensure_streams(jetstream)
-    yield jetstream
-    await nc.close()
 
 
 @dataclass(frozen=True)
@@ -143,12 +132,12 @@ def body_of(received) -> dict:
 
 
 @pytest.fixture
-async def notify_world(database_url, nats_url, notify_js):
+async def notify_world(database_url, nats_url, js):
     user = make_user(database_url)
     server = make_server(database_url, user)
     receiver = Receiver()
     await receiver.start()
-    world = NotifyWorld(database_url, nats_url, notify_js, user, server, receiver)
+    world = NotifyWorld(database_url, nats_url, js, user, server, receiver)
     yield world
     for app in world.apps:
         await app.stop()
