@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.alerter.conftest import js, world  # noqa: F401  (fixtures)
+from tests.integration.alerter.conftest import world  # noqa: F401  (a fixture; `js` is session-wide)
 from tests.support.factories import make_user
 
 pytestmark = pytest.mark.integration
